@@ -1,0 +1,95 @@
+package protocol
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Identifiers of the Choria external-agent protocol (io.choria.mcorpc.external.v1).
+// Agents written for Choria and for py-mco-agent key their behaviour on these.
+const (
+	AgentRequestProtocol      = "io.choria.mcorpc.external.v1.rpc_request"
+	AgentRequestSchema        = "https://choria.io/schemas/mcorpc/external/v1/rpc_request.json"
+	AgentReplyProtocol        = "io.choria.mcorpc.external.v1.rpc_reply"
+	ActivationRequestProtocol = "io.choria.mcorpc.external.v1.activation_request"
+	ActivationRequestSchema   = "https://choria.io/schemas/mcorpc/external/v1/activation_request.json"
+	ActivationReplyProtocol   = "io.choria.mcorpc.external.v1.activation_reply"
+)
+
+var (
+	// ErrInvalidAgentReply wraps every reason an agent's reply cannot be decoded.
+	ErrInvalidAgentReply = errors.New("protocol: invalid agent reply")
+	// ErrReplyDataFormat means the reply decoded but its data is absent or
+	// not an object, which Choria refuses when applying output defaults.
+	ErrReplyDataFormat = errors.New("reply data is in the wrong format")
+)
+
+// AgentRequest is the rpc_request document an external agent reads. The
+// field order is the order Choria writes them in.
+type AgentRequest struct {
+	Schema     string `json:"$schema"`
+	Protocol   string `json:"protocol"`
+	Agent      string `json:"agent"`
+	Action     string `json:"action"`
+	RequestID  string `json:"requestid"`
+	SenderID   string `json:"senderid"`
+	CallerID   string `json:"callerid"`
+	Collective string `json:"collective"`
+	TTL        int    `json:"ttl"`
+	// MsgTime is the Unix time, in seconds, at which the client created the request.
+	MsgTime int64 `json:"msgtime"`
+	// Data is the request's inputs exactly as the client sent them.
+	Data json.RawMessage `json:"data"`
+}
+
+// NewAgentRequest fills in the schema and protocol identifiers.
+func NewAgentRequest() *AgentRequest {
+	return &AgentRequest{Schema: AgentRequestSchema, Protocol: AgentRequestProtocol, Data: json.RawMessage("{}")}
+}
+
+// AgentReply is what an external agent writes back: a SimpleRPC reply
+// without the envelope. Action, when present, overrides the reply's action.
+type AgentReply struct {
+	Action     string          `json:"action,omitempty"`
+	Statuscode StatusCode      `json:"statuscode"`
+	Statusmsg  string          `json:"statusmsg"`
+	Data       json.RawMessage `json:"data"`
+}
+
+// DecodeAgentReply parses an agent's reply the way Choria does: missing
+// statuscode means 0 and missing statusmsg means "OK". Choria refuses a
+// reply whose data is absent or not an object ("reply data is in the wrong
+// format"); null is accepted as {}.
+func DecodeAgentReply(b []byte) (*AgentReply, error) {
+	r := AgentReply{Statusmsg: "OK"}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%w: failed to decode reply json: %v", ErrInvalidAgentReply, err)
+	}
+	if r.Data == nil {
+		return nil, ErrReplyDataFormat
+	}
+	data, err := objectOrEmpty(r.Data)
+	if err != nil {
+		return nil, ErrReplyDataFormat
+	}
+	r.Data = data
+	return &r, nil
+}
+
+// ActivationRequest asks an external agent whether it should be loaded on this node.
+type ActivationRequest struct {
+	Schema   string `json:"$schema"`
+	Protocol string `json:"protocol"`
+	Agent    string `json:"agent"`
+}
+
+// NewActivationRequest builds the activation check document for agent.
+func NewActivationRequest(agent string) *ActivationRequest {
+	return &ActivationRequest{Schema: ActivationRequestSchema, Protocol: ActivationRequestProtocol, Agent: agent}
+}
+
+// ActivationReply is the agent's answer; a missing key means false.
+type ActivationReply struct {
+	Activate bool `json:"activate"`
+}
