@@ -29,9 +29,9 @@ var (
 // field order is the order Choria writes them in.
 type AgentRequest struct {
 	Schema     string `json:"$schema"`
-	Protocol   string `json:"protocol"`
-	Agent      string `json:"agent"`
-	Action     string `json:"action"`
+	Protocol   string `json:"protocol" jsonschema:"enum=io.choria.mcorpc.external.v1.rpc_request"`
+	Agent      string `json:"agent" jsonschema:"minLength=1,pattern=^[a-z0-9_]*$"`
+	Action     string `json:"action" jsonschema:"minLength=1,pattern=^[a-z0-9_]*$"`
 	RequestID  string `json:"requestid"`
 	SenderID   string `json:"senderid"`
 	CallerID   string `json:"callerid"`
@@ -40,7 +40,7 @@ type AgentRequest struct {
 	// MsgTime is the Unix time, in seconds, at which the client created the request.
 	MsgTime int64 `json:"msgtime"`
 	// Data is the request's inputs exactly as the client sent them.
-	Data json.RawMessage `json:"data"`
+	Data json.RawMessage `json:"data" jsonschema:"type=object"`
 }
 
 // NewAgentRequest fills in the schema and protocol identifiers.
@@ -52,9 +52,9 @@ func NewAgentRequest() *AgentRequest {
 // without the envelope. Action, when present, overrides the reply's action.
 type AgentReply struct {
 	Action     string          `json:"action,omitempty"`
-	Statuscode StatusCode      `json:"statuscode"`
+	Statuscode StatusCode      `json:"statuscode" jsonschema:"minimum=0,maximum=255"`
 	Statusmsg  string          `json:"statusmsg"`
-	Data       json.RawMessage `json:"data"`
+	Data       json.RawMessage `json:"data" jsonschema:"type=object"`
 }
 
 // DecodeAgentReply parses an agent's reply the way Choria does: missing
@@ -80,8 +80,8 @@ func DecodeAgentReply(b []byte) (*AgentReply, error) {
 // ActivationRequest asks an external agent whether it should be loaded on this node.
 type ActivationRequest struct {
 	Schema   string `json:"$schema"`
-	Protocol string `json:"protocol"`
-	Agent    string `json:"agent"`
+	Protocol string `json:"protocol" jsonschema:"enum=io.choria.mcorpc.external.v1.activation_request"`
+	Agent    string `json:"agent" jsonschema:"pattern=^[a-z0-9_]*$"`
 }
 
 // NewActivationRequest builds the activation check document for agent.

@@ -16,9 +16,9 @@ var nameRe = regexp.MustCompile(`^[a-z0-9_]+$`)
 // RPCRequest is the SimpleRPC body a client puts in a Choria request
 // message: {"agent":..,"action":..,"data":{..}}.
 type RPCRequest struct {
-	Agent  string          `json:"agent"`
-	Action string          `json:"action"`
-	Data   json.RawMessage `json:"data,omitempty"`
+	Agent  string          `json:"agent" jsonschema:"pattern=^[a-z0-9_]+$"`
+	Action string          `json:"action" jsonschema:"pattern=^[a-z0-9_]+$"`
+	Data   json.RawMessage `json:"data,omitempty" jsonschema:"type=object"`
 }
 
 // DecodeRPCRequest parses a SimpleRPC request body. Data is normalised to
@@ -46,9 +46,9 @@ func DecodeRPCRequest(body []byte) (*RPCRequest, error) {
 // client reads, in the order the reference server writes them.
 type RPCReply struct {
 	Action     string          `json:"action"`
-	Statuscode StatusCode      `json:"statuscode"`
+	Statuscode StatusCode      `json:"statuscode" jsonschema:"minimum=0,maximum=255"`
 	Statusmsg  string          `json:"statusmsg"`
-	Data       json.RawMessage `json:"data"`
+	Data       json.RawMessage `json:"data" jsonschema:"type=object"`
 }
 
 // NewRPCReply returns a successful reply with Choria's defaults.

@@ -39,7 +39,7 @@ var (
 
 // Transport is the outermost document, the NATS payload.
 type Transport struct {
-	Protocol string           `json:"protocol"`
+	Protocol string           `json:"protocol" jsonschema:"enum=choria:transport:1"`
 	Data     []byte           `json:"data"`
 	Headers  TransportHeaders `json:"headers"`
 }
@@ -64,7 +64,7 @@ type FederationHeader struct {
 // SecureRequest carries the request JSON as text, its signature and the
 // caller's certificate.
 type SecureRequest struct {
-	Protocol string `json:"protocol"`
+	Protocol string `json:"protocol" jsonschema:"enum=choria:secure:request:1"`
 	// Message is the Request JSON; the signature covers exactly these bytes.
 	Message string `json:"message"`
 	// Signature is base64 RSA PKCS#1 v1.5 over SHA-256 of Message.
@@ -75,7 +75,7 @@ type SecureRequest struct {
 
 // Request is the signed request.
 type Request struct {
-	Protocol string `json:"protocol"`
+	Protocol string `json:"protocol" jsonschema:"enum=choria:request:1"`
 	// Message is the body: raw SimpleRPC JSON for mcorpc, base64 for discovery.
 	Message  string          `json:"message"`
 	Envelope RequestEnvelope `json:"envelope"`
@@ -84,7 +84,7 @@ type Request struct {
 // RequestEnvelope holds the request's metadata.
 type RequestEnvelope struct {
 	// RequestID is 32 lowercase hex characters.
-	RequestID  string `json:"requestid"`
+	RequestID  string `json:"requestid" jsonschema:"minLength=32,maxLength=32"`
 	SenderID   string `json:"senderid"`
 	CallerID   string `json:"callerid"`
 	Collective string `json:"collective"`
@@ -98,7 +98,7 @@ type RequestEnvelope struct {
 
 // Reply is the server's reply.
 type Reply struct {
-	Protocol string        `json:"protocol"`
+	Protocol string        `json:"protocol" jsonschema:"enum=choria:reply:1"`
 	Message  string        `json:"message"`
 	Envelope ReplyEnvelope `json:"envelope"`
 }
@@ -114,7 +114,7 @@ type ReplyEnvelope struct {
 // SecureReply carries the reply JSON as text and its hash; v1 replies are
 // not signed.
 type SecureReply struct {
-	Protocol string `json:"protocol"`
+	Protocol string `json:"protocol" jsonschema:"enum=choria:secure:reply:1"`
 	Message  string `json:"message"`
 	// Hash is base64 SHA-256 of Message.
 	Hash string `json:"hash"`
