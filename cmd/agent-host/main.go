@@ -1,0 +1,106 @@
+// Command agent-host serves Choria RPC requests with external agents.
+//
+//	agent-host run [--config FILE] [--plugins DIR]
+//	agent-host agents [--config FILE] [--plugins DIR]
+//	agent-host req AGENT ACTION [key=value ...] [-I identity] [-F fact=value] [--json]
+//	agent-host version
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kingpin/v2"
+)
+
+func main() {
+	app := kingpin.New("agent-host", "Serve Choria RPC requests with external agents written in any language.")
+	app.HelpFlag.Short('h')
+
+	var code int
+	run := newRunCommand(app)
+	agents := newAgentsCommand(app)
+	req := newReqCommand(app)
+	app.Command("version", "Print the version.")
+
+	cmd, err := app.Parse(os.Args[1:])
+	if err != nil {
+		app.FatalUsage("%s\n", err)
+	}
+
+	ctx, stop := signalContext()
+	defer stop()
+
+	switch cmd {
+	case "run":
+		err = run.execute(ctx)
+	case "agents":
+		err = agents.execute(ctx, os.Stdout)
+	case "req":
+		code, err = req.execute(ctx, os.Stdout)
+	case "version":
+		fmt.Println(versionString())
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "agent-host:", err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+// signalContext ends on the first SIGINT/SIGTERM; a second one exits at
+// once, for an operator who does not want to wait for the drain.
+func signalContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-ch
+		cancel()
+		<-ch
+		fmt.Fprintln(os.Stderr, "agent-host: second signal, exiting without waiting")
+		os.Exit(130)
+	}()
+	return ctx, func() { signal.Stop(ch); cancel() }
+}
+
+// newLogger builds the logger the configuration asks for; it returns a
+// closer for a log file.
+func newLogger(level, file string) (*slog.Logger, func(), error) {
+	var lv slog.Level
+	switch level {
+	case "debug":
+		lv = slog.LevelDebug
+	case "", "info":
+		lv = slog.LevelInfo
+	case "warn":
+		lv = slog.LevelWarn
+	case "error", "fatal":
+		lv = slog.LevelError
+	default:
+		return nil, nil, fmt.Errorf("loglevel %q is not one of debug, info, warn, error, fatal", level)
+	}
+	var w io.Writer = os.Stderr
+	closer := func() {}
+	switch file {
+	case "", "stderr":
+	case "stdout":
+		w = os.Stdout
+	case "discard":
+		w = io.Discard
+	default:
+		f, err := os.OpenFile(file, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
+		if err != nil {
+			return nil, nil, fmt.Errorf("opening logfile: %w", err)
+		}
+		w = f
+		closer = func() { _ = f.Close() }
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})), closer, nil
+}
+

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/debug"
+
+	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/agent-host/agent-host/host"
+	"github.com/agent-host/agent-host/host/config"
+)
+
+type runCommand struct {
+	configFile string
+	plugins    []string
+}
+
+func newRunCommand(app *kingpin.Application) *runCommand {
+	c := &runCommand{}
+	cmd := app.Command("run", "Connect to the broker and serve requests. Without middleware hosts configured, an embedded NATS broker is started on loopback.")
+	addConfigFlags(cmd, &c.configFile, &c.plugins)
+	return c
+}
+
+func addConfigFlags(cmd *kingpin.CmdClause, file *string, plugins *[]string) {
+	cmd.Flag("config", "Choria-style server configuration file.").Short('c').PlaceHolder("FILE").StringVar(file)
+	cmd.Flag("plugins", "A directory of agents (X.json + X, X/X.json + X/X, or multi-arch X/X-<os>_<arch>); repeatable.").PlaceHolder("DIR").StringsVar(plugins)
+}
+
+// loadConfig reads the configuration and applies the --plugins flag.
+// Configuration warnings go to stderr: the configured log file is not
+// known until the configuration is read.
+func loadConfig(file string, plugins []string) (*config.Config, error) {
+	warn := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg, err := config.Load(file, config.WithLogger(warn))
+	if err != nil {
+		return nil, err
+	}
+	cfg.Plugins = append(cfg.Plugins, plugins...)
+	return cfg, nil
+}
+
+func (c *runCommand) execute(ctx context.Context) error {
+	cfg, err := loadConfig(c.configFile, c.plugins)
+	if err != nil {
+		return err
+	}
+	log, closeLog, err := newLogger(cfg.LogLevel, cfg.LogFile)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+
+	var opts []host.Option
+	opts = append(opts, host.WithLogger(log))
+	if len(cfg.MiddlewareHosts) == 0 {
+		b, err := host.StartBroker(cfg.EmbeddedBroker)
+		if err != nil {
+			return fmt.Errorf("no middleware hosts configured, and the embedded broker failed: %w", err)
+		}
+		defer b.Close()
+		log.Info("no broker configured (plugin.choria.middleware_hosts): started an embedded NATS broker", "url", b.URL())
+		opts = append(opts, host.WithBrokerURL(b.URL()))
+	}
+	h, err := host.New(cfg, opts...)
+	if err != nil {
+		return err
+	}
+	return h.Run(ctx)
+}
+
+func versionString() string {
+	v := host.Version
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return fmt.Sprintf("agent-host %s (%s)", v, bi.GoVersion)
+	}
+	return "agent-host " + v
+}

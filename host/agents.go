@@ -1,0 +1,61 @@
+package host
+
+import (
+	"context"
+	"slices"
+
+	"github.com/agent-host/agent-host/protocol"
+	"github.com/agent-host/agent-host/protocol/ddl"
+	"github.com/agent-host/agent-host/runner"
+)
+
+// discoveryAgent answers Choria's discovery pings; it has no DDL and is
+// not an RPC agent.
+const discoveryAgent = "discovery"
+
+// agentEntry is one RPC agent the host serves.
+type agentEntry struct {
+	name string
+	ddl  *ddl.DDL
+	run  runner.Runner
+	// external is the catalog entry of an external agent; nil for built-ins.
+	external *runner.Agent
+}
+
+// agentTable is an immutable snapshot of the served agents, swapped
+// atomically on reload so requests never take a lock to find their agent.
+type agentTable struct {
+	byName map[string]*agentEntry
+	// names are every agent a filter or rpcutil sees, discovery included, sorted.
+	names []string
+}
+
+func (t *agentTable) get(name string) *agentEntry { return t.byName[name] }
+
+// buildTable combines the built-ins with the catalog's active agents.
+func (h *Host) buildTable() *agentTable {
+	t := &agentTable{byName: map[string]*agentEntry{h.rpcutil.name: h.rpcutil}}
+	for _, a := range h.catalog.Agents() {
+		if !a.Active {
+			continue
+		}
+		if _, taken := t.byName[a.Name]; taken || a.Name == discoveryAgent {
+			continue
+		}
+		exe := a.Executable
+		t.byName[a.Name] = &agentEntry{
+			name:     a.Name,
+			ddl:      a.DDL,
+			external: a,
+			run: runner.RunnerFunc(func(ctx context.Context, req *protocol.AgentRequest) (*protocol.AgentReply, error) {
+				return h.spawner.Run(ctx, exe, req)
+			}),
+		}
+	}
+	t.names = append(t.names, discoveryAgent)
+	for name := range t.byName {
+		t.names = append(t.names, name)
+	}
+	slices.Sort(t.names)
+	return t
+}

@@ -1,0 +1,53 @@
+package host
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Broker is an embedded NATS server, used when no middleware hosts are
+// configured so that a single node works with nothing else installed.
+type Broker struct {
+	srv *server.Server
+}
+
+// StartBroker starts a NATS server listening on addr (host:port). It only
+// binds loopback addresses: an embedded broker has no authentication, so
+// exposing it would let anyone on the network publish requests.
+func StartBroker(addr string) (*Broker, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker address %q: %w", addr, err)
+	}
+	ip := net.ParseIP(host)
+	if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("embedded broker address %q: only loopback addresses are allowed", addr)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker port %q: %w", portStr, err)
+	}
+	srv, err := server.NewServer(&server.Options{Host: host, Port: port, NoSigs: true, NoLog: true, MaxPayload: 8 << 20})
+	if err != nil {
+		return nil, fmt.Errorf("creating embedded broker: %w", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("embedded broker on %s did not start within 10s", addr)
+	}
+	return &Broker{srv: srv}, nil
+}
+
+// URL is the nats:// address clients connect to.
+func (b *Broker) URL() string { return b.srv.ClientURL() }
+
+// Close stops the broker and waits for it.
+func (b *Broker) Close() {
+	b.srv.Shutdown()
+	b.srv.WaitForShutdown()
+}

@@ -1,0 +1,314 @@
+// Package config reads agent-host's server configuration: Choria's
+// `key = value` file format, the plugin.d directory next to it, and the
+// subset of Choria's server settings agent-host implements, plus its own
+// settings under plugin.agent_host.
+//
+// Every setting is declared once, as a field of Config whose tags give the
+// key, the default, the parse type and the validation rule, and whose doc
+// comment is the description. Keys reports them for the reference docs and
+// `config list`. After changing a doc comment run `go generate ./host/config`.
+//
+// A value that cannot be used stops Load with an error naming the file, line
+// and key. Keys agent-host does not know are logged as warnings and skipped,
+// except free-form plugin.<name>.* settings of other plugins and agents,
+// which are kept for Option.
+package config
+
+//go:generate go run ./internal/docgen
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"time"
+)
+
+// Config is the server configuration. It is read-only once loaded.
+//
+// The tags drive parsing: confkey is the key, default the value used when the
+// files do not set it, type one of comma_split (one line, replaces), path_split
+// (split on the OS path list separator, repeated lines accumulate),
+// path_string or duration (Go syntax, or whole seconds), validate the rule
+// each value must pass (see validate.go), and secret marks values that must
+// not be shown.
+type Config struct {
+	// The name this node answers to in identity filters and direct requests. When unset it is
+	// the operating system's hostname as reported by os.Hostname; unlike Choria, agent-host
+	// does not look the name up in DNS or ask facter.
+	Identity string `confkey:"identity" validate:"subject"`
+
+	// The sub-collectives this node joins; each agent subscribes to its broadcast subject in
+	// every collective.
+	Collectives []string `confkey:"collectives" type:"comma_split" default:"mcollective" validate:"token"`
+
+	// The collective this node names as its default, for example in rpcutil's inventory.
+	// Defaults to the first of collectives and must be one of them.
+	MainCollective string `confkey:"main_collective"`
+
+	// The time to live, in seconds, of messages this node creates. As in Choria, requests it
+	// receives are checked against the ttl they carry, not this one.
+	TTL int `confkey:"ttl" default:"60" validate:"min=1"`
+
+	// The lowest level of log message to write.
+	LogLevel string `confkey:"loglevel" default:"info" validate:"enum=debug,info,warn,error,fatal"`
+
+	// Where to write the log: a file path, or stdout, stderr or discard. Unlike Choria, which
+	// defaults to stdout, agent-host logs to stderr by default.
+	LogFile string `confkey:"logfile" type:"path_string" default:"stderr"`
+
+	// The file listing the configuration classes applied to this node, one per line, used by
+	// class filters.
+	ClassesFile string `confkey:"classesfile" type:"path_string" default:"/opt/puppetlabs/puppet/cache/state/classes.txt"`
+
+	// YAML or JSON files holding this node's facts, used by fact filters and given to agents.
+	// Several files are merged, later ones winning.
+	FactsFiles []string `confkey:"plugin.yaml" type:"path_split"`
+
+	// Directories holding agents, DDLs and other plugins, as in Choria. Choria's external
+	// agents are found through plugin.choria.agent_provider.mcorpc.libdir instead.
+	Libdir []string `confkey:"libdir" type:"path_split"`
+
+	// The NATS brokers to connect to, as host:port, nats://host:port or tls://host:port; bare
+	// host:port means nats://. When empty agent-host starts an embedded broker listening on
+	// plugin.agent_host.embedded_broker and connects to that.
+	MiddlewareHosts []string `confkey:"plugin.choria.middleware_hosts" type:"comma_split" validate:"broker_url"`
+
+	// Accepted for compatibility with Choria configurations, but agent-host does not do DNS
+	// SRV lookups; set plugin.choria.middleware_hosts instead. Defaults to false, unlike
+	// Choria; setting it to true without middleware hosts logs a warning.
+	UseSRV bool `confkey:"plugin.choria.use_srv" default:"false"`
+
+	// The user name to present to the NATS broker. When unset no user name is sent.
+	NATSUser string `confkey:"plugin.nats.user"`
+
+	// The password to present to the NATS broker together with plugin.nats.user.
+	NATSPass string `confkey:"plugin.nats.pass" secret:"true"`
+
+	// A NATS 2.0 credentials file to authenticate to the broker with.
+	NATSCredentials string `confkey:"plugin.nats.credentials" type:"path_string"`
+
+	// How requests are verified: file checks the x509 certificate and signature of each
+	// request against plugin.security.file.ca; insecure skips verification and is meant for
+	// development only. Choria's other providers (puppet, pkcs11, certmanager, choria) are not
+	// supported.
+	SecurityProvider string `confkey:"plugin.security.provider" default:"file" validate:"enum=file,insecure"`
+
+	// With the file provider, the PEM certificate this node presents to the broker.
+	FileCertificate string `confkey:"plugin.security.file.certificate" type:"path_string"`
+
+	// With the file provider, the PEM private key of plugin.security.file.certificate.
+	FileKey string `confkey:"plugin.security.file.key" type:"path_string"`
+
+	// With the file provider, the PEM certificate authority that client and broker
+	// certificates must chain to.
+	FileCA string `confkey:"plugin.security.file.ca" type:"path_string"`
+
+	// Regular expressions matching the certificate names allowed to make requests.
+	CertnameWhitelist []string `confkey:"plugin.choria.security.certname_whitelist" type:"comma_split" default:"\\.mcollective$,\\.choria$" validate:"regexp"`
+
+	// Regular expressions matching the certificate names allowed to make requests on behalf of
+	// another caller id.
+	PrivilegedUsers []string `confkey:"plugin.choria.security.privileged_users" type:"comma_split" default:"\\.privileged.mcollective$,\\.privileged.choria$" validate:"regexp"`
+
+	// Accept certificates without subject alternative names, matching on the common name instead.
+	SupportLegacyCertificates bool `confkey:"plugin.security.support_legacy_certificates" default:"false"`
+
+	// Directories searched for external agents, as in Choria: each agent's DDL and executable
+	// are found below mcollective/agent in each directory.
+	AgentLibdirs []string `confkey:"plugin.choria.agent_provider.mcorpc.libdir" type:"path_split"`
+
+	// Directories holding one sub-directory per agent, each with the agent's DDL and
+	// executable, without Choria's mcollective/agent layout.
+	Plugins []string `confkey:"plugin.agent_host.plugins" type:"path_split"`
+
+	// How many requests may execute at the same time across all agents.
+	MaxInFlight int `confkey:"plugin.agent_host.max_in_flight" default:"64" validate:"min=1"`
+
+	// How many messages each subscription buffers before further messages are refused and
+	// counted as dropped.
+	PendingLimit int `confkey:"plugin.agent_host.pending_limit" default:"4096" validate:"min=1"`
+
+	// The largest reply, in bytes, an agent may write; a larger reply fails the request. The
+	// signed and encoded reply sent to the client is bigger than this and must still fit the
+	// broker's max_payload.
+	ReplyMaxBytes int `confkey:"plugin.agent_host.reply_max_bytes" default:"1048576" validate:"min=1"`
+
+	// The host:port the embedded NATS broker listens on when plugin.choria.middleware_hosts is
+	// empty. Port 0 picks a free port.
+	EmbeddedBroker string `confkey:"plugin.agent_host.embedded_broker" default:"127.0.0.1:4222" validate:"hostport"`
+
+	// How long an agent's DDL must be unchanged on disk before it is loaded or reloaded, so
+	// that half-written files are not read.
+	AgentSettle time.Duration `confkey:"plugin.agent_host.agent_settle" type:"duration" default:"2s"`
+
+	// ConfigFile is the absolute path of the main configuration file, empty
+	// when only defaults were loaded.
+	ConfigFile string
+
+	// ParsedFiles lists every file read, in the order read, with paths as
+	// given to Load.
+	ParsedFiles []string
+
+	// options holds every key and value read from the files, last one
+	// winning, including keys without a field.
+	options map[string]string
+}
+
+// ErrInvalid is wrapped by every error about a configuration value.
+var ErrInvalid = errors.New("config: invalid configuration")
+
+// KeyError reports a value agent-host cannot use. File and Line are empty
+// when the value was not read from a file.
+type KeyError struct {
+	File   string
+	Line   int
+	Key    string
+	Reason string
+}
+
+func (e *KeyError) Error() string {
+	if e.File == "" {
+		return fmt.Sprintf("config: %s: %s", e.Key, e.Reason)
+	}
+	return fmt.Sprintf("config: %s:%d: %s: %s", e.File, e.Line, e.Key, e.Reason)
+}
+
+// Unwrap makes every KeyError match ErrInvalid.
+func (e *KeyError) Unwrap() error { return ErrInvalid }
+
+// Option changes how Load works.
+type Option func(*loadOptions)
+
+type loadOptions struct {
+	log *slog.Logger
+}
+
+// WithLogger sets the logger that receives warnings about unknown and
+// unsupported keys. The default discards them.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *loadOptions) {
+		if l != nil {
+			o.log = l
+		}
+	}
+}
+
+// Default returns the configuration with every key at its default, with the
+// identity taken from the hostname and the main collective from the
+// collectives. The identity is empty when the hostname is unknown.
+func Default() *Config {
+	c := withDefaults()
+	c.derive()
+	return c
+}
+
+// Load reads the configuration file at path, then every plugin.d/*.cfg file
+// next to it, and checks the result. With an empty path it returns the
+// checked defaults. Errors about values match ErrInvalid and are KeyErrors.
+func Load(path string, opts ...Option) (*Config, error) {
+	o := loadOptions{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+
+	l := newLoader(withDefaults(), o.log)
+	if path != "" {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: resolving %s: %w", path, err)
+		}
+		l.cfg.ConfigFile = abs
+		if err := l.parseFile(path, ""); err != nil {
+			return nil, err
+		}
+		if err := l.parsePluginDir(filepath.Join(filepath.Dir(path), "plugin.d")); err != nil {
+			return nil, err
+		}
+	}
+	if err := l.finish(); err != nil {
+		return nil, err
+	}
+	return l.cfg, nil
+}
+
+// Option returns the raw value last given for key in the configuration
+// files, or def when no file sets it. Defaults are not included. Agents'
+// and other plugins' free-form settings, such as plugin.parrot.mode, are
+// read this way.
+func (c *Config) Option(key, def string) string {
+	if v, ok := c.options[key]; ok {
+		return v
+	}
+	return def
+}
+
+// Lookup returns the value of a declared key as its Go type, for rpcutil's
+// get_config_item as in Choria, which answers only for declared keys. The
+// value of a secret key such as plugin.nats.pass is replaced by
+// "[redacted]", where Choria would return it.
+func (c *Config) Lookup(key string) (any, bool) {
+	f, ok := fieldsByKey[key]
+	if !ok {
+		return nil, false
+	}
+	if f.secret {
+		return "[redacted]", true
+	}
+	return reflect.ValueOf(c).Elem().Field(f.index).Interface(), true
+}
+
+// PluginConfigDir is the plugin.d directory next to the configuration file,
+// or "" when no file was loaded. External agents are given
+// <PluginConfigDir>/<agent> as CHORIA_EXTERNAL_CONFIG.
+func (c *Config) PluginConfigDir() string {
+	if c.ConfigFile == "" {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(c.ConfigFile), "plugin.d")
+}
+
+// MiddlewareURLs returns plugin.choria.middleware_hosts as URLs for the NATS
+// client, with nats:// added to bare host:port entries.
+func (c *Config) MiddlewareURLs() []string {
+	urls := make([]string, 0, len(c.MiddlewareHosts))
+	for _, h := range c.MiddlewareHosts {
+		// Load validated every entry, so the error cannot happen here.
+		u, _ := brokerURL(h)
+		urls = append(urls, u)
+	}
+	return urls
+}
+
+// withDefaults returns a Config holding the tag defaults only.
+func withDefaults() *Config {
+	c := &Config{options: map[string]string{}}
+	for _, f := range fields {
+		if f.def == "" {
+			continue
+		}
+		if err := f.set(c, f.def); err != nil {
+			// The defaults are constants checked by the tests.
+			panic(fmt.Sprintf("config: default of %s: %v", f.key, err))
+		}
+	}
+	return c
+}
+
+// derive fills in the settings whose defaults depend on other settings or
+// on the machine.
+func (c *Config) derive() {
+	if c.MainCollective == "" && len(c.Collectives) > 0 {
+		c.MainCollective = c.Collectives[0]
+	}
+	if c.Identity == "" {
+		if hn, err := os.Hostname(); err == nil {
+			c.Identity = hn
+		}
+	}
+}

@@ -1,0 +1,412 @@
+// Package host is agent-host's request pipeline. It connects to NATS,
+// subscribes to every collective's node and agent subjects and, for each
+// message: decodes the Choria v1 envelopes, verifies the caller, checks
+// the TTL window, matches the filter, authorizes, validates the inputs
+// against the agent's DDL, runs the agent and publishes the reply.
+//
+// The host composes the other packages explicitly: host/security and
+// host/filter for the checks, runner (and runner/spawn) for the agents,
+// policy for authorization. Nothing imports host but cmd.
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/agent-host/agent-host/host/config"
+	"github.com/agent-host/agent-host/host/filter"
+	"github.com/agent-host/agent-host/host/security"
+	"github.com/agent-host/agent-host/policy"
+	"github.com/agent-host/agent-host/runner"
+	"github.com/agent-host/agent-host/runner/spawn"
+)
+
+// Version is agent-host's version, reported by rpcutil and `agent-host version`.
+var Version = "0.1.0-dev"
+
+// Authorizer decides whether a validated request may run. Errors deny.
+type Authorizer interface {
+	Authorize(ctx context.Context, in *policy.Input) (policy.Decision, error)
+}
+
+// Events is told about the host's lifecycle. Calls must not block for long:
+// they happen on the start-up, shutdown and reload paths.
+type Events interface {
+	Startup(ctx context.Context, identity string, agents []string)
+	Shutdown(ctx context.Context, identity string)
+	AgentsChanged(ctx context.Context, identity string, change runner.Change)
+}
+
+// Option configures a Host with injected code; settings live in config.Config.
+type Option func(*Host)
+
+// WithLogger sets the logger; the default discards.
+func WithLogger(l *slog.Logger) Option { return func(h *Host) { h.log = l } }
+
+// WithAuthorizer sets the authorizer; the default allows every request.
+func WithAuthorizer(a Authorizer) Option { return func(h *Host) { h.authz = a } }
+
+// WithEvents sets the lifecycle hook; the default does nothing.
+func WithEvents(e Events) Option { return func(h *Host) { h.events = e } }
+
+// WithBrokerURL overrides the configured middleware hosts, for an
+// embedded broker the caller started.
+func WithBrokerURL(url string) Option { return func(h *Host) { h.brokerURL = url } }
+
+// WithClock replaces time.Now, for TTL tests.
+func WithClock(now func() time.Time) Option { return func(h *Host) { h.now = now } }
+
+// Host serves Choria requests. Create it with New and run it with Run.
+type Host struct {
+	cfg       *config.Config
+	log       *slog.Logger
+	authz     Authorizer
+	events    Events
+	brokerURL string
+	now       func() time.Time
+
+	verifier security.Verifier
+	matcher  *filter.Matcher
+	spawner  *spawn.Spawner
+	catalog  *runner.Catalog
+	inv      *inventory
+	rpcutil  *agentEntry
+
+	stats   Stats
+	started time.Time
+
+	agents atomic.Pointer[agentTable]
+	slots  chan struct{}
+	wg     sync.WaitGroup
+
+	// reqCtx outlives Run's context during the shutdown drain so in-flight
+	// agents can finish; cancelling it kills them.
+	reqCtx    context.Context
+	reqCancel context.CancelFunc
+
+	nc    *nats.Conn
+	subMu sync.Mutex
+	subs  map[string]*nats.Subscription
+
+	ready chan struct{}
+}
+
+// shutdownGrace is how long in-flight requests may finish after Run's
+// context ends before their agents are killed.
+const shutdownGrace = 10 * time.Second
+
+// New prepares a host: it loads the security material and compiles what
+// can be compiled, so configuration errors surface before connecting.
+func New(cfg *config.Config, opts ...Option) (*Host, error) {
+	h := &Host{
+		cfg:    cfg,
+		log:    slog.New(slog.DiscardHandler),
+		authz:  policy.AllowAll{},
+		events: nopEvents{},
+		now:    time.Now,
+		subs:   map[string]*nats.Subscription{},
+		ready:  make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(h)
+	}
+	if cfg.Identity == "" {
+		return nil, errors.New("host: identity is empty: set identity in the configuration")
+	}
+
+	v, err := newVerifier(cfg, h.log)
+	if err != nil {
+		return nil, err
+	}
+	h.verifier = v
+	h.matcher = filter.NewMatcher(filter.WithLogger(h.log.With("component", "filter")))
+	h.inv = newInventory(cfg.FactsFiles, cfg.ClassesFile, h.log.With("component", "inventory"))
+	h.spawner, h.catalog = newAgentSource(cfg, h.inv, h.log)
+	if h.rpcutil, err = newRPCUtil(h); err != nil {
+		return nil, err
+	}
+	h.slots = make(chan struct{}, max(cfg.MaxInFlight, 1))
+	return h, nil
+}
+
+func newVerifier(cfg *config.Config, log *slog.Logger) (security.Verifier, error) {
+	switch cfg.SecurityProvider {
+	case "insecure":
+		log.Warn("SECURITY DISABLED: plugin.security.provider = insecure; requests are NOT verified and anyone who can publish to the broker can run agents")
+		return security.Insecure{}, nil
+	case "file":
+		v, err := security.NewFileVerifier(security.FileConfig{
+			CAFile:            cfg.FileCA,
+			CertnameAllowList: cfg.CertnameWhitelist,
+			PrivilegedUsers:   cfg.PrivilegedUsers,
+
+			SupportLegacyCertificates: cfg.SupportLegacyCertificates,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("host: file security: %w", err)
+		}
+		return v, nil
+	default:
+		return nil, fmt.Errorf("host: plugin.security.provider %q is not supported; use file or insecure", cfg.SecurityProvider)
+	}
+}
+
+// newAgentSource builds the spawner and the catalog that uses it for
+// activation checks.
+func newAgentSource(cfg *config.Config, inv *inventory, log *slog.Logger) (*spawn.Spawner, *runner.Catalog) {
+	sp := spawn.New(spawn.Config{
+		PluginConfigDir: cfg.PluginConfigDir(),
+		Facts:           func() []byte { f, _ := inv.snapshot(); return f },
+		MaxReplyBytes:   int64(cfg.ReplyMaxBytes),
+	}, spawn.WithLogger(log.With("component", "spawn")))
+	cat := runner.NewCatalog(runner.CatalogConfig{
+		Libdirs:    cfg.AgentLibdirs,
+		PluginDirs: cfg.Plugins,
+		Settle:     cfg.AgentSettle,
+		Activate: func(ctx context.Context, a *runner.Agent) (bool, error) {
+			return sp.Activate(ctx, a.Executable, a.Name)
+		},
+	}, runner.WithLogger(log.With("component", "catalog")))
+	return sp, cat
+}
+
+// LoadAgents finds and activation-checks the configured agents without
+// serving them, for `agent-host agents`.
+func LoadAgents(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]*runner.Agent, error) {
+	_, cat := newAgentSource(cfg, newInventory(cfg.FactsFiles, cfg.ClassesFile, log), log)
+	if err := cat.Load(ctx); err != nil {
+		return nil, err
+	}
+	return cat.Agents(), nil
+}
+
+// Stats exposes the request counters.
+func (h *Host) Stats() *Stats { return &h.stats }
+
+// Ready is closed once the host is subscribed and serving.
+func (h *Host) Ready() <-chan struct{} { return h.ready }
+
+// Run loads the agents, connects and serves until ctx ends, then stops
+// taking requests, lets in-flight ones finish (bounded) and disconnects.
+func (h *Host) Run(ctx context.Context) error {
+	h.started = h.now()
+	h.reqCtx, h.reqCancel = context.WithCancel(context.WithoutCancel(ctx))
+	defer h.reqCancel()
+
+	if err := h.catalog.Load(ctx); err != nil {
+		return fmt.Errorf("host: loading agents: %w", err)
+	}
+	h.agents.Store(h.buildTable())
+
+	nc, err := h.connect()
+	if err != nil {
+		return err
+	}
+	h.nc = nc
+	defer nc.Close()
+
+	if err := h.syncSubscriptions(); err != nil {
+		return err
+	}
+	if err := nc.Flush(); err != nil && !errors.Is(err, nats.ErrConnectionReconnecting) {
+		h.log.Warn("broker did not confirm subscriptions yet", "error", err)
+	}
+	names := h.agents.Load().names
+	h.log.Info("agent-host serving", "identity", h.cfg.Identity, "collectives", h.cfg.Collectives, "agents", names, "broker", nc.ConnectedUrlRedacted())
+	h.events.Startup(ctx, h.cfg.Identity, names)
+	close(h.ready)
+
+	watchDone := make(chan error, 1)
+	go func() { watchDone <- h.catalog.Watch(ctx, h.applyChange) }()
+
+	<-ctx.Done()
+	h.log.Info("agent-host stopping", "in_flight", len(h.slots))
+	h.unsubscribeAll()
+	if err := <-watchDone; err != nil && !errors.Is(err, context.Canceled) {
+		h.log.Warn("agent watcher stopped with an error", "error", err)
+	}
+	h.drain()
+	h.events.Shutdown(context.WithoutCancel(ctx), h.cfg.Identity)
+	if err := nc.Drain(); err != nil {
+		h.log.Debug("draining the broker connection", "error", err)
+	}
+	return nil
+}
+
+// drain waits for in-flight requests, then kills what is left.
+func (h *Host) drain() {
+	done := make(chan struct{})
+	go func() { h.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(shutdownGrace):
+		h.log.Warn("in-flight requests did not finish in time; killing their agents", "grace", shutdownGrace)
+		h.reqCancel()
+		<-done
+	}
+}
+
+func (h *Host) connect() (*nats.Conn, error) {
+	url := h.brokerURL
+	if url == "" {
+		url = strings.Join(h.cfg.MiddlewareURLs(), ",")
+	}
+	opts := []nats.Option{
+		nats.Name("agent-host " + h.cfg.Identity),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.CustomReconnectDelay(reconnectDelay),
+		nats.PingInterval(30 * time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				h.log.Warn("disconnected from broker", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { h.log.Info("reconnected to broker", "url", c.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(h.natsError),
+	}
+	if h.cfg.SecurityProvider == "file" {
+		tc, err := security.TLSConfig(h.cfg.FileCertificate, h.cfg.FileKey, h.cfg.FileCA)
+		if err != nil {
+			return nil, fmt.Errorf("host: broker TLS: %w", err)
+		}
+		opts = append(opts, nats.Secure(tc))
+	}
+	if h.cfg.NATSCredentials != "" {
+		opts = append(opts, nats.UserCredentials(h.cfg.NATSCredentials))
+	} else if h.cfg.NATSUser != "" {
+		opts = append(opts, nats.UserInfo(h.cfg.NATSUser, h.cfg.NATSPass))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("host: connecting to %s: %w", url, err)
+	}
+	return nc, nil
+}
+
+// reconnectDelay backs off exponentially from 250ms to 30s, with jitter
+// so a fleet does not reconnect in lock step after a broker restart.
+func reconnectDelay(attempts int) time.Duration {
+	d := 250 * time.Millisecond << min(attempts, 7)
+	d = min(d, 30*time.Second)
+	return d/2 + time.Duration(time.Now().UnixNano()%int64(d/2))
+}
+
+// natsError logs asynchronous NATS errors; a slow consumer means messages
+// were dropped, so they are counted too.
+func (h *Host) natsError(_ *nats.Conn, sub *nats.Subscription, err error) {
+	if errors.Is(err, nats.ErrSlowConsumer) && sub != nil {
+		dropped, _ := sub.Dropped()
+		h.stats.Dropped.Store(int64(h.totalDropped()))
+		h.log.Error("requests dropped: the host cannot keep up (raise plugin.agent_host.pending_limit or max_in_flight)", "subject", sub.Subject, "dropped_on_subject", dropped)
+		return
+	}
+	h.log.Error("broker error", "error", err)
+}
+
+func (h *Host) totalDropped() int {
+	h.subMu.Lock()
+	defer h.subMu.Unlock()
+	total := 0
+	for _, s := range h.subs {
+		if d, err := s.Dropped(); err == nil {
+			total += d
+		}
+	}
+	return total
+}
+
+// pendingBytes bounds each subscription's buffer in bytes; with
+// pending_limit messages it caps what a burst can hold in memory.
+const pendingBytes = 64 << 20
+
+// syncSubscriptions makes the subscriptions match the agent table: the
+// node subject and one broadcast subject per agent, in every collective.
+func (h *Host) syncSubscriptions() error {
+	want := map[string]bool{}
+	for _, c := range h.cfg.Collectives {
+		want[c+".node."+h.cfg.Identity] = true
+		for _, name := range h.agents.Load().names {
+			want[c+".broadcast.agent."+name] = true
+		}
+	}
+	h.subMu.Lock()
+	defer h.subMu.Unlock()
+	for subj, sub := range h.subs {
+		if !want[subj] {
+			if err := sub.Unsubscribe(); err != nil {
+				h.log.Warn("unsubscribing", "subject", subj, "error", err)
+			}
+			delete(h.subs, subj)
+		}
+	}
+	subjects := make([]string, 0, len(want))
+	for subj := range want {
+		if _, ok := h.subs[subj]; !ok {
+			subjects = append(subjects, subj)
+		}
+	}
+	sort.Strings(subjects)
+	for _, subj := range subjects {
+		sub, err := h.nc.Subscribe(subj, h.handle)
+		if err != nil {
+			return fmt.Errorf("host: subscribing to %s: %w", subj, err)
+		}
+		if err := sub.SetPendingLimits(max(h.cfg.PendingLimit, 1), pendingBytes); err != nil {
+			return fmt.Errorf("host: pending limits on %s: %w", subj, err)
+		}
+		h.subs[subj] = sub
+		h.log.Debug("subscribed", "subject", subj)
+	}
+	return nil
+}
+
+func (h *Host) unsubscribeAll() {
+	h.subMu.Lock()
+	defer h.subMu.Unlock()
+	for subj, sub := range h.subs {
+		if err := sub.Drain(); err != nil {
+			h.log.Debug("draining subscription", "subject", subj, "error", err)
+		}
+		delete(h.subs, subj)
+	}
+}
+
+// applyChange is the catalog's hot-reload callback.
+func (h *Host) applyChange(ch runner.Change) {
+	h.agents.Store(h.buildTable())
+	for _, a := range ch.Added {
+		h.log.Info("agent added", "agent", a.Name, "active", a.Active, "ddl", a.DDLPath)
+	}
+	for _, a := range ch.Updated {
+		h.log.Info("agent updated", "agent", a.Name, "active", a.Active, "ddl", a.DDLPath)
+	}
+	for _, a := range ch.Removed {
+		h.log.Info("agent removed", "agent", a.Name)
+	}
+	if err := h.syncSubscriptions(); err != nil {
+		h.log.Error("updating subscriptions after an agent change", "error", err)
+	}
+	h.events.AgentsChanged(h.reqCtx, h.cfg.Identity, ch)
+}
+
+type nopEvents struct{}
+
+func (nopEvents) Startup(context.Context, string, []string)            {}
+func (nopEvents) Shutdown(context.Context, string)                     {}
+func (nopEvents) AgentsChanged(context.Context, string, runner.Change) {}
+
+// Interface guards
+var (
+	_ Authorizer = policy.AllowAll{}
+	_ Events     = nopEvents{}
+)
