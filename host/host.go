@@ -81,8 +81,8 @@ type Host struct {
 	inv      *inventory
 	rpcutil  *agentEntry
 
-	stats   Stats
-	started time.Time
+	counters counters
+	started  time.Time
 
 	agents atomic.Pointer[agentTable]
 	slots  chan struct{}
@@ -188,9 +188,6 @@ func LoadAgents(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]*r
 	}
 	return cat.Agents(), nil
 }
-
-// Stats exposes the request counters.
-func (h *Host) Stats() *Stats { return &h.stats }
 
 // Ready is closed once the host is subscribed and serving.
 func (h *Host) Ready() <-chan struct{} { return h.ready }
@@ -301,28 +298,16 @@ func reconnectDelay(attempts int) time.Duration {
 	return d/2 + time.Duration(time.Now().UnixNano()%int64(d/2))
 }
 
-// natsError logs asynchronous NATS errors; a slow consumer means messages
-// were dropped, so they are counted too.
+// natsError logs asynchronous NATS errors. A slow consumer means the NATS
+// client dropped messages because every in-flight slot stayed busy while
+// the pending buffer filled; Stats counts them.
 func (h *Host) natsError(_ *nats.Conn, sub *nats.Subscription, err error) {
 	if errors.Is(err, nats.ErrSlowConsumer) && sub != nil {
 		dropped, _ := sub.Dropped()
-		h.stats.Dropped.Store(int64(h.totalDropped()))
 		h.log.Error("requests dropped: the host cannot keep up (raise plugin.agent_host.pending_limit or max_in_flight)", "subject", sub.Subject, "dropped_on_subject", dropped)
 		return
 	}
 	h.log.Error("broker error", "error", err)
-}
-
-func (h *Host) totalDropped() int {
-	h.subMu.Lock()
-	defer h.subMu.Unlock()
-	total := 0
-	for _, s := range h.subs {
-		if d, err := s.Dropped(); err == nil {
-			total += d
-		}
-	}
-	return total
 }
 
 // pendingBytes bounds each subscription's buffer in bytes; with
@@ -343,6 +328,9 @@ func (h *Host) syncSubscriptions() error {
 	defer h.subMu.Unlock()
 	for subj, sub := range h.subs {
 		if !want[subj] {
+			if d, err := sub.Dropped(); err == nil {
+				h.counters.droppedGone.Add(int64(d))
+			}
 			if err := sub.Unsubscribe(); err != nil {
 				h.log.Warn("unsubscribing", "subject", subj, "error", err)
 			}
@@ -374,6 +362,9 @@ func (h *Host) unsubscribeAll() {
 	h.subMu.Lock()
 	defer h.subMu.Unlock()
 	for subj, sub := range h.subs {
+		if d, err := sub.Dropped(); err == nil {
+			h.counters.droppedGone.Add(int64(d))
+		}
 		if err := sub.Drain(); err != nil {
 			h.log.Debug("draining subscription", "subject", subj, "error", err)
 		}

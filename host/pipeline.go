@@ -25,34 +25,34 @@ import (
 // deliberate back-pressure: messages then wait in the subscription's
 // bounded pending buffer, and overflow is counted and logged as dropped.
 func (h *Host) handle(msg *nats.Msg) {
-	h.stats.Total.Add(1)
+	h.counters.total.Add(1)
 	t, sreq, req, err := decodeRequest(msg.Data)
 	if err != nil {
-		h.stats.Unvalidated.Add(1)
+		h.counters.unvalidated.Add(1)
 		h.log.Warn("discarding a message that is not a Choria v1 request", "subject", msg.Subject, "bytes", len(msg.Data), "error", err)
 		return
 	}
 	log := h.log.With("requestid", req.Envelope.RequestID, "agent", req.Envelope.Agent, "callerid", req.Envelope.CallerID)
 	if err := h.verifier.Verify(sreq, req); err != nil {
-		h.stats.Unvalidated.Add(1)
+		h.counters.unvalidated.Add(1)
 		log.Error("request failed security verification; not executed", "subject", msg.Subject, "error", err)
 		return
 	}
-	h.stats.Validated.Add(1)
+	h.counters.validated.Add(1)
 	if err := security.CheckTTL(&req.Envelope, h.now()); err != nil {
-		h.stats.TTLExpired.Add(1)
+		h.counters.ttlExpired.Add(1)
 		log.Warn("discarding expired request", "time", req.Envelope.Time, "ttl", req.Envelope.TTL, "error", err)
 		return
 	}
 	table := h.agents.Load()
 	if !h.matcher.Match(req.Envelope.Filter, h.node(table)) {
-		h.stats.Filtered.Add(1)
+		h.counters.filtered.Add(1)
 		log.Debug("request does not match this node")
 		return
 	}
-	h.stats.Passed.Add(1)
+	h.counters.passed.Add(1)
 	if req.Envelope.Agent != discoveryAgent && table.get(req.Envelope.Agent) == nil {
-		h.stats.UnknownAgent.Add(1)
+		h.counters.unknownAgent.Add(1)
 		log.Error("request for an agent this node does not serve; discarding")
 		return
 	}
@@ -166,6 +166,9 @@ func (h *Host) handleRPC(ctx context.Context, table *agentTable, agent *agentEnt
 		if errors.Is(err, protocol.ErrReplyDataFormat) {
 			return reply.Fail(protocol.Aborted, "Could not set reply defaults: "+err.Error())
 		}
+		if errors.Is(err, runner.ErrNoExecutable) {
+			return reply.Fail(protocol.Aborted, fmt.Sprintf("Cannot call external agent %s#%s: %s", agent.name, rpc.Action, runner.ErrNoExecutable))
+		}
 		if errors.Is(err, runner.ErrTimeout) {
 			err = fmt.Errorf("%w after %s", err, timeout)
 		}
@@ -214,14 +217,14 @@ func (h *Host) reply(req *v1.Request, replyTo string, body []byte, log *slog.Log
 		payload, err = v1.EncodeReply(req, h.cfg.Identity, h.now().Unix(), small)
 	}
 	if err != nil {
-		h.stats.ReplyFailed.Add(1)
+		h.counters.replyFailed.Add(1)
 		log.Error("encoding reply", "error", err)
 		return
 	}
 	if err := h.nc.Publish(replyTo, payload); err != nil {
-		h.stats.ReplyFailed.Add(1)
+		h.counters.replyFailed.Add(1)
 		log.Error("publishing reply", "subject", replyTo, "error", err)
 		return
 	}
-	h.stats.Replies.Add(1)
+	h.counters.replies.Add(1)
 }

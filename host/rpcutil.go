@@ -131,22 +131,23 @@ func agentInventory(table *agentTable) []map[string]any {
 }
 
 func (h *Host) daemonStats(table *agentTable) map[string]any {
-	s := &h.stats
+	s := h.Stats()
 	return map[string]any{
 		"agents":      table.names,
 		"configfile":  h.cfg.ConfigFile,
-		"filtered":    s.Filtered.Load(),
-		"passed":      s.Passed.Load(),
+		"filtered":    s.Filtered,
+		"passed":      s.Passed,
 		"pid":         os.Getpid(),
-		"replies":     s.Replies.Load(),
+		"replies":     s.Replies,
 		"starttime":   h.started.Unix(),
 		"threads":     []string{fmt.Sprintf("Go %s with %d go procs on %d cores", runtime.Version(), runtime.NumGoroutine(), runtime.NumCPU())},
 		"times":       map[string]int{"cstime": 0, "cutime": 0, "stime": 0, "utime": 0},
-		"total":       s.Total.Load(),
-		"ttlexpired":  s.TTLExpired.Load(),
-		"events":      s.Events.Load(),
-		"unvalidated": s.Unvalidated.Load(),
-		"validated":   s.Validated.Load(),
+		"total":       s.Total,
+		"ttlexpired":  s.TTLExpired,
+		"events":      s.Events,
+		"unvalidated": s.Unvalidated,
+		"validated":   s.Validated,
+		"dropped":     s.Dropped,
 		"version":     Version,
 	}
 }

@@ -2,28 +2,56 @@ package host
 
 import "sync/atomic"
 
-// Stats counts what happened to requests, with the names rpcutil
+// counters are the live request counters.
+type counters struct {
+	total, validated, unvalidated, filtered, passed, ttlExpired atomic.Int64
+	replies, replyFailed, events, unknownAgent                  atomic.Int64
+	// droppedGone keeps the drops of subscriptions since removed.
+	droppedGone atomic.Int64
+}
+
+// Stats is a snapshot of what happened to requests, with the names rpcutil
 // daemon_stats reports plus the refusals Choria does not count.
 type Stats struct {
 	// Total is every message received.
-	Total atomic.Int64
+	Total int64
 	// Validated passed security verification; Unvalidated failed it or did not decode.
-	Validated   atomic.Int64
-	Unvalidated atomic.Int64
+	Validated, Unvalidated int64
 	// Filtered did not match this node; Passed did and were dispatched.
-	Filtered atomic.Int64
-	Passed   atomic.Int64
+	Filtered, Passed int64
 	// TTLExpired were too old or from the future.
-	TTLExpired atomic.Int64
-	// Replies is the number of replies published.
-	Replies atomic.Int64
+	TTLExpired int64
+	// Replies were published; ReplyFailed could not be.
+	Replies, ReplyFailed int64
 	// Events is the number of lifecycle events published.
-	Events atomic.Int64
+	Events int64
 	// UnknownAgent were addressed to an agent this node does not serve.
-	UnknownAgent atomic.Int64
+	UnknownAgent int64
 	// Dropped were discarded by the NATS client because the host could not
-	// keep up (slow consumer); they are logged, never silent.
-	Dropped atomic.Int64
-	// ReplyFailed replies could not be published.
-	ReplyFailed atomic.Int64
+	// keep up (slow consumer); each episode is also logged.
+	Dropped int64
+}
+
+// Stats returns the current counters.
+func (h *Host) Stats() Stats {
+	c := &h.counters
+	return Stats{
+		Total: c.total.Load(), Validated: c.validated.Load(), Unvalidated: c.unvalidated.Load(),
+		Filtered: c.filtered.Load(), Passed: c.passed.Load(), TTLExpired: c.ttlExpired.Load(),
+		Replies: c.replies.Load(), ReplyFailed: c.replyFailed.Load(), Events: c.events.Load(),
+		UnknownAgent: c.unknownAgent.Load(), Dropped: h.dropped(),
+	}
+}
+
+// dropped sums what the NATS client discarded on every subscription.
+func (h *Host) dropped() int64 {
+	h.subMu.Lock()
+	defer h.subMu.Unlock()
+	total := h.counters.droppedGone.Load()
+	for _, s := range h.subs {
+		if d, err := s.Dropped(); err == nil {
+			total += int64(d)
+		}
+	}
+	return total
 }

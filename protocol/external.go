@@ -18,8 +18,10 @@ const (
 )
 
 var (
-	// ErrInvalidAgentReply wraps every reason an agent's reply cannot be decoded.
-	ErrInvalidAgentReply = errors.New("protocol: invalid agent reply")
+	// ErrInvalidAgentReply wraps every reason an agent's reply cannot be
+	// decoded. Its text is Choria's, without a package prefix, because it
+	// reaches the caller in the reply's statusmsg.
+	ErrInvalidAgentReply = errors.New("failed to decode reply json")
 	// ErrReplyDataFormat means the reply decoded but its data is absent or
 	// not an object, which Choria refuses when applying output defaults.
 	ErrReplyDataFormat = errors.New("reply data is in the wrong format")
@@ -64,7 +66,7 @@ type AgentReply struct {
 func DecodeAgentReply(b []byte) (*AgentReply, error) {
 	r := AgentReply{Statusmsg: "OK"}
 	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("%w: failed to decode reply json: %v", ErrInvalidAgentReply, err)
+		return nil, fmt.Errorf("%w: %v", ErrInvalidAgentReply, err)
 	}
 	if r.Data == nil {
 		return nil, ErrReplyDataFormat

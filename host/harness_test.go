@@ -1,0 +1,372 @@
+package host_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/agent-host/agent-host/host"
+	"github.com/agent-host/agent-host/host/client"
+	"github.com/agent-host/agent-host/host/config"
+	"github.com/agent-host/agent-host/host/hosttest"
+	"github.com/agent-host/agent-host/protocol"
+	v1 "github.com/agent-host/agent-host/protocol/v1"
+)
+
+const node = "node1.example.net"
+
+// clockBin is the Go example agent, built once for every test.
+var clockBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "agent-host-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	clockBin = filepath.Join(dir, "clock")
+	build := exec.Command("go", "build", "-o", clockBin, "./testdata/agents-src/clock")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building the Go example agent: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer collects log output from concurrent goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// harness is one host on an embedded NATS server with a client beside it.
+type harness struct {
+	t       *testing.T
+	host    *host.Host
+	nats    *hosttest.Server
+	nc      *nats.Conn
+	client  *client.Client
+	plugins string
+	logs    *syncBuffer
+}
+
+type setup struct {
+	agents    []string // directories or flat names under testdata/e2e/agents
+	clock     bool     // add the Go agent in the multi-arch layout
+	natsOpts  []hosttest.NATSOption
+	configure func(*config.Config)
+	clientCfg *client.Config
+	hostOpts  []host.Option
+}
+
+func start(t *testing.T, s setup) *harness {
+	t.Helper()
+	srv := hosttest.NATS(t, s.natsOpts...)
+	plugins := t.TempDir()
+	for _, a := range s.agents {
+		copyAgent(t, a, plugins)
+	}
+	if s.clock {
+		installClock(t, plugins)
+	}
+
+	facts := filepath.Join(t.TempDir(), "facts.json")
+	writeFile(t, facts, `{"os":{"family":"Debian"},"role":"web","cpus":4}`)
+	classes := filepath.Join(t.TempDir(), "classes.txt")
+	writeFile(t, classes, "roles::web\nprofiles::base\n")
+
+	cfg := config.Default()
+	cfg.Identity = node
+	cfg.SecurityProvider = "insecure"
+	cfg.Plugins = []string{plugins}
+	cfg.FactsFiles = []string{facts}
+	cfg.ClassesFile = classes
+	cfg.AgentSettle = 200 * time.Millisecond
+	if s.configure != nil {
+		s.configure(cfg)
+	}
+
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	opts := append([]host.Option{host.WithLogger(log), host.WithBrokerURL(srv.URL())}, s.hostOpts...)
+	h, err := host.New(cfg, opts...)
+	if err != nil {
+		t.Fatalf("host.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("host.Run: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("host did not stop within 20s")
+		}
+		if t.Failed() {
+			t.Logf("host log:\n%s", logs.String())
+		}
+	})
+	select {
+	case <-h.Ready():
+	case err := <-done:
+		t.Fatalf("host stopped before it was ready: %v\n%s", err, logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("host not ready after 30s\n%s", logs.String())
+	}
+
+	ccfg := client.Config{Identity: "rip.mcollective"}
+	if s.clientCfg != nil {
+		ccfg = *s.clientCfg
+	}
+	nc := connect(t, srv.URL(), nil)
+	return &harness{t: t, host: h, nats: srv, nc: nc, client: client.New(nc, ccfg), plugins: plugins, logs: logs}
+}
+
+func connect(t *testing.T, url string, opts []nats.Option) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatalf("connecting the client: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// call sends one RPC request straight to the node and returns its reply.
+func (h *harness) call(agent, action, data string) protocol.RPCReply {
+	h.t.Helper()
+	r, ok := h.tryCall(agent, action, data, 20*time.Second)
+	if !ok {
+		h.t.Fatalf("%s#%s: no reply", agent, action)
+	}
+	return r
+}
+
+// tryCall is call without failing: ok is false when no reply came in wait.
+func (h *harness) tryCall(agent, action, data string, wait time.Duration) (protocol.RPCReply, bool) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	f := protocol.NewFilter()
+	f.Agent = []string{agent}
+	replies, err := h.client.Request(ctx, []string{node}, agent, action, json.RawMessage(data), f)
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		h.t.Fatalf("%s#%s: %v", agent, action, err)
+	}
+	if len(replies) == 0 {
+		return protocol.RPCReply{}, false
+	}
+	if len(replies) != 1 || replies[0].Sender != node {
+		h.t.Fatalf("%s#%s: want one reply from %s, got %+v", agent, action, node, replies)
+	}
+	return replies[0].Body, true
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", within, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (h *harness) runs(agent string) string {
+	b, _ := os.ReadFile(filepath.Join(h.plugins, agent, "runs"))
+	return string(b)
+}
+
+func dataOf(t *testing.T, r protocol.RPCReply) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.Data, &m); err != nil {
+		t.Fatalf("reply data %s: %v", r.Data, err)
+	}
+	return m
+}
+
+func wantStatus(t *testing.T, r protocol.RPCReply, code protocol.StatusCode, msg string) {
+	t.Helper()
+	if r.Statuscode != code || r.Statusmsg != msg {
+		t.Errorf("reply = %d %q, want %d %q (data %s)", r.Statuscode, r.Statusmsg, code, msg, r.Data)
+	}
+}
+
+// copyAgent copies testdata/e2e/agents/<name> (a directory, or the flat
+// pair name.json + name) into dir, keeping file modes.
+func copyAgent(t *testing.T, name, dir string) {
+	t.Helper()
+	src := filepath.Join("..", "testdata", "e2e", "agents", name)
+	if _, err := os.Stat(filepath.Join(src, name+".json")); err == nil {
+		copyDir(t, src, filepath.Join(dir, name))
+		return
+	}
+	for _, f := range []string{name, name + ".json"} {
+		copyFile(t, filepath.Join(filepath.Dir(src), f), filepath.Join(dir, f))
+	}
+}
+
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		copyFile(t, p, filepath.Join(dst, rel))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, st.Mode().Perm())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// installClock lays the Go agent out as Choria's multi-arch layout:
+// clock/clock.json + clock/clock/clock-<os>_<arch>.
+func installClock(t *testing.T, dir string) {
+	t.Helper()
+	copyFile(t, filepath.Join("..", "testdata", "agents", "clock", "clock.json"), filepath.Join(dir, "clock", "clock.json"))
+	copyFile(t, clockBin, filepath.Join(dir, "clock", "clock", "clock-"+runtime.GOOS+"_"+runtime.GOARCH))
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rawCall sends body verbatim as the request message and waits for the reply.
+func (h *harness) rawCall(t *testing.T, agent, body string) protocol.RPCReply {
+	t.Helper()
+	id, err := v1.NewRequestID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := v1.NewRequest(v1.RequestEnvelope{
+		RequestID: id, SenderID: "rip.mcollective", CallerID: "choria=rip.mcollective", Collective: "mcollective",
+		Agent: agent, TTL: 60, Time: time.Now().Unix(),
+	}, []byte(body))
+	sreq, err := req.Seal(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.publish(t, sreq, id, true)
+}
+
+// publish sends a secure request to the node and returns its reply; with
+// wantReply false it asserts that none comes.
+func (h *harness) publish(t *testing.T, sreq *v1.SecureRequest, id string, wantReply bool) protocol.RPCReply {
+	t.Helper()
+	replyTo := client.ReplySubject("mcollective", "choria=rip.mcollective", id)
+	sub, err := h.nc.SubscribeSync(replyTo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck
+	payload, err := v1.EncodeRequest(sreq, replyTo, "rip.mcollective")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.nc.Publish("mcollective.node."+node, payload); err != nil {
+		t.Fatal(err)
+	}
+	wait := 20 * time.Second
+	if !wantReply {
+		wait = 1500 * time.Millisecond
+	}
+	msg, err := sub.NextMsg(wait)
+	if !wantReply {
+		if err == nil {
+			t.Fatalf("got a reply, want none: %s", msg.Data)
+		}
+		return protocol.RPCReply{}
+	}
+	if err != nil {
+		t.Fatalf("no reply: %v", err)
+	}
+	tr, err := v1.DecodeTransport(msg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr, err := tr.SecureReply()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := sr.Reply()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body protocol.RPCReply
+	if err := json.Unmarshal([]byte(r.Message), &body); err != nil {
+		t.Fatalf("reply body %q: %v", r.Message, err)
+	}
+	return body
+}

@@ -1,0 +1,126 @@
+package proc
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+)
+
+// firstBufferBytes is where a line buffer starts; most processes print
+// little, so the full MaxLineBytes is only allocated when a line needs it.
+const firstBufferBytes = 4 << 10
+
+// firstBuffers recycles first buffers: two per process on the request path.
+var firstBuffers = sync.Pool{New: func() any { b := make([]byte, firstBufferBytes); return &b }}
+
+// readLines reads r to its end, handing each line to emit. It holds at
+// most maxLine+1 bytes: a longer line is emitted truncated and the rest
+// of it is discarded while reading goes on, so the writer never blocks
+// on a full pipe because of a long line.
+func readLines(r io.Reader, maxLine int, emit LineFunc) {
+	first := firstBuffers.Get().(*[]byte)
+	defer firstBuffers.Put(first)
+	size := min(firstBufferBytes, maxLine+1)
+	buf := (*first)[:size:size]
+	start, end := 0, 0 // buf[start:end] is the unfinished line
+	skipping := false  // inside a line already emitted truncated
+	for {
+		n, err := r.Read(buf[end:])
+		// Only the bytes just read can hold a newline not seen yet.
+		scan := end
+		end += n
+		for {
+			i := bytes.IndexByte(buf[scan:end], '\n')
+			if i < 0 {
+				break
+			}
+			nl := scan + i
+			if skipping {
+				skipping = false
+			} else {
+				emit(dropCR(buf[start:nl]), false)
+			}
+			start, scan = nl+1, nl+1
+		}
+		if skipping || start == end {
+			start, end = 0, 0
+		}
+		if err != nil {
+			if start < end {
+				emit(dropCR(buf[start:end]), false)
+			}
+			return
+		}
+		if end < len(buf) {
+			continue
+		}
+		switch {
+		case start > 0:
+			end = copy(buf, buf[start:end])
+			start = 0
+		case len(buf) <= maxLine:
+			grown := make([]byte, min(2*len(buf), maxLine+1))
+			copy(grown, buf)
+			buf = grown
+		default:
+			// maxLine+1 bytes and no newline: the line is too long.
+			emit(buf[:maxLine], true)
+			skipping = true
+			start, end = 0, 0
+		}
+	}
+}
+
+func dropCR(b []byte) []byte {
+	if len(b) > 0 && b[len(b)-1] == '\r' {
+		return b[:len(b)-1]
+	}
+	return b
+}
+
+// outputLog logs the output lines of one process within a byte budget
+// shared by both streams.
+type outputLog struct {
+	ctx   context.Context
+	log   *slog.Logger
+	limit int64 // negative: unlimited
+
+	budget                     atomic.Int64
+	droppedLines, droppedBytes atomic.Int64
+}
+
+func (o *outputLog) lineFunc(level slog.Level, stream string) LineFunc {
+	streamAttr := slog.String("stream", stream)
+	return func(line []byte, truncated bool) {
+		if !o.log.Enabled(o.ctx, level) {
+			return
+		}
+		// Once the budget is spent it stays spent: nothing after a dropped
+		// line is logged, so what is logged is a prefix of the output.
+		if o.limit >= 0 && o.budget.Add(-int64(len(line))) < 0 {
+			o.droppedLines.Add(1)
+			o.droppedBytes.Add(int64(len(line)))
+			return
+		}
+		if truncated {
+			o.log.LogAttrs(o.ctx, level, string(line), streamAttr, slog.Bool("truncated", true))
+			return
+		}
+		o.log.LogAttrs(o.ctx, level, string(line), streamAttr)
+	}
+}
+
+// summarize logs how much output the budget kept out of the logs.
+func (o *outputLog) summarize() {
+	lines := o.droppedLines.Load()
+	if lines == 0 {
+		return
+	}
+	o.log.LogAttrs(o.ctx, slog.LevelWarn, "output beyond the log limit was not logged",
+		slog.Int64("dropped_lines", lines),
+		slog.Int64("dropped_bytes", o.droppedBytes.Load()),
+		slog.Int64("limit_bytes", o.limit))
+}

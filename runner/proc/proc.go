@@ -1,0 +1,363 @@
+// Package proc supervises one OS process. It starts the process in a
+// process group of its own with an exact argv, environment and working
+// directory; turns its stdout and stderr into log records line by line
+// without ever blocking it; and, when the context ends, stops the whole
+// group: SIGTERM, a bounded grace period, then SIGKILL.
+//
+// The package knows nothing about agents or protocols, so that both the
+// per-request spawner and long-lived workers can use it.
+package proc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Defaults for the zero values of Spec's limits.
+const (
+	DefaultMaxLineBytes = 64 << 10
+	DefaultKillGrace    = time.Second
+	DefaultMaxLogBytes  = 1 << 20
+)
+
+// Spec says what to run. Only Path is required.
+type Spec struct {
+	// Path is the executable. It is not looked up in PATH; a relative
+	// path is resolved in Dir, so pass an absolute one.
+	Path string
+	// Args is the complete argv, argv[0] included. Empty means [Path].
+	Args []string
+	// Env is the complete environment. Nothing is inherited from this
+	// process: nil means an empty environment.
+	Env []string
+	// Dir is the working directory. Empty means this process's.
+	Dir string
+	// Stdin is the standard input. Nil means /dev/null. An *os.File is
+	// handed to the process as is; any other reader is copied in by a
+	// goroutine of os/exec that Wait waits for.
+	Stdin io.Reader
+
+	// MaxLineBytes caps one line of stdout or stderr. A longer line is
+	// delivered truncated to its first MaxLineBytes bytes and the rest of
+	// it is read and discarded. Zero means DefaultMaxLineBytes.
+	MaxLineBytes int
+	// KillGrace is how long the process group has between SIGTERM and
+	// SIGKILL, and how long output is still drained after the process
+	// exited. Zero means DefaultKillGrace.
+	KillGrace time.Duration
+	// MaxLogBytes caps the output logged over the life of the process,
+	// both streams together. Lines beyond it are read and counted but not
+	// logged, so a flood cannot fill the logs. It does not apply to
+	// WithStdout and WithStderr callbacks. Zero means DefaultMaxLogBytes;
+	// negative means no limit.
+	MaxLogBytes int64
+}
+
+// LineFunc receives one line of output without its line ending ("\n" or
+// "\r\n"). The slice is only valid during the call. Truncated says the
+// line was longer than MaxLineBytes and line holds its first MaxLineBytes
+// bytes. Calls for one stream are sequential; the process blocks on its
+// writes while a call runs, so keep it short.
+type LineFunc func(line []byte, truncated bool)
+
+// Option changes how a process is supervised.
+type Option func(*options)
+
+type options struct {
+	log            *slog.Logger
+	stdout, stderr LineFunc
+}
+
+// WithLogger sets the logger that receives the output: stdout lines at
+// INFO, stderr lines at ERROR, each with stream=stdout|stderr and, when
+// cut short, truncated=true. Add identifying fields with logger.With. The
+// default discards everything.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.log = l
+		}
+	}
+}
+
+// WithStdout hands every stdout line to fn instead of the logger.
+func WithStdout(fn LineFunc) Option {
+	return func(o *options) { o.stdout = fn }
+}
+
+// WithStderr hands every stderr line to fn instead of the logger.
+func WithStderr(fn LineFunc) Option {
+	return func(o *options) { o.stderr = fn }
+}
+
+// Stop tells why the supervisor ended a process.
+type Stop uint8
+
+const (
+	// NotStopped means the process ended on its own.
+	NotStopped Stop = iota
+	// TimedOut means the context's deadline passed.
+	TimedOut
+	// Cancelled means the context was cancelled.
+	Cancelled
+	// Killed means Kill was called.
+	Killed
+)
+
+var stopNames = [...]string{"not stopped", "timed out", "cancelled", "killed"}
+
+func (s Stop) String() string {
+	if int(s) < len(stopNames) {
+		return stopNames[s]
+	}
+	return fmt.Sprintf("Stop(%d)", uint8(s))
+}
+
+// Result is how a process ended.
+type Result struct {
+	// ExitCode is the exit status, or -1 when a signal ended the process.
+	ExitCode int
+	// Signal is the signal that ended the process, or 0 when it exited.
+	Signal syscall.Signal
+	// Stopped tells whether, and why, the supervisor ended the process.
+	// A process that exits by itself after its context ended still
+	// counts as stopped.
+	Stopped Stop
+}
+
+// Process is a started process under supervision. Its methods are safe
+// for concurrent use.
+type Process struct {
+	cmd            *exec.Cmd
+	pid            int
+	grace          time.Duration
+	stdout, stderr *os.File // read ends of the output pipes
+	out            *outputLog
+
+	killOnce sync.Once
+	kill     chan struct{}
+
+	done chan struct{} // closed when res and err are final
+	res  Result
+	err  error
+}
+
+// Start runs spec under supervision. The context bounds the life of the
+// process: when it ends, the process group gets SIGTERM and, after
+// KillGrace, SIGKILL. A process that exits by itself is left with its
+// descendants: only a stop kills the group.
+//
+// Start returns the error of os/exec as is when the process cannot be
+// started; it already names the executable.
+func Start(ctx context.Context, spec Spec, opts ...Option) (*Process, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("not starting %s: %w", spec.Path, err)
+	}
+	o := options{log: slog.New(slog.DiscardHandler)}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	maxLine := spec.MaxLineBytes
+	if maxLine <= 0 {
+		maxLine = DefaultMaxLineBytes
+	}
+	grace := spec.KillGrace
+	if grace <= 0 {
+		grace = DefaultKillGrace
+	}
+	maxLog := spec.MaxLogBytes
+	if maxLog == 0 {
+		maxLog = DefaultMaxLogBytes
+	}
+	env := spec.Env
+	if env == nil {
+		env = []string{} // nil would make os/exec inherit this process's environment
+	}
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("creating stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, fmt.Errorf("creating stderr pipe: %w", err)
+	}
+	cmd := &exec.Cmd{
+		Path:        spec.Path,
+		Args:        spec.Args,
+		Env:         env,
+		Dir:         spec.Dir,
+		Stdin:       spec.Stdin,
+		Stdout:      outW,
+		Stderr:      errW,
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		// Bounds the stdin copy when a descendant keeps the pipe open.
+		WaitDelay: grace,
+	}
+	err = cmd.Start()
+	// The child has its own copies; ours would keep the pipes from ever
+	// reaching EOF.
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return nil, err
+	}
+
+	p := &Process{
+		cmd:    cmd,
+		pid:    cmd.Process.Pid,
+		grace:  grace,
+		stdout: outR,
+		stderr: errR,
+		out:    &outputLog{ctx: ctx, log: o.log, limit: maxLog},
+		kill:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	p.out.budget.Store(maxLog)
+	stdoutFn, stderrFn := o.stdout, o.stderr
+	if stdoutFn == nil {
+		stdoutFn = p.out.lineFunc(slog.LevelInfo, "stdout")
+	}
+	if stderrFn == nil {
+		stderrFn = p.out.lineFunc(slog.LevelError, "stderr")
+	}
+	readers := make(chan struct{}, 2)
+	go func() { readLines(outR, maxLine, stdoutFn); readers <- struct{}{} }()
+	go func() { readLines(errR, maxLine, stderrFn); readers <- struct{}{} }()
+	go p.supervise(ctx, readers)
+	return p, nil
+}
+
+// Pid is the process id, which is also the id of its process group.
+func (p *Process) Pid() int { return p.pid }
+
+// Kill sends SIGKILL to the process group at once, without a grace
+// period. It is idempotent and does nothing once the process has been
+// reaped.
+func (p *Process) Kill() {
+	p.killOnce.Do(func() { close(p.kill) })
+}
+
+// Wait blocks until the process has exited, been reaped and its output
+// read, and says how it ended. A non-zero exit or a stop is reported in
+// the Result, not as an error; the error is for failures of waiting
+// itself, such as copying Stdin. Wait may be called any number of times.
+func (p *Process) Wait() (Result, error) {
+	<-p.done
+	return p.res, p.err
+}
+
+// supervise reaps the process, stops it when asked to, and drains its
+// output. It owns every other goroutine of the process and returns only
+// after they have.
+func (p *Process) supervise(ctx context.Context, readers <-chan struct{}) {
+	defer close(p.done)
+	exited := make(chan error, 1)
+	go func() { exited <- p.cmd.Wait() }()
+
+	var (
+		waitErr error
+		stop    Stop
+		grace   *time.Timer
+		graceC  <-chan time.Time
+	)
+	ctxDone, kill := ctx.Done(), p.kill
+wait:
+	for {
+		select {
+		case waitErr = <-exited:
+			break wait
+		case <-ctxDone:
+			ctxDone = nil
+			if stop != NotStopped {
+				continue
+			}
+			stop = Cancelled
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				stop = TimedOut
+			}
+			p.signal(syscall.SIGTERM)
+			grace = time.NewTimer(p.grace)
+			graceC = grace.C
+		case <-kill:
+			kill = nil
+			if stop == NotStopped {
+				stop = Killed
+			}
+			p.signal(syscall.SIGKILL)
+		case <-graceC:
+			graceC = nil
+			p.signal(syscall.SIGKILL)
+		}
+	}
+	if grace != nil {
+		grace.Stop()
+	}
+	if stop != NotStopped {
+		// Whatever the leader started must not outlive the stop, even if
+		// the leader itself went quietly on SIGTERM.
+		p.signal(syscall.SIGKILL)
+	}
+	p.drain(readers)
+
+	p.res = result(p.cmd.ProcessState, stop)
+	var exitErr *exec.ExitError
+	if waitErr != nil && !errors.As(waitErr, &exitErr) {
+		p.err = fmt.Errorf("waiting for %s: %w", p.cmd.Path, waitErr)
+	}
+	p.out.summarize()
+}
+
+// signal signals the whole process group. The group may already be
+// gone, which is fine.
+func (p *Process) signal(sig syscall.Signal) {
+	_ = syscall.Kill(-p.pid, sig)
+}
+
+// drain waits for both output readers. A descendant that outlived the
+// process may hold the pipes open; after the grace period our read ends
+// are closed, which ends the reads at once.
+func (p *Process) drain(readers <-chan struct{}) {
+	t := time.NewTimer(p.grace)
+	defer t.Stop()
+	for n := 0; n < 2; {
+		select {
+		case <-readers:
+			n++
+		case <-t.C:
+			p.stdout.Close()
+			p.stderr.Close()
+			for ; n < 2; n++ {
+				<-readers
+			}
+		}
+	}
+	p.stdout.Close()
+	p.stderr.Close()
+}
+
+func result(ps *os.ProcessState, stop Stop) Result {
+	r := Result{ExitCode: -1, Stopped: stop}
+	if ps == nil {
+		return r
+	}
+	r.ExitCode = ps.ExitCode()
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		r.Signal = ws.Signal()
+	}
+	return r
+}

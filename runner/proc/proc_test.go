@@ -1,0 +1,526 @@
+package proc_test
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agent-host/agent-host/runner/proc"
+	"github.com/agent-host/agent-host/runner/runnertest"
+)
+
+// patience bounds every wait for something that should happen soon, so
+// that a bug fails the test instead of hanging it; it is no speed target.
+const patience = 30 * time.Second
+
+// tool returns the absolute path of a program the tests need.
+func tool(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("the tests need %s: %v", name, err)
+	}
+	return path
+}
+
+// lines collects the lines a process prints and lets a test wait for one.
+type lines struct {
+	mu    sync.Mutex
+	got   []string
+	trunc []bool
+	added chan struct{}
+}
+
+func newLines() *lines { return &lines{added: make(chan struct{}, 1)} }
+
+func (l *lines) add(b []byte, truncated bool) {
+	l.mu.Lock()
+	l.got = append(l.got, string(b))
+	l.trunc = append(l.trunc, truncated)
+	l.mu.Unlock()
+	select {
+	case l.added <- struct{}{}:
+	default:
+	}
+}
+
+func (l *lines) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.got)
+}
+
+// first waits for the first line and returns it.
+func (l *lines) first(t *testing.T) string {
+	t.Helper()
+	deadline := time.After(patience)
+	for {
+		if got := l.all(); len(got) > 0 {
+			return got[0]
+		}
+		select {
+		case <-l.added:
+		case <-deadline:
+			t.Fatal("the process printed nothing")
+		}
+	}
+}
+
+func start(t *testing.T, ctx context.Context, spec proc.Spec, opts ...proc.Option) *proc.Process {
+	t.Helper()
+	p, err := proc.Start(ctx, spec, opts...)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(p.Kill)
+	return p
+}
+
+// wait waits for p, failing the test if that takes unreasonably long.
+func wait(t *testing.T, p *proc.Process) proc.Result {
+	t.Helper()
+	type waited struct {
+		res proc.Result
+		err error
+	}
+	ch := make(chan waited, 1)
+	go func() {
+		res, err := p.Wait()
+		ch <- waited{res, err}
+	}()
+	select {
+	case w := <-ch:
+		if w.err != nil {
+			t.Fatalf("Wait: %v", w.err)
+		}
+		return w.res
+	case <-time.After(patience):
+		t.Fatal("Wait did not return")
+		return proc.Result{}
+	}
+}
+
+func pidLine(t *testing.T, line string) int {
+	t.Helper()
+	pid, err := strconv.Atoi(line)
+	if err != nil {
+		t.Fatalf("want a pid, got %q", line)
+	}
+	return pid
+}
+
+func TestStartRunsExactly(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	realDir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdinFile := filepath.Join(dir, "stdin")
+	if err := os.WriteFile(stdinFile, []byte("from a file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdin, err := os.Open(stdinFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close() })
+	cat, env, pwd := tool(t, "cat"), tool(t, "env"), tool(t, "pwd")
+	script := runnertest.ShellAgent(t, `printf '%s\n' "$0"`)
+
+	tests := []struct {
+		name string
+		spec proc.Spec
+		want []string
+	}{
+		{
+			name: "argv",
+			spec: proc.Spec{Path: cat, Args: []string{"argv zero", "/proc/self/cmdline"}},
+			want: []string{"argv zero\x00/proc/self/cmdline\x00"},
+		},
+		{
+			name: "argv defaults to the path",
+			spec: proc.Spec{Path: script},
+			want: []string{script},
+		},
+		{
+			name: "environment",
+			spec: proc.Spec{Path: env, Env: []string{"A=1", "B=two words", "EMPTY="}},
+			want: []string{"A=1", "B=two words", "EMPTY="},
+		},
+		{
+			name: "no environment inherited",
+			spec: proc.Spec{Path: env, Env: nil},
+			want: nil,
+		},
+		{
+			name: "working directory",
+			spec: proc.Spec{Path: pwd, Args: []string{"pwd", "-P"}, Dir: dir},
+			want: []string{realDir},
+		},
+		{
+			name: "stdin from a reader",
+			spec: proc.Spec{Path: cat, Stdin: strings.NewReader("one\ntwo")},
+			want: []string{"one", "two"},
+		},
+		{
+			name: "stdin from a file",
+			spec: proc.Spec{Path: cat, Stdin: stdin},
+			want: []string{"from a file"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := newLines()
+			p := start(t, t.Context(), tt.spec, proc.WithStdout(out.add))
+			if res := wait(t, p); res != (proc.Result{}) {
+				t.Errorf("result %+v, want a clean exit", res)
+			}
+			if got := out.all(); !slices.Equal(got, tt.want) {
+				t.Errorf("output %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestOutputIsLogged(t *testing.T) {
+	t.Parallel()
+	var logs runnertest.Logs
+	p := start(t, t.Context(), proc.Spec{
+		Path:         tool(t, "sh"),
+		Args:         []string{"sh", "-c", "echo out; echo err >&2; echo 0123456789abcdef"},
+		MaxLineBytes: 8,
+	}, proc.WithLogger(logs.Logger().With("agent", "parrot")))
+	wait(t, p)
+
+	want := map[string]runnertest.Record{
+		"out":      {Level: slog.LevelInfo, Message: "out", Attrs: map[string]string{"agent": "parrot", "stream": "stdout"}},
+		"err":      {Level: slog.LevelError, Message: "err", Attrs: map[string]string{"agent": "parrot", "stream": "stderr"}},
+		"01234567": {Level: slog.LevelInfo, Message: "01234567", Attrs: map[string]string{"agent": "parrot", "stream": "stdout", "truncated": "true"}},
+	}
+	records := logs.Records()
+	if len(records) != len(want) {
+		t.Errorf("got %d records, want %d: %+v", len(records), len(want), records)
+	}
+	for _, r := range records {
+		w, ok := want[r.Message]
+		if !ok {
+			t.Errorf("unexpected record %+v", r)
+			continue
+		}
+		if r.Level != w.Level || !maps.Equal(r.Attrs, w.Attrs) {
+			t.Errorf("got %+v, want %+v", r, w)
+		}
+	}
+}
+
+func TestLogLimit(t *testing.T) {
+	t.Parallel()
+	var logs runnertest.Logs
+	p := start(t, t.Context(), proc.Spec{
+		Path:        tool(t, "sh"),
+		Args:        []string{"sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done"},
+		MaxLogBytes: 10,
+	}, proc.WithLogger(logs.Logger()))
+	wait(t, p)
+
+	var messages []string
+	for _, r := range logs.Records() {
+		messages = append(messages, r.Message)
+	}
+	want := []string{"line1", "line2", "output beyond the log limit was not logged"}
+	if !slices.Equal(messages, want) {
+		t.Fatalf("logged %q, want %q", messages, want)
+	}
+	summary := logs.Records()[2]
+	if summary.Level != slog.LevelWarn || summary.Attrs["dropped_lines"] != "3" || summary.Attrs["dropped_bytes"] != "15" {
+		t.Errorf("summary %+v, want WARN with 3 lines and 15 bytes dropped", summary)
+	}
+}
+
+// A child writing multi-MiB lines on both streams runs to its end: the
+// readers keep draining past the line limit.
+func TestFloodDoesNotBlock(t *testing.T) {
+	t.Parallel()
+	const maxLine = 1024
+	script := `
+line() { head -c 4194304 /dev/zero | tr '\0' "$1"; echo; }
+(line x; line x; echo after) &
+(line y; line y; echo after) >&2
+wait`
+	out, errs := newLines(), newLines()
+	ctx, cancel := context.WithTimeout(t.Context(), patience)
+	defer cancel()
+	p := start(t, ctx, proc.Spec{Path: tool(t, "sh"), Args: []string{"sh", "-c", script}, MaxLineBytes: maxLine},
+		proc.WithStdout(out.add), proc.WithStderr(errs.add))
+	if res := wait(t, p); res != (proc.Result{}) {
+		t.Fatalf("result %+v, want a clean exit", res)
+	}
+	for _, tt := range []struct {
+		stream string
+		lines  *lines
+		char   string
+	}{{"stdout", out, "x"}, {"stderr", errs, "y"}} {
+		long := strings.Repeat(tt.char, maxLine)
+		if got, want := tt.lines.all(), []string{long, long, "after"}; !slices.Equal(got, want) {
+			t.Errorf("%s: got %d lines %.20q, want %d lines %.20q", tt.stream, len(got), got, len(want), want)
+		}
+		if want := []bool{true, true, false}; !slices.Equal(tt.lines.trunc, want) {
+			t.Errorf("%s: truncated %v, want %v", tt.stream, tt.lines.trunc, want)
+		}
+	}
+}
+
+func TestExit(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		script string
+		want   proc.Result
+	}{
+		{name: "success", script: "exit 0", want: proc.Result{}},
+		{name: "exit code", script: "exit 3", want: proc.Result{ExitCode: 3}},
+		{name: "own signal", script: "kill -TERM $$", want: proc.Result{ExitCode: -1, Signal: syscall.SIGTERM}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p := start(t, t.Context(), proc.Spec{Path: tool(t, "sh"), Args: []string{"sh", "-c", tt.script}})
+			if res := wait(t, p); res != tt.want {
+				t.Errorf("result %+v, want %+v", res, tt.want)
+			}
+		})
+	}
+}
+
+func TestStop(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		script string
+		// stop ends the process once it printed its first line; nil
+		// leaves it to a short deadline.
+		stop func(cancel context.CancelFunc, p *proc.Process)
+		want proc.Result
+	}{
+		{
+			name:   "deadline",
+			script: "echo ready; sleep 300",
+			want:   proc.Result{ExitCode: -1, Signal: syscall.SIGTERM, Stopped: proc.TimedOut},
+		},
+		{
+			name:   "cancel",
+			script: "echo ready; sleep 300",
+			stop:   func(cancel context.CancelFunc, _ *proc.Process) { cancel() },
+			want:   proc.Result{ExitCode: -1, Signal: syscall.SIGTERM, Stopped: proc.Cancelled},
+		},
+		{
+			name:   "SIGTERM ignored",
+			script: "trap '' TERM; echo ready; sleep 300",
+			stop:   func(cancel context.CancelFunc, _ *proc.Process) { cancel() },
+			want:   proc.Result{ExitCode: -1, Signal: syscall.SIGKILL, Stopped: proc.Cancelled},
+		},
+		{
+			name:   "kill",
+			script: "trap '' TERM; echo ready; sleep 300",
+			stop:   func(_ context.CancelFunc, p *proc.Process) { p.Kill() },
+			want:   proc.Result{ExitCode: -1, Signal: syscall.SIGKILL, Stopped: proc.Killed},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			if tt.stop == nil {
+				ctx, cancel = context.WithTimeout(ctx, 200*time.Millisecond)
+				defer cancel()
+			}
+			out := newLines()
+			p := start(t, ctx, proc.Spec{Path: tool(t, "sh"), Args: []string{"sh", "-c", tt.script}, KillGrace: 200 * time.Millisecond},
+				proc.WithStdout(out.add))
+			if tt.stop != nil {
+				out.first(t)
+				tt.stop(cancel, p)
+			}
+			if res := wait(t, p); res != tt.want {
+				t.Errorf("result %+v, want %+v", res, tt.want)
+			}
+		})
+	}
+}
+
+// Stopping kills every process of the group, including those that
+// ignore SIGTERM or outlive the leader.
+func TestStopKillsProcessGroup(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		script string
+	}{
+		{name: "background child", script: "sleep 300 & echo $!; wait"},
+		{name: "child ignoring SIGTERM", script: "(trap '' TERM; exec sleep 300) & echo $!; wait"},
+		{name: "leader ignoring SIGTERM", script: "trap '' TERM; sleep 300 & echo $!; wait"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			out := newLines()
+			p := start(t, ctx, proc.Spec{Path: tool(t, "sh"), Args: []string{"sh", "-c", tt.script}, KillGrace: 200 * time.Millisecond},
+				proc.WithStdout(out.add))
+			child := pidLine(t, out.first(t))
+			cancel()
+			if res := wait(t, p); res.Stopped != proc.Cancelled {
+				t.Errorf("result %+v, want cancelled", res)
+			}
+			runnertest.WaitProcessGone(t, p.Pid(), patience)
+			runnertest.WaitProcessGone(t, child, patience)
+		})
+	}
+}
+
+// A process that exits on its own is not stopped: a descendant it left
+// keeps running, and Wait returns although that descendant holds the
+// output pipes.
+func TestExitLeavesDescendants(t *testing.T) {
+	t.Parallel()
+	out := newLines()
+	p := start(t, t.Context(), proc.Spec{
+		Path:      tool(t, "sh"),
+		Args:      []string{"sh", "-c", "sleep 300 & echo $!"},
+		KillGrace: 100 * time.Millisecond,
+	}, proc.WithStdout(out.add))
+	res := wait(t, p)
+	child := pidLine(t, out.first(t))
+	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
+	if res != (proc.Result{}) {
+		t.Errorf("result %+v, want a clean exit", res)
+	}
+	if err := syscall.Kill(child, 0); err != nil {
+		t.Errorf("the background child %d was killed: %v", child, err)
+	}
+}
+
+func TestKillAndWaitRepeat(t *testing.T) {
+	t.Parallel()
+	p := start(t, t.Context(), proc.Spec{Path: tool(t, "sleep"), Args: []string{"sleep", "300"}})
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(p.Kill)
+	}
+	wg.Wait()
+	want := proc.Result{ExitCode: -1, Signal: syscall.SIGKILL, Stopped: proc.Killed}
+	for i := range 3 {
+		if res := wait(t, p); res != want {
+			t.Errorf("Wait #%d: %+v, want %+v", i+1, res, want)
+		}
+	}
+	p.Kill()
+	if res := wait(t, p); res != want {
+		t.Errorf("Wait after a late Kill: %+v, want %+v", res, want)
+	}
+
+	done := start(t, t.Context(), proc.Spec{Path: tool(t, "true")})
+	wait(t, done)
+	done.Kill()
+	if res := wait(t, done); res != (proc.Result{}) {
+		t.Errorf("Kill after exit changed the result to %+v", res)
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	t.Parallel()
+	cancelled, cancel := context.WithCancel(t.Context())
+	cancel()
+	tests := []struct {
+		name    string
+		ctx     context.Context
+		spec    proc.Spec
+		wantErr error
+	}{
+		{name: "missing executable", ctx: t.Context(), spec: proc.Spec{Path: filepath.Join(t.TempDir(), "nothing")}, wantErr: fs.ErrNotExist},
+		{name: "not executable", ctx: t.Context(), spec: proc.Spec{Path: t.TempDir()}, wantErr: fs.ErrPermission},
+		{name: "context done", ctx: cancelled, spec: proc.Spec{Path: tool(t, "true")}, wantErr: context.Canceled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := proc.Start(tt.ctx, tt.spec)
+			if !errors.Is(err, tt.wantErr) {
+				t.Errorf("got %v, want %v", err, tt.wantErr)
+			}
+			if p != nil {
+				t.Errorf("got a process with the error")
+			}
+		})
+	}
+}
+
+// Every goroutine a process needs is gone once Wait returned, however
+// the process ended.
+func TestNoGoroutineLeak(t *testing.T) {
+	sh := tool(t, "sh")
+	before := runtime.NumGoroutine()
+
+	ends := []struct {
+		script string
+		end    func(cancel context.CancelFunc, p *proc.Process)
+		// leaves says the script prints the pid of a child it leaves running.
+		leaves bool
+	}{
+		{script: "echo hi; echo there >&2"},
+		{script: "exit 7"},
+		{script: "sleep 300", end: func(cancel context.CancelFunc, _ *proc.Process) { cancel() }},
+		{script: "trap '' TERM; sleep 300", end: func(cancel context.CancelFunc, _ *proc.Process) { cancel() }},
+		{script: "sleep 300", end: func(_ context.CancelFunc, p *proc.Process) { p.Kill() }},
+		{script: "exec 1>&- 2>&-; sleep 300", end: func(_ context.CancelFunc, p *proc.Process) { p.Kill() }},
+		{script: "sleep 300 & echo $!", leaves: true},
+	}
+	var leftover []int
+	for _, e := range ends {
+		ctx, cancel := context.WithCancel(t.Context())
+		out := newLines()
+		p, err := proc.Start(ctx, proc.Spec{Path: sh, Args: []string{"sh", "-c", e.script}, KillGrace: 100 * time.Millisecond, Stdin: strings.NewReader("in")},
+			proc.WithStdout(out.add))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.end != nil {
+			e.end(cancel, p)
+		}
+		wait(t, p)
+		if e.leaves {
+			leftover = append(leftover, pidLine(t, out.first(t)))
+		}
+		cancel()
+	}
+	if _, err := proc.Start(t.Context(), proc.Spec{Path: filepath.Join(t.TempDir(), "nothing")}); err == nil {
+		t.Fatal("started a missing executable")
+	}
+	for _, pid := range leftover {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+
+	deadline := time.Now().Add(patience)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
