@@ -97,7 +97,8 @@ type Host struct {
 	subMu sync.Mutex
 	subs  map[string]*nats.Subscription
 
-	ready chan struct{}
+	ready    chan struct{}
+	stopping chan struct{}
 }
 
 // shutdownGrace is how long in-flight requests may finish after Run's
@@ -108,13 +109,14 @@ const shutdownGrace = 10 * time.Second
 // can be compiled, so configuration errors surface before connecting.
 func New(cfg *config.Config, opts ...Option) (*Host, error) {
 	h := &Host{
-		cfg:    cfg,
-		log:    slog.New(slog.DiscardHandler),
-		authz:  policy.AllowAll{},
-		events: nopEvents{},
-		now:    time.Now,
-		subs:   map[string]*nats.Subscription{},
-		ready:  make(chan struct{}),
+		cfg:      cfg,
+		log:      slog.New(slog.DiscardHandler),
+		authz:    policy.AllowAll{},
+		events:   nopEvents{},
+		now:      time.Now,
+		subs:     map[string]*nats.Subscription{},
+		ready:    make(chan struct{}),
+		stopping: make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(h)
@@ -239,17 +241,22 @@ func (h *Host) Run(ctx context.Context) error {
 	return nil
 }
 
-// drain waits for in-flight requests, then kills what is left.
+// drain waits for in-flight requests by taking every in-flight slot, so
+// no request can start behind it; after the grace period it kills the
+// agents still running. Then it waits for the request goroutines to return.
 func (h *Host) drain() {
-	done := make(chan struct{})
-	go func() { h.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(shutdownGrace):
-		h.log.Warn("in-flight requests did not finish in time; killing their agents", "grace", shutdownGrace)
-		h.reqCancel()
-		<-done
+	timer := time.NewTimer(shutdownGrace)
+	defer timer.Stop()
+	for range cap(h.slots) {
+		select {
+		case h.slots <- struct{}{}:
+		case <-timer.C:
+			h.log.Warn("in-flight requests did not finish in time; killing their agents", "grace", shutdownGrace)
+			h.reqCancel()
+			h.slots <- struct{}{}
+		}
 	}
+	h.wg.Wait()
 }
 
 func (h *Host) connect() (*nats.Conn, error) {
@@ -358,15 +365,22 @@ func (h *Host) syncSubscriptions() error {
 	return nil
 }
 
+// unsubscribeAll stops taking requests. Requests still waiting in a
+// subscription's buffer are abandoned, and counted in the log, rather
+// than started during shutdown.
 func (h *Host) unsubscribeAll() {
+	close(h.stopping)
 	h.subMu.Lock()
 	defer h.subMu.Unlock()
 	for subj, sub := range h.subs {
 		if d, err := sub.Dropped(); err == nil {
 			h.counters.droppedGone.Add(int64(d))
 		}
-		if err := sub.Drain(); err != nil {
-			h.log.Debug("draining subscription", "subject", subj, "error", err)
+		if n, _, err := sub.Pending(); err == nil && n > 0 {
+			h.log.Warn("shutting down: abandoning requests not yet started", "subject", subj, "requests", n)
+		}
+		if err := sub.Unsubscribe(); err != nil {
+			h.log.Debug("unsubscribing", "subject", subj, "error", err)
 		}
 		delete(h.subs, subj)
 	}

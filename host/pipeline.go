@@ -63,7 +63,8 @@ func (h *Host) handle(msg *nats.Msg) {
 
 	select {
 	case h.slots <- struct{}{}:
-	case <-h.reqCtx.Done():
+	case <-h.stopping:
+		log.Warn("shutting down: abandoning a request not yet started")
 		return
 	}
 	h.wg.Add(1)

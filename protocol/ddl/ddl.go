@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // SchemaURL is the $schema Choria DDLs carry.
@@ -21,6 +22,10 @@ type DDL struct {
 	Schema   string    `json:"$schema,omitempty"`
 	Metadata Metadata  `json:"metadata"`
 	Actions  []*Action `json:"actions"`
+
+	// warnings are the problems Parse found that do not stop the agent
+	// from loading; see Warnings.
+	warnings []string
 }
 
 // Metadata describes the agent as a whole.
@@ -47,6 +52,9 @@ type Action struct {
 	Display     string                 `json:"display"`
 	Description string                 `json:"description"`
 	Aggregation []AggregateItem        `json:"aggregate,omitempty"`
+
+	// prep is what Parse derives once so requests never recompute it.
+	prep *actionPrep
 }
 
 // InputItem describes one input of an action.
@@ -77,7 +85,10 @@ type AggregateItem struct {
 }
 
 // Parse decodes a DDL and applies Choria's normalisation (an empty action
-// display becomes "failed").
+// display becomes "failed"). It also prepares every action for request
+// validation: input names are sorted and validation regular expressions
+// compiled here, once. A DDL whose validators are unusable still loads, as
+// in Choria; Warnings lists them.
 func Parse(b []byte) (*DDL, error) {
 	var d DDL
 	if err := json.Unmarshal(b, &d); err != nil {
@@ -93,8 +104,24 @@ func Parse(b []byte) (*DDL, error) {
 		if a.Display == "" {
 			a.Display = "failed"
 		}
+		p, warnings, err := prepareAction(a)
+		if err != nil {
+			return nil, err
+		}
+		a.prep = p
+		d.warnings = append(d.warnings, warnings...)
 	}
 	return &d, nil
+}
+
+// Warnings describes what Parse found in the DDL that Choria tolerates
+// but that will surprise its author: validators Choria does not know (it
+// ignores them), regular expressions that do not compile (requests using
+// the input then fail), validation that never runs because maxlength is 0,
+// and input types no request can satisfy. Each is a full sentence naming
+// the action and input.
+func (d *DDL) Warnings() []string {
+	return slices.Clone(d.warnings)
 }
 
 // Action returns the named action, or nil.

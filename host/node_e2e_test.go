@@ -1,0 +1,221 @@
+package host_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/agent-host/agent-host/host/config"
+	"github.com/agent-host/agent-host/protocol"
+	v1 "github.com/agent-host/agent-host/protocol/v1"
+)
+
+func TestDiscoveryFilters(t *testing.T) {
+	h := start(t, setup{agents: []string{"shagent"}})
+	cases := []struct {
+		name  string
+		build func(f *protocol.Filter)
+		match bool
+	}{
+		{"empty filter", func(*protocol.Filter) {}, true},
+		{"identity", func(f *protocol.Filter) { f.Identity = []string{node} }, true},
+		{"other identity", func(f *protocol.Filter) { f.Identity = []string{"node2.example.net"} }, false},
+		{"identity regex", func(f *protocol.Filter) { f.Identity = []string{"/^node\\d/"} }, true},
+		{"agent", func(f *protocol.Filter) { f.Agent = []string{"shagent", "rpcutil"} }, true},
+		{"missing agent", func(f *protocol.Filter) { f.Agent = []string{"shagent", "puppet"} }, false},
+		{"fact", func(f *protocol.Filter) {
+			f.Fact = []protocol.FactFilter{{Fact: "os.family", Operator: "==", Value: "Debian"}}
+		}, true},
+		{"fact mismatch", func(f *protocol.Filter) {
+			f.Fact = []protocol.FactFilter{{Fact: "os.family", Operator: "==", Value: "RedHat"}}
+		}, false},
+		{"numeric fact", func(f *protocol.Filter) { f.Fact = []protocol.FactFilter{{Fact: "cpus", Operator: ">=", Value: "4"}} }, true},
+		{"class", func(f *protocol.Filter) { f.Class = []string{"roles::web"} }, true},
+		{"class regex", func(f *protocol.Filter) { f.Class = []string{"/profiles/"} }, true},
+		{"class mismatch", func(f *protocol.Filter) { f.Class = []string{"roles::db"} }, false},
+		{"compound", func(f *protocol.Filter) {
+			f.Compound = [][]map[string]string{{{"expr": `with("role=web") && "roles::web" in classes`}}}
+		}, true},
+		{"compound false", func(f *protocol.Filter) {
+			f.Compound = [][]map[string]string{{{"expr": `fact("os.family") == "RedHat"`}}}
+		}, false},
+		{"every category", func(f *protocol.Filter) {
+			f.Identity = []string{node}
+			f.Agent = []string{"shagent"}
+			f.Class = []string{"roles::web"}
+			f.Fact = []protocol.FactFilter{{Fact: "role", Operator: "=~", Value: "/^we/"}}
+		}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := protocol.NewFilter()
+			tc.build(f)
+			nodes, err := h.client.Discover(context.Background(), f, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := slices.Contains(nodes, node); got != tc.match {
+				t.Errorf("discovered %v, want match=%v", nodes, tc.match)
+			}
+		})
+	}
+	if s := h.host.Stats(); s.Filtered == 0 || s.Passed == 0 {
+		t.Errorf("stats did not count filtered and passed requests: %+v", s)
+	}
+}
+
+func TestRPCUtil(t *testing.T) {
+	h := start(t, setup{agents: []string{"shagent"}, configure: func(c *config.Config) {
+		c.Collectives = []string{"mcollective", "other"}
+		c.NATSPass = "s3cret"
+	}})
+
+	t.Run("ping", func(t *testing.T) {
+		var d struct{ Pong int64 }
+		decode(t, h.call("rpcutil", "ping", `{}`), &d)
+		if time.Since(time.Unix(d.Pong, 0)).Abs() > time.Minute {
+			t.Errorf("pong = %d", d.Pong)
+		}
+	})
+	t.Run("collective_info", func(t *testing.T) {
+		r := h.call("rpcutil", "collective_info", `{}`)
+		if want := `{"collectives":["mcollective","other"],"main_collective":"mcollective"}`; string(r.Data) != want {
+			t.Errorf("data = %s, want %s", r.Data, want)
+		}
+	})
+	t.Run("get_fact", func(t *testing.T) {
+		r := h.call("rpcutil", "get_fact", `{"fact":"os.family"}`)
+		if want := `{"fact":"os.family","value":"Debian"}`; string(r.Data) != want {
+			t.Errorf("data = %s, want %s", r.Data, want)
+		}
+		r = h.call("rpcutil", "get_fact", `{"fact":"no.such"}`)
+		if want := `{"fact":"no.such","value":null}`; string(r.Data) != want {
+			t.Errorf("data = %s, want %s", r.Data, want)
+		}
+	})
+	t.Run("get_fact requires fact", func(t *testing.T) {
+		wantStatus(t, h.call("rpcutil", "get_fact", `{}`), protocol.Aborted, "Validation failed: input 'fact' is required")
+	})
+	t.Run("get_facts", func(t *testing.T) {
+		r := h.call("rpcutil", "get_facts", `{"facts":"role, cpus"}`)
+		if want := `{"values":{"cpus":4,"role":"web"}}`; string(r.Data) != want {
+			t.Errorf("data = %s, want %s", r.Data, want)
+		}
+	})
+	t.Run("inventory", func(t *testing.T) {
+		var d struct {
+			Agents         []string
+			Classes        []string
+			Collectives    []string
+			Facts          map[string]any
+			MainCollective string   `json:"main_collective"`
+			DataPlugins    []string `json:"data_plugins"`
+			Machines       []any
+		}
+		decode(t, h.call("rpcutil", "inventory", `{}`), &d)
+		if !slices.Equal(d.Agents, []string{"discovery", "rpcutil", "shagent"}) ||
+			!slices.Equal(d.Classes, []string{"profiles::base", "roles::web"}) ||
+			d.Facts["role"] != "web" || d.MainCollective != "mcollective" || d.DataPlugins == nil || d.Machines == nil {
+			t.Errorf("inventory = %+v", d)
+		}
+	})
+	t.Run("agent_inventory", func(t *testing.T) {
+		var d struct{ Agents []map[string]any }
+		decode(t, h.call("rpcutil", "agent_inventory", `{}`), &d)
+		names := []string{}
+		for _, a := range d.Agents {
+			names = append(names, fmt.Sprint(a["agent"]))
+			if a["agent"] == "shagent" && (a["timeout"] != 2.0 || a["provider"] != "external" || a["version"] != "1.0.0") {
+				t.Errorf("shagent metadata = %v", a)
+			}
+		}
+		if !slices.Equal(names, []string{"rpcutil", "shagent"}) {
+			t.Errorf("agents = %v", names)
+		}
+	})
+	t.Run("daemon_stats", func(t *testing.T) {
+		var d map[string]any
+		decode(t, h.call("rpcutil", "daemon_stats", `{}`), &d)
+		for _, k := range []string{"agents", "configfile", "filtered", "passed", "pid", "replies", "starttime", "threads", "times", "total", "ttlexpired", "unvalidated", "validated", "version"} {
+			if _, ok := d[k]; !ok {
+				t.Errorf("daemon_stats lacks %s: %v", k, d)
+			}
+		}
+		if d["total"].(float64) < 1 {
+			t.Errorf("total = %v", d["total"])
+		}
+	})
+	t.Run("get_config_item", func(t *testing.T) {
+		r := h.call("rpcutil", "get_config_item", `{"item":"identity"}`)
+		if want := `{"item":"identity","value":"` + node + `"}`; string(r.Data) != want {
+			t.Errorf("data = %s, want %s", r.Data, want)
+		}
+		r = h.call("rpcutil", "get_config_item", `{"item":"plugin.nats.pass"}`)
+		if strings.Contains(string(r.Data), "s3cret") {
+			t.Errorf("a secret leaked: %s", r.Data)
+		}
+		wantStatus(t, h.call("rpcutil", "get_config_item", `{"item":"no.such.key"}`), protocol.Aborted, "Unknown key")
+	})
+	t.Run("other collective", func(t *testing.T) {
+		nodes, err := h.clientIn("other").Discover(context.Background(), nil, time.Second)
+		if err != nil || !slices.Equal(nodes, []string{node}) {
+			t.Errorf("discovery in collective other: %v %v", nodes, err)
+		}
+	})
+}
+
+func decode(t *testing.T, r protocol.RPCReply, v any) {
+	t.Helper()
+	if r.Statuscode != protocol.OK {
+		t.Fatalf("reply %d %q", r.Statuscode, r.Statusmsg)
+	}
+	if err := json.Unmarshal(r.Data, v); err != nil {
+		t.Fatalf("%s: %v", r.Data, err)
+	}
+}
+
+func TestReconnect(t *testing.T) {
+	h := start(t, setup{agents: []string{"shagent"}})
+	wantStatus(t, h.call("shagent", "echo", `{"message":"before"}`), protocol.OK, "OK")
+	h.nats.Restart(t)
+	eventually(t, 30*time.Second, "the host did not serve again after the broker restarted", func() bool {
+		r, ok := h.tryCall("shagent", "echo", `{"message":"after"}`, time.Second)
+		return ok && r.Statuscode == protocol.OK
+	})
+	if !strings.Contains(h.logs.String(), "reconnected to broker") {
+		t.Error("the reconnect was not logged")
+	}
+}
+
+func TestOverloadIsCountedNotSilent(t *testing.T) {
+	h := start(t, setup{agents: []string{"shagent"}, configure: func(c *config.Config) {
+		c.MaxInFlight = 1
+		c.PendingLimit = 2
+	}})
+	// One hang occupies the only slot for the agent's 2s timeout; the
+	// callback then blocks, the pending buffer fills and the rest is dropped.
+	for range 30 {
+		id, err := v1.NewRequestID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := v1.NewRequest(v1.RequestEnvelope{RequestID: id, SenderID: "rip.mcollective", CallerID: "choria=rip.mcollective",
+			Collective: "mcollective", Agent: "shagent", TTL: 60, Time: time.Now().Unix()},
+			[]byte(`{"agent":"shagent","action":"hang","data":{}}`))
+		sreq, _ := req.Seal(nil, nil)
+		payload, _ := v1.EncodeRequest(sreq, nats.NewInbox(), "rip.mcollective")
+		if err := h.nc.Publish("mcollective.node."+node, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "no drop was counted", func() bool { return h.host.Stats().Dropped > 0 })
+	eventually(t, 10*time.Second, "the drop was not logged", func() bool {
+		return strings.Contains(h.logs.String(), "requests dropped: the host cannot keep up")
+	})
+}
