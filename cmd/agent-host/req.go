@@ -265,7 +265,7 @@ func report(out io.Writer, asJSON bool, d *ddl.DDL, action string, nodes []strin
 			code = 1
 		}
 	}
-	var missing []string
+	missing := []string{}
 	for _, n := range nodes {
 		if !answered[n] {
 			missing = append(missing, n)

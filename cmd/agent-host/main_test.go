@@ -1,0 +1,198 @@
+package main_test
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "agent-host-cli")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "agent-host")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building agent-host: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// repoRoot is where the README's commands run.
+const repoRoot = "../.."
+
+// devConfig is testdata/config/dev.conf on a free port, so the test does
+// not collide with a `make run` on the default port.
+func devConfig(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot, "testdata", "config", "dev.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	conf := strings.Replace(string(b), "embedded_broker = 127.0.0.1:4222", "embedded_broker = "+addr, 1)
+	if conf == string(b) {
+		t.Fatal("dev.conf no longer sets plugin.agent_host.embedded_broker = 127.0.0.1:4222")
+	}
+	path := filepath.Join(t.TempDir(), "dev.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func agentHost(args ...string) *exec.Cmd {
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = repoRoot
+	return cmd
+}
+
+// TestQuickStart runs what the README shows: `make run`'s command, then
+// `agent-host req parrot echo message=hello`.
+func TestQuickStart(t *testing.T) {
+	if out, err := exec.Command("python3", "-c", "import mco_agent").CombinedOutput(); err != nil {
+		t.Fatalf("py-mco-agent is not importable by python3 on PATH (run `make test`): %v\n%s", err, out)
+	}
+	conf := devConfig(t)
+	run := agentHost("run", "--config", conf, "--plugins", "testdata/agents")
+	stderr, err := run.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	serving := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		once := false
+		for sc.Scan() {
+			logs.WriteString(sc.Text() + "\n")
+			if !once && strings.Contains(sc.Text(), "agent-host serving") {
+				once = true
+				close(serving)
+			}
+		}
+	}()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = run.Process.Kill()
+			_ = run.Wait()
+		}
+	})
+	select {
+	case <-serving:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("agent-host run did not start serving:\n%s", logs.String())
+	}
+
+	out, err := agentHost("req", "parrot", "echo", "message=hello", "--config", conf).CombinedOutput()
+	if err != nil {
+		t.Fatalf("req failed: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "dev1.example.net") || !strings.Contains(string(out), "message: hello") ||
+		!strings.Contains(string(out), "Finished processing 1 / 1 hosts") {
+		t.Errorf("req output:\n%s", out)
+	}
+
+	out, err = agentHost("req", "rpcutil", "get_fact", "fact=os.family", "-F", "role=web", "--json", "--config", conf).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"value": "Debian"`) {
+		t.Errorf("req rpcutil get_fact: %v\n%s", err, out)
+	}
+
+	out, err = agentHost("req", "rpcutil", "ping", "-F", "role=db", "--dt", "500ms", "--config", conf).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "did not discover any nodes") {
+		t.Errorf("req with a filter matching nothing: err %v\n%s", err, out)
+	}
+
+	out, err = agentHost("req", "parrot", "echo", "message=a;b", "--config", conf).CombinedOutput()
+	if code := exitCode(err); code != 1 || !strings.Contains(string(out), "Validation failed: validation failed for input 'message'") {
+		t.Errorf("req with an invalid input: exit %d\n%s", code, out)
+	}
+
+	if err := run.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- run.Wait() }()
+	select {
+	case err := <-done:
+		stopped = true
+		if err != nil {
+			t.Errorf("agent-host run exited with %v after SIGTERM:\n%s", err, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("agent-host run did not stop after SIGTERM")
+	}
+	if !strings.Contains(logs.String(), "started an embedded NATS broker") || !strings.Contains(logs.String(), "SECURITY DISABLED") {
+		t.Errorf("run did not announce the embedded broker and insecure mode:\n%s", logs.String())
+	}
+}
+
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.ExitCode()
+	}
+	return -1
+}
+
+func TestAgentsCommand(t *testing.T) {
+	out, err := agentHost("agents", "--plugins", "testdata/agents", "--plugins", "testdata/e2e/agents").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{"parrot", "nodeinfo", "directory", "pyagent", "flat", "echo,exit,crash,hang,env", "inactive"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("agents output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "inactive ") && !strings.Contains(line, " no") {
+			t.Errorf("inactive agent not reported inactive: %q", line)
+		}
+	}
+}
+
+func TestBadConfigStopsStartup(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "bad.conf")
+	if err := os.WriteFile(conf, []byte("identity = n1.example.net\nttl = abc\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := agentHost("run", "--config", conf).CombinedOutput()
+	if exitCode(err) != 1 || !strings.Contains(string(out), `ttl: "abc" is not an integer`) || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+		t.Errorf("bad config: exit %d, want 1 and a one-line error naming the key:\n%s", exitCode(err), out)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, err := agentHost("version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "agent-host ") {
+		t.Errorf("version: %v %q", err, out)
+	}
+}
