@@ -103,4 +103,3 @@ func newLogger(level, file string) (*slog.Logger, func(), error) {
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})), closer, nil
 }
-
