@@ -14,7 +14,7 @@ PYENV   := $(VENV)/.installed
 # `#!/usr/bin/env python3` agents find py-mco-agent.
 AGENT_PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all build run test test-go test-interop bench generate vet clean FORCE
+.PHONY: all build run test test-go test-interop bench bench-go bench-load generate vet clean FORCE
 
 all: build
 
@@ -44,8 +44,28 @@ test-go: $(PYENV) $(CLOCK)
 test-interop: $(PYENV)
 	cd testdata/choria-interop && PATH="$(AGENT_PATH)" $(GO) test -count=1 ./...
 
-bench: $(PYENV) $(CLOCK)
+## bench: Go benchmarks, then an end-to-end load run against `agent-host run` (see BENCHMARKS.md)
+bench: bench-go bench-load
+
+bench-go: $(PYENV) $(CLOCK)
 	PATH="$(AGENT_PATH)" $(GO) test -run '^$$' -bench . -benchmem ./...
+
+LOAD_PORT ?= 14333
+LOAD      := bin/agent-host-load --broker nats://127.0.0.1:$(LOAD_PORT) --identity dev1.example.net --duration 10s
+
+bench-load: build $(PYENV)
+	$(GO) build -o bin/agent-host-load ./cmd/agent-host-load
+	sed 's/127.0.0.1:4222/127.0.0.1:$(LOAD_PORT)/' testdata/config/dev.conf > bin/load.conf
+	echo 'loglevel = warn' >> bin/load.conf
+	PATH="$(AGENT_PATH)" $(BIN) run --config bin/load.conf --plugins testdata/agents & pid=$$!; \
+	trap "kill $$pid" EXIT; sleep 2; \
+	$(LOAD) --concurrency 1 rpcutil ping && \
+	$(LOAD) --concurrency 8 rpcutil ping && \
+	$(LOAD) --concurrency 1 nodeinfo uptime && \
+	$(LOAD) --concurrency 4 nodeinfo uptime && \
+	$(LOAD) --concurrency 4 clock now && \
+	$(LOAD) --concurrency 2 --data '{"message":"hello"}' parrot echo && \
+	echo "agent-host RSS after the runs: $$(ps -o rss= -p $$pid) KiB"
 
 generate:
 	$(GO) generate ./...

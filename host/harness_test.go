@@ -69,7 +69,7 @@ func (b *syncBuffer) String() string {
 
 // harness is one host on an embedded NATS server with a client beside it.
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	host    *host.Host
 	nats    *hosttest.Server
 	nc      *nats.Conn
@@ -87,7 +87,7 @@ type setup struct {
 	hostOpts  []host.Option
 }
 
-func start(t *testing.T, s setup) *harness {
+func start(t testing.TB, s setup) *harness {
 	t.Helper()
 	srv := hosttest.NATS(t, s.natsOpts...)
 	plugins := t.TempDir()
@@ -154,7 +154,7 @@ func start(t *testing.T, s setup) *harness {
 	return &harness{t: t, host: h, nats: srv, nc: nc, client: client.New(nc, ccfg), plugins: plugins, logs: logs}
 }
 
-func connect(t *testing.T, url string, opts []nats.Option) *nats.Conn {
+func connect(t testing.TB, url string, opts []nats.Option) *nats.Conn {
 	t.Helper()
 	opts = append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}, opts...)
 	nc, err := nats.Connect(url, opts...)
@@ -232,7 +232,7 @@ func wantStatus(t *testing.T, r protocol.RPCReply, code protocol.StatusCode, msg
 
 // copyAgent copies testdata/e2e/agents/<name> (a directory, or the flat
 // pair name.json + name) into dir, keeping file modes.
-func copyAgent(t *testing.T, name, dir string) {
+func copyAgent(t testing.TB, name, dir string) {
 	t.Helper()
 	src := filepath.Join("..", "testdata", "e2e", "agents", name)
 	if _, err := os.Stat(filepath.Join(src, name+".json")); err == nil {
@@ -244,7 +244,7 @@ func copyAgent(t *testing.T, name, dir string) {
 	}
 }
 
-func copyDir(t *testing.T, src, dst string) {
+func copyDir(t testing.TB, src, dst string) {
 	t.Helper()
 	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
@@ -262,7 +262,7 @@ func copyDir(t *testing.T, src, dst string) {
 	}
 }
 
-func copyFile(t *testing.T, src, dst string) {
+func copyFile(t testing.TB, src, dst string) {
 	t.Helper()
 	in, err := os.Open(src)
 	if err != nil {
@@ -290,13 +290,13 @@ func copyFile(t *testing.T, src, dst string) {
 
 // installClock lays the Go agent out as Choria's multi-arch layout:
 // clock/clock.json + clock/clock/clock-<os>_<arch>.
-func installClock(t *testing.T, dir string) {
+func installClock(t testing.TB, dir string) {
 	t.Helper()
 	copyFile(t, filepath.Join("..", "testdata", "agents", "clock", "clock.json"), filepath.Join(dir, "clock", "clock.json"))
 	copyFile(t, clockBin, filepath.Join(dir, "clock", "clock", "clock-"+runtime.GOOS+"_"+runtime.GOARCH))
 }
 
-func writeFile(t *testing.T, path, content string) {
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
