@@ -45,9 +45,6 @@ func loadCaptured(tb testing.TB, pattern string) map[string]captured {
 // lose nothing Choria puts on the wire.
 func TestCapturedRequestsRoundTrip(t *testing.T) {
 	for name, c := range loadCaptured(t, "*.json") {
-		if strings.HasPrefix(name, "reference_") {
-			continue
-		}
 		t.Run(name, func(t *testing.T) {
 			tr, err := v1.DecodeTransport([]byte(c.Payload))
 			if err != nil {
@@ -117,7 +114,7 @@ func TestCapturedBodies(t *testing.T) {
 // TestRepliesMatchReferenceServer encodes the reference server's replies
 // from their parts and expects the same secure reply, byte for byte.
 func TestRepliesMatchReferenceServer(t *testing.T) {
-	for name, c := range loadCaptured(t, "reference_*.json") {
+	for name, c := range loadCaptured(t, "replies/*.json") {
 		t.Run(name, func(t *testing.T) {
 			tr, err := v1.DecodeTransport([]byte(c.Payload))
 			if err != nil {
@@ -189,7 +186,7 @@ func TestDecodeErrors(t *testing.T) {
 }
 
 func TestReplyHashChecked(t *testing.T) {
-	c := loadCaptured(t, "reference_rpc_reply_ping.json")["reference_rpc_reply_ping.json"]
+	c := loadCaptured(t, "replies/rpc_reply_ping.json")["rpc_reply_ping.json"]
 	tr, _ := v1.DecodeTransport([]byte(c.Payload))
 	var s v1.SecureReply
 	if err := json.Unmarshal(tr.Data, &s); err != nil {
@@ -215,8 +212,10 @@ func decodeAll(b []byte) (*v1.Request, error) {
 }
 
 func FuzzDecodeRequest(f *testing.F) {
-	for _, c := range loadCaptured(f, "*.json") {
-		f.Add([]byte(c.Payload))
+	for _, pattern := range []string{"*.json", "replies/*.json"} {
+		for _, c := range loadCaptured(f, pattern) {
+			f.Add([]byte(c.Payload))
+		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req, err := decodeAll(b)
