@@ -1,10 +1,8 @@
 package host
 
 import (
-	"context"
 	"slices"
 
-	"github.com/agent-host/agent-host/protocol"
 	"github.com/agent-host/agent-host/protocol/ddl"
 	"github.com/agent-host/agent-host/runner"
 )
@@ -18,8 +16,6 @@ type agentEntry struct {
 	name string
 	ddl  *ddl.DDL
 	run  runner.Runner
-	// external is the catalog entry of an external agent; nil for built-ins.
-	external *runner.Agent
 }
 
 // agentTable is an immutable snapshot of the served agents, swapped
@@ -32,6 +28,12 @@ type agentTable struct {
 
 func (t *agentTable) get(name string) *agentEntry { return t.byName[name] }
 
+// runnerFor chooses how an external agent runs. Every agent is spawned per
+// request for now; pooled workers and plugin agents will be chosen here.
+func (h *Host) runnerFor(a *runner.Agent) runner.Runner {
+	return h.spawner.Runner(a.Executable)
+}
+
 // buildTable combines the built-ins with the catalog's active agents.
 func (h *Host) buildTable() *agentTable {
 	t := &agentTable{byName: map[string]*agentEntry{h.rpcutil.name: h.rpcutil}}
@@ -42,15 +44,7 @@ func (h *Host) buildTable() *agentTable {
 		if _, taken := t.byName[a.Name]; taken || a.Name == discoveryAgent {
 			continue
 		}
-		exe := a.Executable
-		t.byName[a.Name] = &agentEntry{
-			name:     a.Name,
-			ddl:      a.DDL,
-			external: a,
-			run: runner.RunnerFunc(func(ctx context.Context, req *protocol.AgentRequest) (*protocol.AgentReply, error) {
-				return h.spawner.Run(ctx, exe, req)
-			}),
-		}
+		t.byName[a.Name] = &agentEntry{name: a.Name, ddl: a.DDL, run: h.runnerFor(a)}
 	}
 	t.names = append(t.names, discoveryAgent)
 	for name := range t.byName {

@@ -338,20 +338,21 @@ func (h *harness) publish(t *testing.T, sreq *v1.SecureRequest, id string, wantR
 	if err != nil {
 		t.Fatal(err)
 	}
+	before := h.refused()
 	if err := h.nc.Publish("mcollective.node."+node, payload); err != nil {
 		t.Fatal(err)
 	}
-	wait := 20 * time.Second
 	if !wantReply {
-		wait = 1500 * time.Millisecond
-	}
-	msg, err := sub.NextMsg(wait)
-	if !wantReply {
-		if err == nil {
+		// The host refuses before it dispatches, so once the refusal is
+		// counted no reply can follow; the short wait catches a bug that
+		// would both count and reply.
+		eventually(t, 10*time.Second, "the request was not refused", func() bool { return h.refused() > before })
+		if msg, err := sub.NextMsg(200 * time.Millisecond); err == nil {
 			t.Fatalf("got a reply, want none: %s", msg.Data)
 		}
 		return protocol.RPCReply{}
 	}
+	msg, err := sub.NextMsg(20 * time.Second)
 	if err != nil {
 		t.Fatalf("no reply: %v", err)
 	}
@@ -377,4 +378,55 @@ func (h *harness) publish(t *testing.T, sreq *v1.SecureRequest, id string, wantR
 // clientIn is a client addressing another collective.
 func (h *harness) clientIn(collective string) *client.Client {
 	return client.New(h.nc, client.Config{Identity: "rip.mcollective", Collective: collective})
+}
+
+// refused counts the requests the host turned away before dispatch.
+func (h *harness) refused() int64 {
+	s := h.host.Stats()
+	return s.Unvalidated + s.TTLExpired + s.Filtered + s.UnknownAgent
+}
+
+// discovers reports whether the node answers a discovery ping with filter
+// f, waiting for either its pong or the host counting the filter mismatch.
+func (h *harness) discovers(t *testing.T, f *protocol.Filter) bool {
+	t.Helper()
+	id, err := v1.NewRequestID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := v1.NewRequest(v1.RequestEnvelope{RequestID: id, SenderID: "rip.mcollective", CallerID: "choria=rip.mcollective",
+		Collective: "mcollective", Agent: "discovery", TTL: 60, Time: time.Now().Unix(), Filter: f}, []byte("cGluZw=="))
+	sreq, err := req.Seal(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replyTo := client.ReplySubject("mcollective", "choria=rip.mcollective", id)
+	sub, err := h.nc.SubscribeSync(replyTo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck
+	payload, err := v1.EncodeRequest(sreq, replyTo, "rip.mcollective")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := h.host.Stats().Filtered
+	if err := h.nc.Publish("mcollective.broadcast.agent.discovery", payload); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if msg, err := sub.NextMsg(20 * time.Millisecond); err == nil {
+			tr, err := v1.DecodeTransport(msg.Data)
+			if err != nil || tr.Headers.MCSender != node {
+				t.Fatalf("discovery reply %s: %v", msg.Data, err)
+			}
+			return true
+		}
+		if h.host.Stats().Filtered > before {
+			return false
+		}
+	}
+	t.Fatal("neither a discovery reply nor a filtered request within 20s")
+	return false
 }

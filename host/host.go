@@ -214,12 +214,17 @@ func (h *Host) Run(ctx context.Context) error {
 	defer nc.Close()
 
 	if err := h.syncSubscriptions(); err != nil {
+		// Some subscriptions may already have started requests.
+		h.stop()
 		return err
 	}
-	if err := nc.Flush(); err != nil && !errors.Is(err, nats.ErrConnectionReconnecting) {
-		h.log.Warn("broker did not confirm subscriptions yet", "error", err)
+	if err := nc.FlushTimeout(5 * time.Second); err != nil {
+		h.log.Warn("waiting for the broker; requests will be served once connected", "broker", nc.Servers(), "error", err)
 	}
 	names := h.agents.Load().names
+	if _, ok := h.authz.(policy.AllowAll); ok {
+		h.log.Warn("authorization is not configured: every verified request may run any action of any agent")
+	}
 	h.log.Info("agent-host serving", "identity", h.cfg.Identity, "collectives", h.cfg.Collectives, "agents", names, "broker", nc.ConnectedUrlRedacted())
 	h.events.Startup(ctx, h.cfg.Identity, names)
 	close(h.ready)
@@ -229,16 +234,22 @@ func (h *Host) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	h.log.Info("agent-host stopping", "in_flight", len(h.slots))
-	h.unsubscribeAll()
+	// The watcher goes first so no reload re-subscribes behind the shutdown.
 	if err := <-watchDone; err != nil && !errors.Is(err, context.Canceled) {
 		h.log.Warn("agent watcher stopped with an error", "error", err)
 	}
-	h.drain()
+	h.stop()
 	h.events.Shutdown(context.WithoutCancel(ctx), h.cfg.Identity)
-	if err := nc.Drain(); err != nil {
-		h.log.Debug("draining the broker connection", "error", err)
+	if err := nc.FlushTimeout(2 * time.Second); err != nil {
+		h.log.Debug("flushing the last replies", "error", err)
 	}
 	return nil
+}
+
+// stop takes no more requests and waits for those in flight.
+func (h *Host) stop() {
+	h.unsubscribeAll()
+	h.drain()
 }
 
 // drain waits for in-flight requests by taking every in-flight slot, so
@@ -324,6 +335,11 @@ const pendingBytes = 64 << 20
 // syncSubscriptions makes the subscriptions match the agent table: the
 // node subject and one broadcast subject per agent, in every collective.
 func (h *Host) syncSubscriptions() error {
+	select {
+	case <-h.stopping:
+		return nil
+	default:
+	}
 	want := map[string]bool{}
 	for _, c := range h.cfg.Collectives {
 		want[c+".node."+h.cfg.Identity] = true

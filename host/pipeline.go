@@ -62,6 +62,12 @@ func (h *Host) handle(msg *nats.Msg) {
 	}
 
 	select {
+	case <-h.stopping:
+		log.Warn("shutting down: abandoning a request not yet started")
+		return
+	default:
+	}
+	select {
 	case h.slots <- struct{}{}:
 	case <-h.stopping:
 		log.Warn("shutting down: abandoning a request not yet started")
@@ -149,31 +155,13 @@ func (h *Host) handleRPC(ctx context.Context, table *agentTable, agent *agentEnt
 	timeout := time.Duration(agent.ddl.Metadata.Timeout) * time.Second
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	areq := &protocol.AgentRequest{
-		Schema:     protocol.AgentRequestSchema,
-		Protocol:   protocol.AgentRequestProtocol,
-		Agent:      agent.name,
-		Action:     rpc.Action,
-		RequestID:  req.Envelope.RequestID,
-		SenderID:   req.Envelope.SenderID,
-		CallerID:   req.Envelope.CallerID,
-		Collective: req.Envelope.Collective,
-		TTL:        req.Envelope.TTL,
-		MsgTime:    req.Envelope.Time,
-		Data:       rpc.Data,
-	}
+	areq := protocol.NewAgentRequest()
+	areq.Agent, areq.Action, areq.Data = agent.name, rpc.Action, rpc.Data
+	e := &req.Envelope
+	areq.RequestID, areq.SenderID, areq.CallerID, areq.Collective, areq.TTL, areq.MsgTime = e.RequestID, e.SenderID, e.CallerID, e.Collective, e.TTL, e.Time
 	areply, err := agent.run.Run(runCtx, areq)
 	if err != nil {
-		if errors.Is(err, protocol.ErrReplyDataFormat) {
-			return reply.Fail(protocol.Aborted, "Could not set reply defaults: "+err.Error())
-		}
-		if errors.Is(err, runner.ErrNoExecutable) {
-			return reply.Fail(protocol.Aborted, fmt.Sprintf("Cannot call external agent %s#%s: %s", agent.name, rpc.Action, runner.ErrNoExecutable))
-		}
-		if errors.Is(err, runner.ErrTimeout) {
-			err = fmt.Errorf("%w after %s", err, timeout)
-		}
-		return reply.Fail(protocol.Aborted, fmt.Sprintf("Could not call external agent %s#%s: %s", agent.name, rpc.Action, err))
+		return reply.Fail(protocol.Aborted, runFailure(agent.name, rpc.Action, timeout, err))
 	}
 	data, err := action.SetOutputDefaults(areply.Data)
 	if err != nil {
@@ -186,6 +174,21 @@ func (h *Host) handleRPC(ctx context.Context, table *agentTable, agent *agentEnt
 	reply.Statusmsg = areply.Statusmsg
 	reply.Data = data
 	return reply
+}
+
+// runFailure turns a runner error into Choria's statusmsg for it.
+func runFailure(agent, action string, timeout time.Duration, err error) string {
+	switch {
+	case errors.Is(err, protocol.ErrReplyDataFormat):
+		return "Could not set reply defaults: " + protocol.ErrReplyDataFormat.Error()
+	case errors.Is(err, runner.ErrNoExecutable):
+		return fmt.Sprintf("Cannot call external agent %s#%s: %s", agent, action, runner.ErrNoExecutable)
+	case errors.Is(err, runner.ErrTimeout):
+		return fmt.Sprintf("Could not call external agent %s#%s: timed out after %s, the agent was killed", agent, action, timeout)
+	case errors.Is(err, runner.ErrReplyTooLarge):
+		return fmt.Sprintf("Could not call external agent %s#%s: the reply is larger than the host accepts", agent, action)
+	}
+	return fmt.Sprintf("Could not call external agent %s#%s: %s", agent, action, err)
 }
 
 func (h *Host) authzInput(table *agentTable, req *v1.Request, rpc *protocol.RPCRequest) *policy.Input {

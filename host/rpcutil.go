@@ -144,7 +144,7 @@ func (h *Host) daemonStats(table *agentTable) map[string]any {
 		"times":       map[string]int{"cstime": 0, "cutime": 0, "stime": 0, "utime": 0},
 		"total":       s.Total,
 		"ttlexpired":  s.TTLExpired,
-		"events":      s.Events,
+		"events":      0, // lifecycle events are not published yet
 		"unvalidated": s.Unvalidated,
 		"validated":   s.Validated,
 		"dropped":     s.Dropped,

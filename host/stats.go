@@ -5,7 +5,7 @@ import "sync/atomic"
 // counters are the live request counters.
 type counters struct {
 	total, validated, unvalidated, filtered, passed, ttlExpired atomic.Int64
-	replies, replyFailed, events, unknownAgent                  atomic.Int64
+	replies, replyFailed, unknownAgent                          atomic.Int64
 	// droppedGone keeps the drops of subscriptions since removed.
 	droppedGone atomic.Int64
 }
@@ -23,8 +23,6 @@ type Stats struct {
 	TTLExpired int64
 	// Replies were published; ReplyFailed could not be.
 	Replies, ReplyFailed int64
-	// Events is the number of lifecycle events published.
-	Events int64
 	// UnknownAgent were addressed to an agent this node does not serve.
 	UnknownAgent int64
 	// Dropped were discarded by the NATS client because the host could not
@@ -38,7 +36,7 @@ func (h *Host) Stats() Stats {
 	return Stats{
 		Total: c.total.Load(), Validated: c.validated.Load(), Unvalidated: c.unvalidated.Load(),
 		Filtered: c.filtered.Load(), Passed: c.passed.Load(), TTLExpired: c.ttlExpired.Load(),
-		Replies: c.replies.Load(), ReplyFailed: c.replyFailed.Load(), Events: c.events.Load(),
+		Replies: c.replies.Load(), ReplyFailed: c.replyFailed.Load(),
 		UnknownAgent: c.unknownAgent.Load(), Dropped: h.dropped(),
 	}
 }

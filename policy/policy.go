@@ -1,6 +1,6 @@
-// Package policy authorizes RPC requests. The host asks it, after a
-// request has been validated against the agent's DDL and before the agent
-// runs, whether the caller may run this action with these inputs.
+// Package policy authorizes RPC requests. The host asks it, once a request
+// is verified and its action known, and before its inputs are validated
+// and the agent runs (Choria's order), whether the caller may run it.
 //
 // Only AllowAll exists so far; the Rego and actionpolicy authorizers build
 // on the same Input and Decision.
@@ -35,7 +35,7 @@ type Decision struct {
 }
 
 // AllowAll authorizes every request. It is the host's authorizer while no
-// policy is configured, and the host says so loudly at start-up.
+// policy is configured, and the host says so at start-up.
 type AllowAll struct{}
 
 // Authorize allows the request.

@@ -71,8 +71,8 @@ func DecodeAgentReply(b []byte) (*AgentReply, error) {
 	if r.Data == nil {
 		return nil, ErrReplyDataFormat
 	}
-	data, err := objectOrEmpty(r.Data)
-	if err != nil {
+	data, ok := DataObject(r.Data)
+	if !ok {
 		return nil, ErrReplyDataFormat
 	}
 	r.Data = data

@@ -1,17 +1,33 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 )
 
-// ErrInvalidRPCRequest wraps every reason an mcorpc request body is refused.
+// ErrInvalidRPCRequest matches every reason an mcorpc request body is refused.
 var ErrInvalidRPCRequest = errors.New("protocol: invalid rpc request")
+
+// RPCRequestError says why a SimpleRPC body was refused. Its text is what
+// the caller sees after "Could not process request: ", so it carries no
+// package prefix; it matches ErrInvalidRPCRequest.
+type RPCRequestError struct{ Reason string }
+
+func (e *RPCRequestError) Error() string { return e.Reason }
+
+// Is makes errors.Is(err, ErrInvalidRPCRequest) hold.
+func (e *RPCRequestError) Is(target error) bool { return target == ErrInvalidRPCRequest }
 
 // nameRe is the shape of agent and action names in Choria's schemas.
 var nameRe = regexp.MustCompile(`^[a-z0-9_]+$`)
+
+// ValidName reports whether s can name an agent or action: lowercase
+// letters, digits and underscores. Agent names become NATS subject tokens
+// and file names, so nothing else may pass.
+func ValidName(s string) bool { return nameRe.MatchString(s) }
 
 // RPCRequest is the SimpleRPC body a client puts in a Choria request
 // message: {"agent":..,"action":..,"data":{..}}.
@@ -26,17 +42,17 @@ type RPCRequest struct {
 func DecodeRPCRequest(body []byte) (*RPCRequest, error) {
 	var r RPCRequest
 	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidRPCRequest, err)
+		return nil, &RPCRequestError{err.Error()}
 	}
 	if !nameRe.MatchString(r.Agent) {
-		return nil, fmt.Errorf("%w: agent %q is not a valid agent name", ErrInvalidRPCRequest, r.Agent)
+		return nil, &RPCRequestError{fmt.Sprintf("agent %q is not a valid agent name", r.Agent)}
 	}
 	if !nameRe.MatchString(r.Action) {
-		return nil, fmt.Errorf("%w: action %q is not a valid action name", ErrInvalidRPCRequest, r.Action)
+		return nil, &RPCRequestError{fmt.Sprintf("action %q is not a valid action name", r.Action)}
 	}
-	data, err := objectOrEmpty(r.Data)
-	if err != nil {
-		return nil, fmt.Errorf("%w: data: %v", ErrInvalidRPCRequest, err)
+	data, ok := DataObject(r.Data)
+	if !ok {
+		return nil, &RPCRequestError{"data must be a JSON object"}
 	}
 	r.Data = data
 	return &r, nil
@@ -65,24 +81,13 @@ func (r *RPCReply) Fail(code StatusCode, msg string) *RPCReply {
 	return r
 }
 
-// objectOrEmpty accepts a JSON object, or nothing/null meaning {}.
-func objectOrEmpty(raw json.RawMessage) (json.RawMessage, error) {
-	raw = trimSpace(raw)
+// DataObject normalises request or reply data the way Choria reads it:
+// nothing or null is {}, an object is kept as is, and ok is false for any
+// other JSON value. It does not check that the object is well formed.
+func DataObject(raw json.RawMessage) (data json.RawMessage, ok bool) {
+	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
-		return json.RawMessage("{}"), nil
+		return json.RawMessage("{}"), true
 	}
-	if raw[0] != '{' {
-		return nil, errors.New("must be a JSON object")
-	}
-	return raw, nil
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\n' || b[0] == '\r') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t' || b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
+	return raw, raw[0] == '{'
 }

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agent-host/agent-host/protocol"
 	"github.com/agent-host/agent-host/protocol/ddl"
 )
 
@@ -482,6 +483,9 @@ func (c *Catalog) refuse(cand candidate, d *ddl.DDL) (string, slog.Level) {
 	switch {
 	case d.Metadata.Provider != "external":
 		return fmt.Sprintf("ignoring DDL with provider %q: only external agents are loaded", d.Metadata.Provider), slog.LevelDebug
+	case !protocol.ValidName(d.Metadata.Name):
+		// The name becomes a NATS subject token and a file name.
+		return fmt.Sprintf("refusing agent %q: names may only hold lowercase letters, digits and underscores", d.Metadata.Name), slog.LevelWarn
 	case slices.Contains(deniedAgents, cand.base):
 		return fmt.Sprintf("External agents are not allowed to supply an agent called '%s', skipping", cand.base), slog.LevelWarn
 	case slices.Contains(deniedAgents, d.Metadata.Name):

@@ -231,6 +231,9 @@ func TestCatalogAdmission(t *testing.T) {
 		"README.md":                   []byte("not an agent"),
 		"other/different-name.json":   external("other"), // D/D.json only
 		"choria_util/choria_util.txt": []byte("x"),
+		"wild.json":                   external("*"),    // would subscribe to every agent's subject
+		"dotdot.json":                 external("../x"), // would resolve outside the agent directory
+		"spaced.json":                 external("a b"),  // not a subject token
 	}
 	for p, b := range files {
 		writeFile(t, filepath.Join(dir, p), b, 0o644)
@@ -249,6 +252,9 @@ func TestCatalogAdmission(t *testing.T) {
 		"External agents are not allowed to supply an agent called 'discovery', skipping",
 		"External agents are not allowed to supply an agent called 'scout', skipping",
 		"Could not register external agent notimeout: invalid agent: timeout < 1",
+		`refusing agent \"*\": names may only hold`,
+		`refusing agent \"../x\"`,
+		`refusing agent \"a b\"`,
 		"could not load agent DDL",
 		filepath.Join(dir, "broken.json"),
 		filepath.Join(dir, "noname.json"),

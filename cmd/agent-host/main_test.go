@@ -163,7 +163,13 @@ func exitCode(err error) int {
 }
 
 func TestAgentsCommand(t *testing.T) {
-	out, err := agentHost("agents", "--plugins", "testdata/agents", "--plugins", "testdata/e2e/agents").CombinedOutput()
+	// Activation checks run the agents, and some record that beside
+	// themselves: give them a copy.
+	e2e := t.TempDir()
+	if out, err := exec.Command("cp", "-R", filepath.Join(repoRoot, "testdata", "e2e", "agents")+"/.", e2e).CombinedOutput(); err != nil {
+		t.Fatalf("copying the test agents: %v\n%s", err, out)
+	}
+	out, err := agentHost("agents", "--plugins", "testdata/agents", "--plugins", e2e).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -187,6 +193,17 @@ func TestBadConfigStopsStartup(t *testing.T) {
 	out, err := agentHost("run", "--config", conf).CombinedOutput()
 	if exitCode(err) != 1 || !strings.Contains(string(out), `ttl: "abc" is not an integer`) || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
 		t.Errorf("bad config: exit %d, want 1 and a one-line error naming the key:\n%s", exitCode(err), out)
+	}
+}
+
+func TestNoBrokerWithFileSecurity(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "server.conf")
+	if err := os.WriteFile(conf, []byte("identity = n1.example.net\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := agentHost("run", "--config", conf).CombinedOutput()
+	if exitCode(err) != 1 || !strings.Contains(string(out), "set plugin.choria.middleware_hosts") {
+		t.Errorf("file security without a broker: exit %d, want 1 and advice:\n%s", exitCode(err), out)
 	}
 }
 

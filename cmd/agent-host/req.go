@@ -84,7 +84,7 @@ func (c *reqCommand) execute(ctx context.Context, out io.Writer) (int, error) {
 	}
 	url := "nats://" + cfg.EmbeddedBroker
 	if len(cfg.MiddlewareHosts) > 0 {
-		url = strings.Join(cfg.MiddlewareHosts, ",")
+		url = strings.Join(cfg.MiddlewareURLs(), ",")
 	}
 	opts := []nats.Option{nats.Name("agent-host req"), nats.CustomInboxPrefix(ccfg.Collective + ".reply")}
 	if tlsOpt != nil {
@@ -238,13 +238,7 @@ func typeInput(item *ddl.InputItem, v string) (any, error) {
 	case "number", "float":
 		return strconv.ParseFloat(v, 64)
 	case "boolean":
-		switch strings.ToLower(v) {
-		case "1", "y", "yes", "t", "true":
-			return true, nil
-		case "0", "n", "no", "f", "false":
-			return false, nil
-		}
-		return nil, fmt.Errorf("%q is not a boolean", v)
+		return config.ParseBool(v)
 	case "hash", "array":
 		var x any
 		if err := json.Unmarshal([]byte(v), &x); err != nil {

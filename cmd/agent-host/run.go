@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -57,6 +58,10 @@ func (c *runCommand) execute(ctx context.Context) error {
 	var opts []host.Option
 	opts = append(opts, host.WithLogger(log))
 	if len(cfg.MiddlewareHosts) == 0 {
+		if cfg.SecurityProvider == "file" {
+			// The file provider connects with TLS, which the embedded broker does not offer.
+			return errors.New("no broker configured: set plugin.choria.middleware_hosts to a TLS broker for plugin.security.provider = file, or use plugin.security.provider = insecure for a loopback-only development setup (see testdata/config/dev.conf)")
+		}
 		b, err := host.StartBroker(cfg.EmbeddedBroker)
 		if err != nil {
 			return fmt.Errorf("no middleware hosts configured, and the embedded broker failed: %w", err)

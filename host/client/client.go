@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -108,15 +107,12 @@ func (c *Client) Request(ctx context.Context, nodes []string, agent, action stri
 	for i, n := range nodes {
 		subjects[i] = c.cfg.Collective + ".node." + n
 	}
-	var mu sync.Mutex
 	var replies []Reply
 	err = c.exchange(ctx, agent, body, f, subjects, len(nodes), func(t *v1.Transport, rtt time.Duration) bool {
 		r, err := decodeReply(t)
 		if err != nil {
 			return false
 		}
-		mu.Lock()
-		defer mu.Unlock()
 		replies = append(replies, Reply{Sender: t.Headers.MCSender, Body: *r, RTT: rtt})
 		return len(replies) == len(nodes)
 	})

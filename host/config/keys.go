@@ -186,7 +186,7 @@ func (f *field) set(c *Config, value string) error {
 			}
 			v.SetInt(int64(n))
 		case reflect.Bool:
-			b, err := parseBool(value)
+			b, err := ParseBool(value)
 			if err != nil {
 				return err
 			}

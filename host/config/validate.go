@@ -133,9 +133,10 @@ func brokerURL(s string) (string, error) {
 	return scheme + "://" + hp, nil
 }
 
-// parseBool accepts Choria's words for true and false, in any case. Choria
-// reads anything else as false; agent-host refuses it.
-func parseBool(s string) (bool, error) {
+// ParseBool accepts Choria's words for true and false (1, yes, true, y, t
+// and 0, no, false, n, f), in any case. Choria reads anything else as
+// false; agent-host refuses it.
+func ParseBool(s string) (bool, error) {
 	switch strings.ToLower(s) {
 	case "1", "yes", "true", "y", "t":
 		return true, nil

@@ -215,39 +215,53 @@ func hasSANs(cert *x509.Certificate) bool {
 	return slices.ContainsFunc(cert.Extensions, func(e pkix.Extension) bool { return e.Id.Equal(oidSubjectAltName) })
 }
 
+// maxPubCerts bounds the certificates a caller's pubcert may hold (its
+// own and intermediates); each costs a parse before the signature is known
+// to be good.
+const maxPubCerts = 8
+
 // parsePubCert decodes the caller's PEM: the first certificate is the
 // caller's, any further ones are untrusted intermediates, as in Choria.
 // Other PEM blocks are ignored.
 func parsePubCert(pubcert string) (*x509.Certificate, *x509.CertPool, error) {
-	var leaf *x509.Certificate
-	intermediates := x509.NewCertPool()
-	rest := []byte(pubcert)
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %v", ErrCertificate, err)
-		}
-		if leaf == nil {
-			leaf = cert
-			continue
-		}
-		intermediates.AddCert(cert)
+	certs, err := parseCerts([]byte(pubcert), maxPubCerts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrCertificate, err)
 	}
-	if leaf == nil {
+	if len(certs) == 0 {
 		if strings.Contains(pubcert, "-----BEGIN") {
 			return nil, nil, fmt.Errorf("%w: the pubcert PEM holds no CERTIFICATE block", ErrCertificate)
 		}
 		return nil, nil, fmt.Errorf("%w: the pubcert is not PEM", ErrInsecureRequest)
 	}
-	return leaf, intermediates, nil
+	intermediates := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		intermediates.AddCert(c)
+	}
+	return certs[0], intermediates, nil
+}
+
+// parseCerts parses the CERTIFICATE blocks of a PEM text, at most max.
+func parseCerts(b []byte, max int) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			return certs, nil
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		if len(certs) == max {
+			return nil, fmt.Errorf("more than %d certificates", max)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %v", len(certs)+1, err)
+		}
+		certs = append(certs, cert)
+	}
 }
 
 // rsaKey returns the certificate's key; Choria signs requests only with RSA.
@@ -278,26 +292,16 @@ func loadCA(file string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading CA: %v", ErrConfig, err)
 	}
-	pool := x509.NewCertPool()
-	n := 0
-	for {
-		var block *pem.Block
-		block, b = pem.Decode(b)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%w: CA %s: certificate %d: %v", ErrConfig, file, n+1, err)
-		}
-		pool.AddCert(cert)
-		n++
+	certs, err := parseCerts(b, 1<<16)
+	if err != nil {
+		return nil, fmt.Errorf("%w: CA %s: %v", ErrConfig, file, err)
 	}
-	if n == 0 {
+	if len(certs) == 0 {
 		return nil, fmt.Errorf("%w: CA %s holds no PEM certificate", ErrConfig, file)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
 	}
 	return pool, nil
 }

@@ -136,6 +136,12 @@ func TestVerify(t *testing.T) {
 		{name: "valid request", id: rip, callerID: "choria=rip.mcollective"},
 		{name: "valid request, PKCS#8 key", id: ripPKCS8, callerID: "choria=rip.mcollective"},
 		{name: "valid request through an intermediate in the pubcert", id: chained, callerID: "choria=rip.mcollective"},
+		{name: "pubcert with too many certificates", id: rip, callerID: "choria=rip.mcollective", mutate: set(func(sr *v1.SecureRequest) {
+			sr.PubCert = strings.Repeat(sr.PubCert, maxPubCerts+1)
+		}), wantErr: ErrCertificate},
+		{name: "pubcert with as many certificates as allowed", id: rip, callerID: "choria=rip.mcollective", mutate: set(func(sr *v1.SecureRequest) {
+			sr.PubCert = strings.Repeat(sr.PubCert, maxPubCerts)
+		})},
 		{name: "other caller id prefix", id: rip, callerID: "up=rip.mcollective"},
 		{
 			name: "tampered message", id: rip, callerID: "choria=rip.mcollective", wantErr: ErrSignature,

@@ -1,6 +1,7 @@
 package ddl
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 
@@ -20,11 +21,11 @@ func (a *Action) SetOutputDefaults(data json.RawMessage) (json.RawMessage, error
 	if err != nil {
 		return nil, err
 	}
-	data = trimJSONSpace(data)
-	if string(data) == "null" {
-		data = json.RawMessage("{}")
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, protocol.ErrReplyDataFormat
 	}
-	if len(data) == 0 || data[0] != '{' {
+	data, ok := protocol.DataObject(data)
+	if !ok {
 		return nil, protocol.ErrReplyDataFormat
 	}
 	if len(p.defaults) == 0 {
@@ -53,15 +54,4 @@ func (a *Action) SetOutputDefaults(data json.RawMessage) (json.RawMessage, error
 		return nil, fmt.Errorf("encoding reply data with output defaults: %w", err)
 	}
 	return out, nil
-}
-
-func trimJSONSpace(b []byte) []byte {
-	isSpace := func(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
-	for len(b) > 0 && isSpace(b[0]) {
-		b = b[1:]
-	}
-	for len(b) > 0 && isSpace(b[len(b)-1]) {
-		b = b[:len(b)-1]
-	}
-	return b
 }
