@@ -120,7 +120,7 @@ func run(ctx context.Context, o options) (result, error) {
 	// One subscription for every reply; requests are matched by id.
 	prefix := client.ReplySubject(o.collective, callerID, "")
 	var mu sync.Mutex
-	waiting := map[string]chan protocol.RPCReply{}
+	waiting := map[string]chan *protocol.RPCReply{}
 	sub, err := nc.Subscribe(prefix+"*", func(m *nats.Msg) {
 		id := m.Subject[len(prefix):]
 		mu.Lock()
@@ -130,15 +130,7 @@ func run(ctx context.Context, o options) (result, error) {
 		if ch == nil {
 			return
 		}
-		var r protocol.RPCReply
-		if t, err := v1.DecodeTransport(m.Data); err == nil {
-			if s, err := t.SecureReply(); err == nil {
-				if rep, err := s.Reply(); err == nil {
-					_ = json.Unmarshal([]byte(rep.Message), &r)
-				}
-			}
-		}
-		ch <- r
+		ch <- decodeReply(m.Data)
 	})
 	if err != nil {
 		return result{}, err
@@ -175,20 +167,29 @@ func run(ctx context.Context, o options) (result, error) {
 				if err != nil {
 					return
 				}
-				ch := make(chan protocol.RPCReply, 1)
+				ch := make(chan *protocol.RPCReply, 1)
 				mu.Lock()
 				waiting[id] = ch
 				mu.Unlock()
 				began := time.Now()
 				sent.Add(1)
+				forget := func() {
+					mu.Lock()
+					delete(waiting, id)
+					mu.Unlock()
+				}
 				if err := nc.Publish(o.collective+".node."+o.identity, payload); err != nil {
 					failed.Add(1)
+					forget()
 					continue
 				}
 				select {
+				case <-ctx.Done():
+					forget()
+					return
 				case r := <-ch:
 					took := time.Since(began)
-					if r.Statuscode == protocol.OK {
+					if r != nil && r.Statuscode == protocol.OK {
 						ok.Add(1)
 					} else {
 						failed.Add(1)
@@ -198,9 +199,7 @@ func run(ctx context.Context, o options) (result, error) {
 					latMu.Unlock()
 				case <-time.After(o.timeout):
 					noReply.Add(1)
-					mu.Lock()
-					delete(waiting, id)
-					mu.Unlock()
+					forget()
 				}
 			}
 		}()
@@ -221,4 +220,26 @@ func run(ctx context.Context, o options) (result, error) {
 		PerSecond: float64(ok.Load()+failed.Load()) / elapsed.Seconds(),
 		P50ms:     pct(0.50), P90ms: pct(0.90), P99ms: pct(0.99), MaxMs: pct(1),
 	}, nil
+}
+
+// decodeReply unwraps a reply; nil when any layer is malformed, which
+// counts as a failure.
+func decodeReply(data []byte) *protocol.RPCReply {
+	t, err := v1.DecodeTransport(data)
+	if err != nil {
+		return nil
+	}
+	s, err := t.SecureReply()
+	if err != nil {
+		return nil
+	}
+	rep, err := s.Reply()
+	if err != nil {
+		return nil
+	}
+	var r protocol.RPCReply
+	if json.Unmarshal([]byte(rep.Message), &r) != nil {
+		return nil
+	}
+	return &r
 }
