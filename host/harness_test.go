@@ -328,20 +328,8 @@ func (h *harness) rawCall(t *testing.T, agent, body string) protocol.RPCReply {
 // wantReply false it asserts that none comes.
 func (h *harness) publish(t *testing.T, sreq *v1.SecureRequest, id string, wantReply bool) protocol.RPCReply {
 	t.Helper()
-	replyTo := client.ReplySubject("mcollective", "choria=rip.mcollective", id)
-	sub, err := h.nc.SubscribeSync(replyTo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe() //nolint:errcheck
-	payload, err := v1.EncodeRequest(sreq, replyTo, "rip.mcollective")
-	if err != nil {
-		t.Fatal(err)
-	}
 	before := h.refused()
-	if err := h.nc.Publish("mcollective.node."+node, payload); err != nil {
-		t.Fatal(err)
-	}
+	sub := h.send(t, sreq, id, "mcollective.node."+node)
 	if !wantReply {
 		// The host refuses before it dispatches, so once the refusal is
 		// counted no reply can follow; the short wait catches a bug that
@@ -400,20 +388,8 @@ func (h *harness) discovers(t *testing.T, f *protocol.Filter) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	replyTo := client.ReplySubject("mcollective", "choria=rip.mcollective", id)
-	sub, err := h.nc.SubscribeSync(replyTo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe() //nolint:errcheck
-	payload, err := v1.EncodeRequest(sreq, replyTo, "rip.mcollective")
-	if err != nil {
-		t.Fatal(err)
-	}
 	before := h.host.Stats().Filtered
-	if err := h.nc.Publish("mcollective.broadcast.agent.discovery", payload); err != nil {
-		t.Fatal(err)
-	}
+	sub := h.send(t, sreq, id, "mcollective.broadcast.agent.discovery")
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		if msg, err := sub.NextMsg(20 * time.Millisecond); err == nil {
@@ -429,4 +405,24 @@ func (h *harness) discovers(t *testing.T, f *protocol.Filter) bool {
 	}
 	t.Fatal("neither a discovery reply nor a filtered request within 20s")
 	return false
+}
+
+// send publishes a secure request from rip.mcollective on subject and
+// returns the subscription its reply will arrive on, closed at cleanup.
+func (h *harness) send(t *testing.T, sreq *v1.SecureRequest, id, subject string) *nats.Subscription {
+	t.Helper()
+	replyTo := client.ReplySubject("mcollective", "choria=rip.mcollective", id)
+	sub, err := h.nc.SubscribeSync(replyTo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	payload, err := v1.EncodeRequest(sreq, replyTo, "rip.mcollective")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.nc.Publish(subject, payload); err != nil {
+		t.Fatal(err)
+	}
+	return sub
 }

@@ -76,21 +76,14 @@ func TestCapturedRequestsRoundTrip(t *testing.T) {
 
 func TestCapturedBodies(t *testing.T) {
 	vectors := loadCaptured(t, "*.json")
-	body := func(name string) []byte {
-		tr, err := v1.DecodeTransport([]byte(vectors[name].Payload))
+	request := func(name string) *v1.Request {
+		req, err := decodeAll([]byte(vectors[name].Payload))
 		if err != nil {
 			t.Fatal(err)
 		}
-		sreq, err := tr.SecureRequest()
-		if err != nil {
-			t.Fatal(err)
-		}
-		req, err := sreq.Request()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return req.Body()
+		return req
 	}
+	body := func(name string) []byte { return request(name).Body() }
 	if got := body("discovery_ping.json"); string(got) != "ping" {
 		t.Errorf("discovery body = %q, want ping (base64-decoded)", got)
 	}
@@ -101,10 +94,7 @@ func TestCapturedBodies(t *testing.T) {
 	if rpc.Agent != "rpcutil" || rpc.Action != "get_fact" || string(rpc.Data) != `{"fact":"os.family"}` {
 		t.Errorf("rpc body = %+v data %s", rpc, rpc.Data)
 	}
-	tr, _ := v1.DecodeTransport([]byte(vectors["discovery_with_complex_filter.json"].Payload))
-	sreq, _ := tr.SecureRequest()
-	req, _ := sreq.Request()
-	f := req.Envelope.Filter
+	f := request("discovery_with_complex_filter.json").Envelope.Filter
 	if len(f.Fact) != 1 || f.Fact[0] != (protocol.FactFilter{Fact: "os.family", Operator: "==", Value: "Debian"}) ||
 		len(f.Class) != 1 || f.Class[0] != "/web/" || len(f.Compound) != 1 || f.Compound[0][0]["expr"] != "facts.x == 1" {
 		t.Errorf("filter = %+v", f)
