@@ -31,6 +31,12 @@ func StartBroker(addr string) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded broker port %q: %w", portStr, err)
 	}
+	// nats-server reports a busy port only by never becoming ready.
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker address %s is not free (another broker or agent-host running?): %w", addr, err)
+	}
+	l.Close()
 	srv, err := server.NewServer(&server.Options{Host: host, Port: port, NoSigs: true, NoLog: true, MaxPayload: 8 << 20})
 	if err != nil {
 		return nil, fmt.Errorf("creating embedded broker: %w", err)
