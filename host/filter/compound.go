@@ -2,13 +2,10 @@ package filter
 
 import (
 	"container/list"
-	"encoding/json"
 	"fmt"
-	"reflect"
 	"sync"
 	"sync/atomic"
 
-	"github.com/Masterminds/semver/v3"
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/vm"
 	"github.com/tidwall/gjson"
@@ -16,75 +13,105 @@ import (
 	"github.com/agent-host/agent-host/protocol"
 )
 
-// matchCompound evaluates the compound filters the way Choria does, which
-// is not a plain AND: an entry that fails to compile or run fails the
-// category, and otherwise each true result counts +1 and each false one
-// -1, the category matching when the sum is positive. A malformed entry
-// (not exactly one map, or no "expr" key) fails the category outright.
+// matchCompound applies Choria's rule for the compound category, which is
+// not a plain AND but a vote with a veto: the node is selected when
+// strictly more than half of the entries are true and none failed to
+// compile or run. A malformed filter (an entry that is not exactly one map
+// with an "expr" key) selects nothing.
 func (m *Matcher) matchCompound(entries [][]map[string]string, n *Node) bool {
-	matched, failed := 0, 0
+	expressions, ok := compoundExpressions(entries)
+	if !ok {
+		m.log.Warn("malformed compound filter", "filter", entries)
+		return false
+	}
 
-	for _, entry := range entries {
-		if len(entry) != 1 {
-			m.log.Warn("malformed compound filter", "entry", entry)
+	env := exprEnv(m, n)
+	trues := 0
+	for _, expression := range expressions {
+		switch m.judge(expression, env) {
+		case verdictFailed:
 			return false
-		}
-
-		expression, ok := entry[0]["expr"]
-		if !ok {
-			m.log.Warn("malformed compound filter", "entry", entry)
-			return false
-		}
-
-		prog, err := m.programs.get(expression)
-		if err != nil {
-			m.log.Warn("cannot compile compound filter", "expr", expression, "error", err)
-			failed++
-			continue
-		}
-
-		res, err := m.evalProgram(prog, n)
-		if err != nil {
-			m.log.Warn("cannot evaluate compound filter", "expr", expression, "error", err)
-			failed++
-			continue
-		}
-
-		if res {
-			matched++
-		} else {
-			matched--
+		case verdictTrue:
+			trues++
 		}
 	}
 
-	return failed == 0 && matched > 0
+	return 2*trues > len(expressions)
 }
 
-// evalProgram runs a compiled compound expression against n.
-func (m *Matcher) evalProgram(prog *vm.Program, n *Node) (bool, error) {
-	env := map[string]any{
+// compoundExpressions returns the expression of each entry, or false if
+// any entry is malformed.
+func compoundExpressions(entries [][]map[string]string) ([]string, bool) {
+	expressions := make([]string, 0, len(entries))
+	for _, entry := range entries {
+		if len(entry) != 1 {
+			return nil, false
+		}
+		expression, ok := entry[0]["expr"]
+		if !ok {
+			return nil, false
+		}
+		expressions = append(expressions, expression)
+	}
+
+	return expressions, true
+}
+
+// verdict is what one compound expression contributes to the category.
+type verdict int8
+
+const (
+	verdictFalse  verdict = iota
+	verdictTrue           // counts towards the majority
+	verdictFailed         // did not compile, did not run, or was not a boolean: vetoes the category
+)
+
+// judge compiles (or fetches from the cache) and runs one expression.
+func (m *Matcher) judge(expression string, env map[string]any) verdict {
+	prog, err := m.programs.get(expression)
+	if err != nil {
+		m.log.Warn("cannot compile compound filter", "expr", expression, "error", err)
+		return verdictFailed
+	}
+
+	out, err := expr.Run(prog, env)
+	b, isBool := out.(bool)
+	switch {
+	case err != nil:
+		m.log.Warn("cannot evaluate compound filter", "expr", expression, "error", err)
+		return verdictFailed
+	case !isBool:
+		m.log.Warn("cannot evaluate compound filter", "expr", expression, "error", fmt.Sprintf("result is %T, not a boolean", out))
+		return verdictFailed
+	case b:
+		return verdictTrue
+	default:
+		return verdictFalse
+	}
+}
+
+// exprEnv is the environment compound expressions see: the node's agents,
+// classes and raw facts (so facts.x does not compile, as in Choria, and
+// expressions reach facts through fact() or with()) and the functions
+// Choria provides. Compilation uses it too, with no Matcher and an empty
+// node, since only the types of its values matter then; nothing is
+// called. Choria would add the functions of its data plugins; agent-host
+// has none, so expressions calling them fail to compile and select
+// nothing.
+//
+// It is a plain map rather than a struct: expr reads names missing from a
+// map as nil, as Choria relies on with AllowUndefinedVariables, but fails
+// on names missing from a struct, and $env must stay a map.
+func exprEnv(m *Matcher, n *Node) map[string]any {
+	return map[string]any{
 		"agents":  n.Agents,
 		"classes": n.Classes,
-		// The raw JSON bytes, as in Choria: facts.x does not compile, and
-		// expressions reach facts through fact() or with().
 		"facts":   n.Facts,
-		"with":    func(q string) bool { return m.with(q, n) },
-		"fact":    func(q string) any { return gjson.GetBytes(n.Facts, q).Value() },
+		"fact":    func(path string) any { return gjson.GetBytes(n.Facts, path).Value() },
+		"with":    func(query string) bool { return m.with(query, n) },
 		"include": include,
-		"semver":  semverCheck,
+		"semver":  semverSatisfies,
 	}
-
-	res, err := expr.Run(prog, env)
-	if err != nil {
-		return false, fmt.Errorf("running compound filter: %w", err)
-	}
-
-	b, ok := res.(bool)
-	if !ok {
-		return false, fmt.Errorf("compound filter returned %T, not a boolean", res)
-	}
-
-	return b, nil
 }
 
 // with implements with(q): q is a fact filter in command-line syntax if
@@ -97,56 +124,8 @@ func (m *Matcher) with(q string, n *Node) bool {
 	return matchClasses([]string{q}, n.Classes) || matchAgents([]string{q}, n.Agents)
 }
 
-// include reports whether hay holds needle. An int needle (an expression
-// literal) is compared as float64, the type of every JSON number from
-// fact(). Choria compares with go-cmp; reflect.DeepEqual gives the same
-// answer for every value JSON and expression literals can produce.
-func include(hay []any, needle any) bool {
-	if i, ok := needle.(int); ok {
-		needle = float64(i)
-	}
-
-	for _, v := range hay {
-		if reflect.DeepEqual(v, needle) {
-			return true
-		}
-	}
-
-	return false
-}
-
-// semverCheck implements semver(version, constraint); a version or
-// constraint that does not parse is an evaluation error.
-func semverCheck(version string, constraint string) (bool, error) {
-	c, err := semver.NewConstraint(constraint)
-	if err != nil {
-		return false, fmt.Errorf("parsing constraint %q: %w", constraint, err)
-	}
-
-	v, err := semver.NewVersion(version)
-	if err != nil {
-		return false, fmt.Errorf("parsing version %q: %w", version, err)
-	}
-
-	return c.Check(v), nil
-}
-
-// compileExpr compiles a compound expression against the environment
-// Choria declares: only the types of its values matter here, the real
-// values are supplied per evaluation. Choria would add the functions of
-// its data plugins; agent-host has none, so expressions calling them
-// fail to compile and select nothing.
+// compileExpr compiles a compound expression against exprEnv's types.
 func compileExpr(expression string) (prog *vm.Program, err error) {
-	env := map[string]any{
-		"agents":  []string{},
-		"classes": []string{},
-		"facts":   json.RawMessage{},
-		"with":    func(string) bool { return false },
-		"fact":    func(string) any { return nil },
-		"include": func([]any, any) bool { return false },
-		"semver":  func(string, string) (bool, error) { return false, nil },
-	}
-
 	// The expression comes from the network; a compiler bug must cost one
 	// request, not the host.
 	defer func() {
@@ -155,6 +134,7 @@ func compileExpr(expression string) (prog *vm.Program, err error) {
 		}
 	}()
 
+	env := exprEnv(nil, withDefaults(nil))
 	prog, err = expr.Compile(expression, expr.Env(env), expr.AsBool(), expr.AllowUndefinedVariables())
 	if err != nil {
 		return nil, fmt.Errorf("compiling compound filter: %w", err)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"sort"
 	"strconv"
@@ -17,10 +18,20 @@ import (
 	"github.com/agent-host/agent-host/protocol"
 )
 
-// factOperator finds the operators of a command-line fact filter. The
-// alternatives are tried in order at each position, so "<=" wins over "<"
-// and "=~" over "=", exactly as in Choria's parser.
-var factOperator = regexp.MustCompile(`<=|>=|=>|=<|<|>|!=|=~|==?`)
+// factOperators maps every spelling of an operator in the command-line
+// fact syntax to the wire operator it stands for.
+var factOperators = map[string]string{
+	"==": "==",
+	"=":  "==",
+	"!=": "!=",
+	"=~": "=~",
+	"<":  "<",
+	"<=": "<=",
+	"=<": "<=",
+	">":  ">",
+	">=": ">=",
+	"=>": ">=",
+}
 
 // ParseFactFilter parses a fact filter as typed on the command line
 // (os.family=Debian, memory>=1024, os=~/deb/) the way Choria does: the
@@ -28,29 +39,20 @@ var factOperator = regexp.MustCompile(`<=|>=|=>|=<|<|>|!=|=~|==?`)
 // "==", "<=" and ">=", and a value written as /re/ turns any operator into
 // "=~". Errors wrap ErrInvalidFactFilter.
 func ParseFactFilter(s string) (protocol.FactFilter, error) {
-	ops := factOperator.FindAllStringIndex(s, -1)
-	if len(ops) == 0 {
-		return protocol.FactFilter{}, fmt.Errorf("%w %q: want fact, operator and value such as os=linux", ErrInvalidFactFilter, s)
+	start, end, found := lastFactOperator(s)
+	if !found {
+		return protocol.FactFilter{}, invalidFactFilter(s)
 	}
 
-	at := ops[len(ops)-1]
-	op := s[at[0]:at[1]]
-	fact := strings.TrimSpace(s[:at[0]])
-	value := strings.TrimSpace(s[at[1]:])
-
-	if fact == "" || value == "" || isOperatorByte(fact[0]) || isOperatorByte(value[len(value)-1]) {
-		return protocol.FactFilter{}, fmt.Errorf("%w %q: want fact, operator and value such as os=linux", ErrInvalidFactFilter, s)
+	fact := strings.TrimSpace(s[:start])
+	value := strings.TrimSpace(s[end:])
+	// A fact starting, or a value ending, with an operator character is
+	// rejected, as Choria does.
+	if fact == "" || value == "" || isFactOperator(fact[:1]) || isFactOperator(value[len(value)-1:]) {
+		return protocol.FactFilter{}, invalidFactFilter(s)
 	}
 
-	switch op {
-	case "=":
-		op = "=="
-	case "=<":
-		op = "<="
-	case "=>":
-		op = ">="
-	}
-
+	op := factOperators[s[start:end]]
 	if value[0] == '/' && value[len(value)-1] == '/' {
 		op = "=~"
 	}
@@ -58,10 +60,36 @@ func ParseFactFilter(s string) (protocol.FactFilter, error) {
 	return protocol.FactFilter{Fact: fact, Operator: op, Value: value}, nil
 }
 
-// isOperatorByte reports whether b on its own is an operator; Choria
-// rejects filters whose fact starts, or whose value ends, with one.
-func isOperatorByte(b byte) bool {
-	return b == '<' || b == '>' || b == '='
+func invalidFactFilter(s string) error {
+	return fmt.Errorf("%w %q: want fact, operator and value such as os=linux", ErrInvalidFactFilter, s)
+}
+
+// lastFactOperator tokenizes s from the left, taking at each position the
+// two-character operator if there is one, else the one-character one, and
+// returns the bounds of the last operator found. Scanning from the left
+// matters: "a<==b" reads as "a<=", "==", "b".
+func lastFactOperator(s string) (start, end int, found bool) {
+	for i := 0; i < len(s); {
+		n := 0
+		switch {
+		case i+2 <= len(s) && isFactOperator(s[i:i+2]):
+			n = 2
+		case isFactOperator(s[i : i+1]):
+			n = 1
+		default:
+			i++
+			continue
+		}
+		start, end, found = i, i+n, true
+		i += n
+	}
+
+	return start, end, found
+}
+
+func isFactOperator(spelling string) bool {
+	_, ok := factOperators[spelling]
+	return ok
 }
 
 // NormalizeFacts merges facts documents (each a JSON object, later keys
@@ -117,7 +145,7 @@ func ParseClasses(data []byte) []string {
 // the whole category.
 func (m *Matcher) matchFacts(filters []protocol.FactFilter, facts json.RawMessage) bool {
 	for _, ff := range filters {
-		ok, err := hasFact(ff, facts)
+		ok, err := lookupFact(facts, ff.Fact).satisfies(ff.Operator, ff.Value)
 		if err != nil {
 			m.log.Warn("cannot evaluate fact filter", "fact", ff.Fact, "operator", ff.Operator, "value", ff.Value, "error", err)
 			return false
@@ -131,131 +159,161 @@ func (m *Matcher) matchFacts(filters []protocol.FactFilter, facts json.RawMessag
 	return len(filters) > 0
 }
 
-// hasFact evaluates one fact filter. Choria decides how to compare by the
-// JSON type of the fact, not by what the value looks like: a string fact
-// is compared as a string (case-insensitively) even when both sides look
-// numeric, and a number fact is compared as a float only when the value
-// has a dot in it. A missing fact never matches, not even with "!=".
-func hasFact(ff protocol.FactFilter, facts json.RawMessage) (bool, error) {
-	fact := gjson.GetBytes(facts, ff.Fact)
-	if !fact.Exists() {
+// factKind is the JSON type of a fact, which is what decides how Choria
+// compares it: a string fact is compared as a string even when both sides
+// look numeric.
+type factKind uint8
+
+const (
+	factMissing factKind = iota // never matches, not even with "!="
+	factOther                   // null, array or object: never equal, cannot be ordered
+	factString
+	factNumber
+	factBool
+)
+
+// factValue is a fact looked up once and reduced to what the operators
+// look at.
+type factValue struct {
+	kind  factKind
+	text  string  // factString
+	num   float64 // factNumber
+	whole int     // factNumber as an integer, converted as Choria does (see factInt)
+	truth bool    // factBool
+}
+
+func lookupFact(facts json.RawMessage, path string) factValue {
+	r := gjson.GetBytes(facts, path)
+
+	switch {
+	case !r.Exists():
+		return factValue{kind: factMissing}
+	case r.Type == gjson.String:
+		return factValue{kind: factString, text: r.Str}
+	case r.Type == gjson.Number:
+		return factValue{kind: factNumber, num: r.Num, whole: factInt(r)}
+	case r.Type == gjson.True || r.Type == gjson.False:
+		return factValue{kind: factBool, truth: r.Type == gjson.True}
+	default:
+		return factValue{kind: factOther}
+	}
+}
+
+// satisfies evaluates "fact op value", with Choria's rules:
+//
+//   - Strings: "==" and "!=" ignore case, the ordering operators compare
+//     byte-wise after lower-casing, "=~" is a case-insensitive regexp.
+//   - Numbers: a value with a dot in it is a float, and with one Choria's
+//     ">" is really ">="; without a dot the fact is taken as an integer,
+//     compared numerically by the ordering operators but textually by "=="
+//     and "!=" (2048 is not "02048"), and "=~" sees the integer's decimal
+//     form, or four decimals when the pattern has a dot.
+//   - Booleans: the value is a word, true when strconv.ParseBool reads it
+//     as true and false otherwise. "=~" lower-cases it first; "!=" does too,
+//     and is true whenever the word is false, whatever the fact holds.
+//   - Booleans, null, arrays and objects cannot be ordered (an error);
+//     null, arrays and objects equal and match nothing.
+func (f factValue) satisfies(op string, value string) (bool, error) {
+	if f.kind == factMissing {
 		return false, nil
 	}
 
-	switch ff.Operator {
-	case "==":
-		return factEqual(fact, ff.Value)
-	case "!=":
-		return factNotEqual(fact, ff.Value)
+	floatValue := strings.Contains(value, ".")
+
+	switch op {
+	case "==", "!=":
+		switch f.kind {
+		case factOther:
+			return false, nil
+		case factBool:
+			if op == "!=" {
+				return !trueWord(strings.ToLower(value)), nil
+			}
+			return trueWord(value) == f.truth, nil
+		}
+		eq, err := f.equals(value, floatValue)
+		if err != nil {
+			return false, err
+		}
+		return eq == (op == "=="), nil
+
 	case "=~":
-		return factMatches(fact, ff.Value)
+		switch f.kind {
+		case factString:
+			return regexMatch(f.text, value)
+		case factNumber:
+			if floatValue {
+				return regexMatch(fmt.Sprintf("%.4f", f.num), value)
+			}
+			return regexMatch(strconv.Itoa(f.whole), value)
+		case factBool:
+			return trueWord(strings.ToLower(value)) == f.truth, nil
+		default:
+			return false, nil
+		}
+
 	case "<", "<=", ">", ">=":
-		return factCompare(fact, ff.Operator, ff.Value)
-	default:
-		return false, fmt.Errorf("unknown fact operator %q", ff.Operator)
-	}
-}
-
-func factEqual(fact gjson.Result, value string) (bool, error) {
-	switch fact.Type {
-	case gjson.String:
-		return strings.EqualFold(fact.Str, value), nil
-	case gjson.Number:
-		if strings.Contains(value, ".") {
-			f, err := strconv.ParseFloat(value, 64)
-			if err != nil {
-				return false, fmt.Errorf("comparing number fact: %w", err)
+		switch f.kind {
+		case factString:
+			return ordered(op, strings.Compare(strings.ToLower(f.text), strings.ToLower(value))), nil
+		case factNumber:
+			if floatValue {
+				v, err := parseFloatValue(value)
+				if err != nil {
+					return false, err
+				}
+				if op == ">" {
+					op = ">="
+				}
+				c, comparable := compareFloats(f.num, v)
+				return comparable && ordered(op, c), nil
 			}
-			return fact.Num == f, nil
-		}
-		return strconv.Itoa(factInt(fact)) == value, nil
-	case gjson.True:
-		return truthy(value), nil
-	case gjson.False:
-		return !truthy(value), nil
-	default: // null, objects and arrays
-		return false, nil
-	}
-}
-
-// factNotEqual is not the negation of factEqual: Choria lower-cases the
-// value for booleans here, and a false fact is "!=" to any value that is
-// not truthy, "false" included.
-func factNotEqual(fact gjson.Result, value string) (bool, error) {
-	switch fact.Type {
-	case gjson.String:
-		return !strings.EqualFold(fact.Str, value), nil
-	case gjson.Number:
-		if strings.Contains(value, ".") {
-			f, err := strconv.ParseFloat(value, 64)
-			if err != nil {
-				return false, fmt.Errorf("comparing number fact: %w", err)
-			}
-			return fact.Num != f, nil
-		}
-		return strconv.Itoa(factInt(fact)) != value, nil
-	case gjson.True:
-		return !truthy(strings.ToLower(value)), nil
-	case gjson.False:
-		return !truthy(strings.ToLower(value)), nil
-	default:
-		return false, nil
-	}
-}
-
-// factMatches implements "=~": numbers are matched in their decimal form
-// (four decimals when the pattern has a dot), booleans ignore the pattern
-// as a pattern and treat it as a truthy/falsy word.
-func factMatches(fact gjson.Result, value string) (bool, error) {
-	switch fact.Type {
-	case gjson.String:
-		return regexMatch(fact.Str, value)
-	case gjson.Number:
-		if strings.Contains(value, ".") {
-			return regexMatch(fmt.Sprintf("%.4f", fact.Num), value)
-		}
-		return regexMatch(strconv.Itoa(factInt(fact)), value)
-	case gjson.True:
-		return truthy(strings.ToLower(value)), nil
-	case gjson.False:
-		return !truthy(strings.ToLower(value)), nil
-	default:
-		return false, nil
-	}
-}
-
-// factCompare implements the ordering operators. Strings compare
-// byte-wise after lower-casing. For numbers, Choria's ">" with a
-// fractional value is really ">=", which is kept for compatibility.
-func factCompare(fact gjson.Result, op string, value string) (bool, error) {
-	switch fact.Type {
-	case gjson.String:
-		return ordered(op, strings.Compare(strings.ToLower(fact.Str), strings.ToLower(value))), nil
-	case gjson.Number:
-		if !strings.Contains(value, ".") {
 			v, err := strconv.Atoi(value)
 			if err != nil {
 				return false, fmt.Errorf("comparing number fact: %w", err)
 			}
-			return ordered(op, cmp.Compare(factInt(fact), v)), nil
+			return ordered(op, cmp.Compare(f.whole, v)), nil
+		default:
+			return false, fmt.Errorf("cannot order a fact that is not a string or a number with %q", op)
 		}
 
-		f, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			return false, fmt.Errorf("comparing number fact: %w", err)
-		}
-		// Plain operators rather than cmp.Compare: NaN must compare false.
-		switch op {
-		case "<":
-			return fact.Num < f, nil
-		case "<=":
-			return fact.Num <= f, nil
-		default: // ">=" and, as in Choria, ">"
-			return fact.Num >= f, nil
-		}
 	default:
-		return false, fmt.Errorf("cannot order a %s fact", fact.Type)
+		return false, fmt.Errorf("unknown fact operator %q", op)
 	}
+}
+
+// equals is "==" for string and number facts.
+func (f factValue) equals(value string, floatValue bool) (bool, error) {
+	if f.kind == factString {
+		return strings.EqualFold(f.text, value), nil
+	}
+
+	if !floatValue {
+		return strconv.Itoa(f.whole) == value, nil
+	}
+
+	v, err := parseFloatValue(value)
+	if err != nil {
+		return false, err
+	}
+	return f.num == v, nil
+}
+
+func parseFloatValue(value string) (float64, error) {
+	v, err := strconv.ParseFloat(value, 64)
+	if err != nil {
+		return 0, fmt.Errorf("comparing number fact: %w", err)
+	}
+	return v, nil
+}
+
+// compareFloats is a three-way comparison that reports NaN as not
+// comparable, so that every ordering is false for it, as with Go's < and >.
+func compareFloats(a, b float64) (c int, comparable bool) {
+	if math.IsNaN(a) || math.IsNaN(b) {
+		return 0, false
+	}
+	return cmp.Compare(a, b), true
 }
 
 // ordered turns a three-way comparison into the result of op.
@@ -275,7 +333,7 @@ func ordered(op string, c int) bool {
 // regexMatch matches subject against a fact filter pattern: any leading
 // and trailing slashes are dropped and the match ignores case.
 func regexMatch(subject string, pattern string) (bool, error) {
-	re, err := regexp.Compile("(?i)" + strings.TrimRight(strings.TrimLeft(pattern, "/"), "/"))
+	re, err := regexp.Compile("(?i)" + strings.Trim(pattern, "/"))
 	if err != nil {
 		return false, fmt.Errorf("compiling fact pattern: %w", err)
 	}
@@ -283,11 +341,12 @@ func regexMatch(subject string, pattern string) (bool, error) {
 	return re.MatchString(subject), nil
 }
 
-// truthy accepts what strconv.ParseBool reads as true ("1", "t", "T",
-// "true", "TRUE", "True"); Choria calls everything else falsy.
-func truthy(value string) bool {
-	b, err := strconv.ParseBool(value)
-	return err == nil && b
+// trueWord reports whether strconv.ParseBool reads s as true ("1", "t",
+// "T", "true", "TRUE", "True"); it returns false for anything it cannot
+// read.
+func trueWord(s string) bool {
+	b, _ := strconv.ParseBool(s)
+	return b
 }
 
 // factInt converts a number fact to an int the way gjson v1.19, the

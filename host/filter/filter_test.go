@@ -680,3 +680,100 @@ func BenchmarkMatchCompound(b *testing.B) {
 		})
 	}
 }
+
+// TestInclude covers values that Choria's include() compares with go-cmp
+// rather than reflect.DeepEqual.
+func TestInclude(t *testing.T) {
+	runMatchCases(t, []matchCase{
+		{name: "dates are equal at the same instant", filter: compoundFilter(`include([date("2024-05-01T12:00:00Z")], date("2024-05-01T14:00:00+02:00"))`), want: true},
+		{name: "dates at different instants", filter: compoundFilter(`include([date("2024-05-01T12:00:00Z")], date("2024-05-01T12:00:00+02:00"))`), want: false},
+		{name: "NaN is not equal to itself inside a shared array", filter: compoundFilter(`let a = [0/0]; include([a], a)`), want: false},
+		{name: "a timezone cannot be compared", filter: compoundFilter(`include([timezone("UTC")], timezone("UTC"))`), want: false},
+		{name: "functions are never equal", filter: compoundFilter(`include([$env], $env)`), want: false},
+		{name: "objects compare by content", filter: compoundFilter(`include([fact("app")], fact("app"))`), want: true},
+		{name: "arrays compare by content", filter: compoundFilter(`include([[1]], [1])`), want: true},
+		{name: "JSON numbers are not literal ints inside arrays", filter: compoundFilter(`include([fact("ports")], [22, 80])`), want: false},
+		{name: "empty is not nil", filter: compoundFilter(`include([[]], nil)`), want: false},
+	})
+}
+
+func TestParseFactFilterOperatorScan(t *testing.T) {
+	cases := []struct {
+		in   string
+		want protocol.FactFilter
+	}{
+		{in: "a=!=b", want: protocol.FactFilter{Fact: "a=", Operator: "!=", Value: "b"}},
+		{in: "a ~= b", want: protocol.FactFilter{Fact: "a ~", Operator: "==", Value: "b"}},
+		{in: "a=~~b", want: protocol.FactFilter{Fact: "a", Operator: "=~", Value: "~b"}},
+		{in: "x<>y", want: protocol.FactFilter{Fact: "x<", Operator: ">", Value: "y"}},
+		{in: "a<b>c", want: protocol.FactFilter{Fact: "a<b", Operator: ">", Value: "c"}},
+		{in: "a!=!b", want: protocol.FactFilter{Fact: "a", Operator: "!=", Value: "!b"}},
+		{in: "!a=b", want: protocol.FactFilter{Fact: "!a", Operator: "==", Value: "b"}},
+		{in: "a => /x/", want: protocol.FactFilter{Fact: "a", Operator: "=~", Value: "/x/"}},
+		{in: "a!~b"}, // ! and ~ are not operators on their own
+	}
+
+	for _, tc := range cases {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := ParseFactFilter(tc.in)
+			if tc.want == (protocol.FactFilter{}) {
+				if !errors.Is(err, ErrInvalidFactFilter) {
+					t.Fatalf("ParseFactFilter(%q) = %+v, %v; want ErrInvalidFactFilter", tc.in, got, err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Errorf("ParseFactFilter(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzMatch checks that Match never panics on filters built from arbitrary
+// strings and gives the same answer every time, whether the compound
+// expression comes from the cache or is compiled afresh.
+func FuzzMatch(f *testing.F) {
+	f.Add("web1.example.net", "apache", "os.family", "==", "debian", `fact("os.family") == "Debian"`)
+	f.Add("/^web/", "/MIX/", "memory_mb", ">", "1024.5", `with("memory_mb>=2048") && "apache" in classes`)
+	f.Add("/(/", "roles::web", "nics.#", "=~", "/^2$/", `include(fact("ports"), 80) || semver(fact("app.version"), "~1.4")`)
+	f.Add("", "", "virtual", "!=", "tRuE", `let a = [0/0]; include([a], a)`)
+	f.Add("x", "/", "big", "<=", "-1", `include([date("2024-05-01T12:00:00Z")], date("2024-05-01T14:00:00+02:00"))`)
+	f.Add("", "", "os", "bogus", "", `include([timezone("UTC")], timezone("UTC"))`)
+	f.Add("", "", "", "", "", `fact(`)
+	f.Add("", "", "nothing", ">", "0", `len(facts) > 10 and nosuch == nil`)
+
+	// Expressions reading the clock or iterating a map may differ between
+	// runs, in Choria too.
+	unstable := []string{"now", "keys", "values", "toPairs"}
+
+	f.Fuzz(func(t *testing.T, identity, class, fact, op, value, expression string) {
+		filter := protocol.NewFilter()
+		if identity != "" {
+			filter.Identity = []string{identity}
+		}
+		if class != "" {
+			filter.Class = []string{class}
+		}
+		if fact != "" || op != "" || value != "" {
+			filter.Fact = []protocol.FactFilter{{Fact: fact, Operator: op, Value: value}}
+		}
+		if expression != "" {
+			filter.Compound = [][]map[string]string{{{"expr": expression}}}
+		}
+
+		cached := NewMatcher()
+		uncached := NewMatcher()
+		uncached.programs = newProgramCache(0)
+
+		first := cached.Match(filter, testNode())
+		second := cached.Match(filter, testNode())
+		fresh := uncached.Match(filter, testNode())
+
+		if slices.ContainsFunc(unstable, func(name string) bool { return strings.Contains(expression, name) }) {
+			return
+		}
+		if first != second || first != fresh {
+			t.Fatalf("Match(%+v) = %v, then %v from the cache, %v compiled afresh", filter, first, second, fresh)
+		}
+	})
+}
