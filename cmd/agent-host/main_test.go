@@ -10,9 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agent-host/agent-host/host/hosttest"
 )
 
 var bin string
@@ -212,4 +215,85 @@ func TestVersion(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(out), "agent-host ") {
 		t.Errorf("version: %v %q", err, out)
 	}
+}
+
+// TestSignedOverTLS runs the binary the way a real deployment does: file
+// security, a TLS broker, and `req` signing with a client certificate.
+func TestSignedOverTLS(t *testing.T) {
+	pki := hosttest.NewPKI(t)
+	broker := hosttest.NATS(t, hosttest.WithTLS(pki))
+	nodeCert, nodeKey := pki.Issue(t, "node1.example.net")
+	ripCert, ripKey := pki.Issue(t, "rip.mcollective")
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	common := "collectives = mcollective\nplugin.security.provider = file\nplugin.security.file.ca = " + pki.CAFile +
+		"\nplugin.choria.middleware_hosts = " + broker.URL() + "\n"
+	server := write("server.conf", "identity = node1.example.net\n"+common+
+		"plugin.security.file.certificate = "+nodeCert+"\nplugin.security.file.key = "+nodeKey+"\n")
+	client := write("client.conf", "identity = rip.mcollective\n"+common+
+		"plugin.security.file.certificate = "+ripCert+"\nplugin.security.file.key = "+ripKey+"\n")
+
+	run := agentHost("run", "--config", server)
+	var logs syncBuffer
+	run.Stderr = &logs
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = run.Process.Signal(syscall.SIGTERM)
+		_ = run.Wait()
+		if t.Failed() {
+			t.Logf("agent-host log:\n%s", logs.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(logs.String(), "agent-host serving") {
+		if time.Now().After(deadline) {
+			t.Fatal("agent-host run did not start serving")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	out, err := agentHost("req", "rpcutil", "ping", "-I", "node1.example.net", "--config", client).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Finished processing 1 / 1 hosts") {
+		t.Fatalf("signed req over TLS: %v\n%s", err, out)
+	}
+	if !strings.Contains(logs.String(), `callerid="choria=rip.mcollective" action=ping statuscode=0`) {
+		t.Errorf("the host did not log the verified ping from rip.mcollective")
+	}
+
+	// Without a certificate the client sends Choria's "insecure" markers,
+	// which file security refuses: no reply, and the host logs why.
+	anon := write("anon.conf", "identity = rip.mcollective\nplugin.choria.middleware_hosts = "+broker.URL()+"\n")
+	out, err = agentHost("req", "rpcutil", "ping", "-I", "node1.example.net", "--timeout", "2s", "--config", anon).CombinedOutput()
+	if exitCode(err) != 1 || !strings.Contains(string(out), "no response") {
+		t.Errorf("unsigned req: exit %d, want 1 with no response\n%s", exitCode(err), out)
+	}
+	if !strings.Contains(logs.String(), "request failed security verification") {
+		t.Errorf("the host did not log the refused unsigned request")
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process writing while the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
