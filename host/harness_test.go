@@ -1,7 +1,6 @@
 package host_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
@@ -49,23 +47,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects log output from concurrent goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // harness is one host on an embedded NATS server with a client beside it.
 type harness struct {
@@ -75,7 +56,7 @@ type harness struct {
 	nc      *nats.Conn
 	client  *client.Client
 	plugins string
-	logs    *syncBuffer
+	logs    *hosttest.Buffer
 }
 
 type setup struct {
@@ -114,7 +95,7 @@ func start(t testing.TB, s setup) *harness {
 		s.configure(cfg)
 	}
 
-	logs := &syncBuffer{}
+	logs := &hosttest.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	opts := append([]host.Option{host.WithLogger(log), host.WithBrokerURL(srv.URL())}, s.hostOpts...)
 	h, err := host.New(cfg, opts...)

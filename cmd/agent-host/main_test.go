@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -240,7 +239,7 @@ func TestSignedOverTLS(t *testing.T) {
 		"plugin.security.file.certificate = "+ripCert+"\nplugin.security.file.key = "+ripKey+"\n")
 
 	run := agentHost("run", "--config", server)
-	var logs syncBuffer
+	var logs hosttest.Buffer
 	run.Stderr = &logs
 	if err := run.Start(); err != nil {
 		t.Fatal(err)
@@ -280,20 +279,3 @@ func TestSignedOverTLS(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a process writing while the test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
