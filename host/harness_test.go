@@ -47,7 +47,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-
 // harness is one host on an embedded NATS server with a client beside it.
 type harness struct {
 	t       testing.TB

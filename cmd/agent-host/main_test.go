@@ -278,4 +278,3 @@ func TestSignedOverTLS(t *testing.T) {
 		t.Errorf("the host did not log the refused unsigned request")
 	}
 }
-
