@@ -16,6 +16,8 @@ type agentEntry struct {
 	name string
 	ddl  *ddl.DDL
 	run  runner.Runner
+	// builtin agents run inline on the subscription's goroutine.
+	builtin bool
 }
 
 // agentTable is an immutable snapshot of the served agents, swapped

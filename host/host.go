@@ -93,9 +93,10 @@ type Host struct {
 	reqCtx    context.Context
 	reqCancel context.CancelFunc
 
-	nc    *nats.Conn
-	subMu sync.Mutex
-	subs  map[string]*nats.Subscription
+	nc               *nats.Conn
+	lastReconnectLog atomic.Int64
+	subMu            sync.Mutex
+	subs             map[string]*nats.Subscription
 
 	ready    chan struct{}
 	stopping chan struct{}
@@ -146,6 +147,15 @@ func newVerifier(cfg *config.Config, log *slog.Logger) (security.Verifier, error
 		log.Warn("SECURITY DISABLED: plugin.security.provider = insecure; requests are NOT verified and anyone who can publish to the broker can run agents")
 		return security.Insecure{}, nil
 	case "file":
+		for _, k := range []struct{ key, value string }{
+			{"plugin.security.file.certificate", cfg.FileCertificate},
+			{"plugin.security.file.key", cfg.FileKey},
+			{"plugin.security.file.ca", cfg.FileCA},
+		} {
+			if k.value == "" {
+				return nil, fmt.Errorf("host: %s is not set: plugin.security.provider = file needs this node's certificate, its key and the CA", k.key)
+			}
+		}
 		v, err := security.NewFileVerifier(security.FileConfig{
 			CAFile:            cfg.FileCA,
 			CertnameAllowList: cfg.CertnameWhitelist,
@@ -191,6 +201,21 @@ func LoadAgents(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]*r
 	return cat.Agents(), nil
 }
 
+// Subscription is one NATS subscription the host holds.
+type Subscription struct{ Subject, Queue string }
+
+// Subscriptions lists what the host is subscribed to, sorted by subject.
+func (h *Host) Subscriptions() []Subscription {
+	h.subMu.Lock()
+	defer h.subMu.Unlock()
+	out := make([]Subscription, 0, len(h.subs))
+	for subj, sub := range h.subs {
+		out = append(out, Subscription{subj, sub.Queue})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Subject < out[j].Subject })
+	return out
+}
+
 // Ready is closed once the host is subscribed and serving.
 func (h *Host) Ready() <-chan struct{} { return h.ready }
 
@@ -225,19 +250,23 @@ func (h *Host) Run(ctx context.Context) error {
 	if _, ok := h.authz.(policy.AllowAll); ok {
 		h.log.Warn("authorization is not configured: every verified request may run any action of any agent")
 	}
-	h.log.Info("agent-host serving", "identity", h.cfg.Identity, "collectives", h.cfg.Collectives, "agents", names, "broker", nc.ConnectedUrlRedacted())
+	h.log.Info("agent-host serving", "identity", h.cfg.Identity, "collectives", h.cfg.Collectives, "agents", names, "broker", nc.ConnectedUrlRedacted(), "connected", nc.IsConnected())
 	h.events.Startup(ctx, h.cfg.Identity, names)
 	close(h.ready)
 
 	watchDone := make(chan error, 1)
-	go func() { watchDone <- h.catalog.Watch(ctx, h.applyChange) }()
+	go func() {
+		err := h.catalog.Watch(ctx, h.applyChange)
+		if err != nil {
+			h.log.Error("agent watcher failed: agents on disk will not be reloaded until restart", "error", err)
+		}
+		watchDone <- err
+	}()
 
 	<-ctx.Done()
 	h.log.Info("agent-host stopping", "in_flight", len(h.slots))
 	// The watcher goes first so no reload re-subscribes behind the shutdown.
-	if err := <-watchDone; err != nil && !errors.Is(err, context.Canceled) {
-		h.log.Warn("agent watcher stopped with an error", "error", err)
-	}
+	<-watchDone
 	h.stop()
 	h.events.Shutdown(context.WithoutCancel(ctx), h.cfg.Identity)
 	if err := nc.FlushTimeout(2 * time.Second); err != nil {
@@ -287,6 +316,7 @@ func (h *Host) connect() (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { h.log.Info("reconnected to broker", "url", c.ConnectedUrlRedacted()) }),
+		nats.ReconnectErrHandler(h.reconnectError),
 		nats.ErrorHandler(h.natsError),
 	}
 	if h.cfg.SecurityProvider == "file" {
@@ -316,6 +346,17 @@ func reconnectDelay(attempts int) time.Duration {
 	return d/2 + time.Duration(time.Now().UnixNano()%int64(d/2))
 }
 
+// reconnectError logs why the broker cannot be reached (refused, TLS,
+// credentials), at most once every 30 s while it lasts.
+func (h *Host) reconnectError(c *nats.Conn, err error) {
+	now := time.Now().UnixNano()
+	last := h.lastReconnectLog.Load()
+	if now-last < int64(30*time.Second) || !h.lastReconnectLog.CompareAndSwap(last, now) {
+		return
+	}
+	h.log.Warn("cannot reach the broker; retrying with backoff", "broker", c.Servers(), "error", err)
+}
+
 // natsError logs asynchronous NATS errors. A slow consumer means the NATS
 // client dropped messages because every in-flight slot stayed busy while
 // the pending buffer filled; Stats counts them.
@@ -328,29 +369,40 @@ func (h *Host) natsError(_ *nats.Conn, sub *nats.Subscription, err error) {
 	h.log.Error("broker error", "error", err)
 }
 
-// pendingBytes bounds each subscription's buffer in bytes; with
-// pending_limit messages it caps what a burst can hold in memory.
-const pendingBytes = 64 << 20
+// pendingBudget bounds, in bytes, what all subscriptions together may
+// buffer; each gets an equal share (at least minPendingBytes), so adding
+// agents does not multiply the memory a burst can take.
+const (
+	pendingBudget   = 256 << 20
+	minPendingBytes = 4 << 20
+)
 
 // syncSubscriptions makes the subscriptions match the agent table: the
 // node subject and one broadcast subject per agent, in every collective.
+// Service agents (DDL metadata.service) are load-balanced as in Choria: on
+// <collective>.broadcast.service.<agent> in a queue group named after the agent.
 func (h *Host) syncSubscriptions() error {
 	select {
 	case <-h.stopping:
 		return nil
 	default:
 	}
-	want := map[string]bool{}
+	table := h.agents.Load()
+	want := map[string]string{} // subject → queue group
 	for _, c := range h.cfg.Collectives {
-		want[c+".node."+h.cfg.Identity] = true
-		for _, name := range h.agents.Load().names {
-			want[c+".broadcast.agent."+name] = true
+		want[c+".node."+h.cfg.Identity] = ""
+		for _, name := range table.names {
+			if a := table.get(name); a != nil && a.ddl.Metadata.Service {
+				want[c+".broadcast.service."+name] = name
+				continue
+			}
+			want[c+".broadcast.agent."+name] = ""
 		}
 	}
 	h.subMu.Lock()
 	defer h.subMu.Unlock()
 	for subj, sub := range h.subs {
-		if !want[subj] {
+		if queue, ok := want[subj]; !ok || queue != sub.Queue {
 			if d, err := sub.Dropped(); err == nil {
 				h.counters.droppedGone.Add(int64(d))
 			}
@@ -368,15 +420,18 @@ func (h *Host) syncSubscriptions() error {
 	}
 	sort.Strings(subjects)
 	for _, subj := range subjects {
-		sub, err := h.nc.Subscribe(subj, h.handle)
+		sub, err := h.nc.QueueSubscribe(subj, want[subj], h.handle)
 		if err != nil {
 			return fmt.Errorf("host: subscribing to %s: %w", subj, err)
 		}
-		if err := sub.SetPendingLimits(max(h.cfg.PendingLimit, 1), pendingBytes); err != nil {
+		h.subs[subj] = sub
+		h.log.Debug("subscribed", "subject", subj, "queue", want[subj])
+	}
+	share := max(pendingBudget/max(len(h.subs), 1), minPendingBytes)
+	for subj, sub := range h.subs {
+		if err := sub.SetPendingLimits(max(h.cfg.PendingLimit, 1), share); err != nil {
 			return fmt.Errorf("host: pending limits on %s: %w", subj, err)
 		}
-		h.subs[subj] = sub
-		h.log.Debug("subscribed", "subject", subj)
 	}
 	return nil
 }

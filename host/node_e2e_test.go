@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -131,7 +133,7 @@ func TestRPCUtil(t *testing.T) {
 				t.Errorf("shagent metadata = %v", a)
 			}
 		}
-		if !slices.Equal(names, []string{"rpcutil", "shagent"}) {
+		if !slices.Equal(names, []string{"discovery", "rpcutil", "shagent"}) {
 			t.Errorf("agents = %v", names)
 		}
 	})
@@ -214,4 +216,71 @@ func TestOverloadIsCountedNotSilent(t *testing.T) {
 	eventually(t, 10*time.Second, "the drop was not logged", func() bool {
 		return strings.Contains(h.logs.String(), "requests dropped: the host cannot keep up")
 	})
+}
+
+func TestServiceAgent(t *testing.T) {
+	h := start(t, setup{configure: func(c *config.Config) { c.AgentSettle = 0 }})
+	b, err := os.ReadFile(filepath.Join("..", "testdata", "e2e", "agents", "shagent", "shagent.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyAgent(t, "shagent", h.plugins)
+	service := strings.Replace(string(b), `"provider": "external"`, `"provider": "external", "service": true`, 1)
+	writeFile(t, filepath.Join(h.plugins, "shagent", "shagent.json"), service)
+	eventually(t, 15*time.Second, "the service agent was not loaded", func() bool {
+		return strings.Contains(string(h.call("rpcutil", "agent_inventory", `{}`).Data), `"service":true`)
+	})
+	subjects := map[string]string{}
+	for _, s := range h.host.Subscriptions() {
+		subjects[s.Subject] = s.Queue
+	}
+	if q, ok := subjects["mcollective.broadcast.service.shagent"]; !ok || q != "shagent" {
+		t.Errorf("subscriptions %v: want mcollective.broadcast.service.shagent in queue group shagent", subjects)
+	}
+	if _, ok := subjects["mcollective.broadcast.agent.shagent"]; ok {
+		t.Errorf("a service agent is also subscribed on its broadcast.agent subject: %v", subjects)
+	}
+	id, err := v1.NewRequestID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := v1.NewRequest(v1.RequestEnvelope{RequestID: id, SenderID: "rip.mcollective", CallerID: "choria=rip.mcollective",
+		Collective: "mcollective", Agent: "shagent", TTL: 60, Time: time.Now().Unix()},
+		[]byte(`{"agent":"shagent","action":"echo","data":{"message":"served"}}`))
+	sreq, _ := req.Seal(nil, nil)
+	msg, err := h.send(t, sreq, id, "mcollective.broadcast.service.shagent").NextMsg(20 * time.Second)
+	if err != nil {
+		t.Fatalf("no reply on the service subject: %v", err)
+	}
+	if !strings.Contains(string(msg.Data), "mc_sender") {
+		t.Errorf("reply %s", msg.Data)
+	}
+}
+
+// TestBuiltinsAnswerWhenSlotsAreBusy: with every in-flight slot held by a
+// slow agent, the node must still answer rpcutil and discovery, or it
+// would vanish from `choria ping` under load.
+func TestBuiltinsAnswerWhenSlotsAreBusy(t *testing.T) {
+	h := start(t, setup{agents: []string{"shagent"}, configure: func(c *config.Config) { c.MaxInFlight = 1 }})
+	id, err := v1.NewRequestID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hang := v1.NewRequest(v1.RequestEnvelope{RequestID: id, SenderID: "rip.mcollective", CallerID: "choria=rip.mcollective",
+		Collective: "mcollective", Agent: "shagent", TTL: 60, Time: time.Now().Unix()},
+		[]byte(`{"agent":"shagent","action":"hang","data":{}}`))
+	sreq, _ := hang.Seal(nil, nil)
+	hangReply := h.send(t, sreq, id, "mcollective.node."+node)
+	eventually(t, 10*time.Second, "the hanging agent did not start", func() bool { return strings.Contains(h.runs("shagent"), "hang") })
+
+	wantStatus(t, h.call("rpcutil", "ping", `{}`), protocol.OK, "OK")
+	if !h.discovers(t, nil) {
+		t.Error("discovery did not answer")
+	}
+	if msg, err := hangReply.NextMsg(0); err == nil {
+		t.Fatalf("the hanging request finished first (%s): built-ins waited for its slot", msg.Data)
+	}
+	if _, err := hangReply.NextMsg(20 * time.Second); err != nil {
+		t.Errorf("the hanging request never got its timeout reply: %v", err)
+	}
 }

@@ -60,6 +60,20 @@ func (h *Host) handle(msg *nats.Msg) {
 	if replyTo == "" {
 		log.Warn("request has no reply-to header; it will run but nobody can be answered")
 	}
+	respond := func() {
+		body, ok := h.dispatch(h.reqCtx, table, req, log)
+		if ok && replyTo != "" {
+			h.reply(req, replyTo, body, log)
+		}
+	}
+
+	// Built-in agents answer in microseconds and must keep answering when
+	// every slot is busy with slow agents, or the node would vanish from
+	// discovery under load; they run inline.
+	if req.Envelope.Agent == discoveryAgent || table.get(req.Envelope.Agent).builtin {
+		respond()
+		return
+	}
 
 	select {
 	case <-h.stopping:
@@ -73,14 +87,18 @@ func (h *Host) handle(msg *nats.Msg) {
 		log.Warn("shutting down: abandoning a request not yet started")
 		return
 	}
+	// The wait for a slot may have outlasted the request's TTL.
+	if err := security.CheckTTL(&req.Envelope, h.now()); err != nil {
+		<-h.slots
+		h.counters.ttlExpired.Add(1)
+		log.Warn("discarding a request that expired while waiting for an in-flight slot", "ttl", req.Envelope.TTL, "error", err)
+		return
+	}
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
 		defer func() { <-h.slots }()
-		body, ok := h.dispatch(h.reqCtx, table, req, log)
-		if ok && replyTo != "" {
-			h.reply(req, replyTo, body, log)
-		}
+		respond()
 	}()
 }
 

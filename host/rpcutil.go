@@ -27,7 +27,7 @@ func newRPCUtil(h *Host) (*agentEntry, error) {
 		return nil, fmt.Errorf("host: built-in rpcutil DDL: %w", err)
 	}
 	d.Metadata.Version = Version
-	return &agentEntry{name: "rpcutil", ddl: d, run: runner.RunnerFunc(h.rpcutilAction)}, nil
+	return &agentEntry{name: "rpcutil", ddl: d, run: runner.RunnerFunc(h.rpcutilAction), builtin: true}, nil
 }
 
 func (h *Host) rpcutilAction(_ context.Context, req *protocol.AgentRequest) (*protocol.AgentReply, error) {
@@ -110,11 +110,12 @@ func factValue(facts json.RawMessage, path string) any {
 func agentInventory(table *agentTable) []map[string]any {
 	out := []map[string]any{}
 	for _, name := range table.names {
-		a := table.get(name)
-		if a == nil {
-			continue
+		var m ddl.Metadata
+		if a := table.get(name); a != nil {
+			m = a.ddl.Metadata
+		} else {
+			m = discoveryMetadata
 		}
-		m := a.ddl.Metadata
 		entry := map[string]any{
 			"agent": name, "license": m.License, "author": m.Author, "timeout": m.Timeout,
 			"name": m.Name, "version": m.Version, "url": m.URL, "description": m.Description,
@@ -128,6 +129,13 @@ func agentInventory(table *agentTable) []map[string]any {
 		out = append(out, entry)
 	}
 	return out
+}
+
+// discoveryMetadata describes the discovery agent, which has no DDL; Choria
+// lists it in agent_inventory too.
+var discoveryMetadata = ddl.Metadata{
+	Name: discoveryAgent, Description: "Answers discovery pings", Author: "agent-host",
+	License: "Apache-2.0", Version: Version, URL: "https://choria.io", Timeout: 2,
 }
 
 func (h *Host) daemonStats(table *agentTable) map[string]any {

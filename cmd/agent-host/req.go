@@ -157,17 +157,7 @@ func (c *reqCommand) filter() (*protocol.Filter, error) {
 // otherwise requests carry Choria's "insecure" markers, which only a host
 // running with plugin.security.provider = insecure accepts.
 func (c *reqCommand) clientConfig(cfg *config.Config) (client.Config, nats.Option, error) {
-	cc := client.Config{Identity: c.identity, Collective: cfg.MainCollective, TTL: cfg.TTL}
-	if cc.Identity == "" && c.configFile != "" {
-		cc.Identity = cfg.Identity
-	}
-	if cc.Identity == "" {
-		user := os.Getenv("USER")
-		if user == "" {
-			user = "root"
-		}
-		cc.Identity = user + ".mcollective"
-	}
+	cc := client.Config{Identity: callerIdentity(c.identity, cfg), Collective: cfg.MainCollective, TTL: cfg.TTL}
 	if cfg.SecurityProvider != "file" || cfg.FileCertificate == "" {
 		return cc, nil, nil
 	}
@@ -327,4 +317,23 @@ func display(raw json.RawMessage) string {
 		return s
 	}
 	return string(raw)
+}
+
+// callerIdentity picks the caller's certname as Choria's client does: the
+// flag, then MCOLLECTIVE_CERTNAME, then <user>.mcollective for a non-root
+// user, and only as root the configured identity.
+func callerIdentity(flag string, cfg *config.Config) string {
+	if flag != "" {
+		return flag
+	}
+	if env := os.Getenv("MCOLLECTIVE_CERTNAME"); env != "" {
+		return env
+	}
+	if user := os.Getenv("USER"); user != "" && os.Geteuid() != 0 {
+		return user + ".mcollective"
+	}
+	if cfg.Identity != "" {
+		return cfg.Identity
+	}
+	return "root.mcollective"
 }

@@ -153,12 +153,15 @@ func (c *Client) exchange(ctx context.Context, agent string, body []byte, f *pro
 		return err
 	}
 
-	msgs := make(chan *nats.Msg, 1024)
-	sub, err := c.nc.ChanSubscribe(replyTo, msgs)
+	sub, err := c.nc.SubscribeSync(replyTo)
 	if err != nil {
 		return fmt.Errorf("subscribing to replies: %w", err)
 	}
 	defer sub.Unsubscribe() //nolint:errcheck // best effort on the way out
+	// A large fleet answers discovery in a burst; hold it rather than drop it.
+	if err := sub.SetPendingLimits(maxPendingReplies, -1); err != nil {
+		return fmt.Errorf("sizing the reply buffer: %w", err)
+	}
 	start := time.Now()
 	for _, s := range subjects {
 		if err := c.nc.Publish(s, payload); err != nil {
@@ -170,21 +173,26 @@ func (c *Client) exchange(ctx context.Context, agent string, body []byte, f *pro
 	}
 	got := 0
 	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case m := <-msgs:
-			t, err := v1.DecodeTransport(m.Data)
-			if err != nil {
-				continue
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			if dropped, _ := sub.Dropped(); dropped > 0 {
+				return fmt.Errorf("%d replies were dropped: more than %d arrived at once", dropped, maxPendingReplies)
 			}
-			got++
-			if onReply(t, time.Since(start)) || (want > 0 && got >= want) {
-				return nil
-			}
+			return err
+		}
+		t, err := v1.DecodeTransport(m.Data)
+		if err != nil {
+			continue
+		}
+		got++
+		if onReply(t, time.Since(start)) || (want > 0 && got >= want) {
+			return nil
 		}
 	}
 }
+
+// maxPendingReplies bounds the replies buffered before they are read.
+const maxPendingReplies = 1 << 20
 
 func decodeReply(t *v1.Transport) (*protocol.RPCReply, error) {
 	sr, err := t.SecureReply()
