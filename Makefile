@@ -48,7 +48,7 @@ test-interop: $(PYENV)
 bench: bench-go bench-load
 
 bench-go: $(PYENV) $(CLOCK)
-	PATH="$(AGENT_PATH)" $(GO) test -run '^$$' -bench . -benchmem ./...
+	PATH="$(AGENT_PATH)" $(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
 
 LOAD_PORT ?= 14333
 LOAD      := bin/agent-host-load --broker nats://127.0.0.1:$(LOAD_PORT) --identity dev1.example.net --duration 10s

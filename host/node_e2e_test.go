@@ -140,7 +140,7 @@ func TestRPCUtil(t *testing.T) {
 	t.Run("daemon_stats", func(t *testing.T) {
 		var d map[string]any
 		decode(t, h.call("rpcutil", "daemon_stats", `{}`), &d)
-		for _, k := range []string{"agents", "configfile", "filtered", "passed", "pid", "replies", "starttime", "threads", "times", "total", "ttlexpired", "unvalidated", "validated", "version"} {
+		for _, k := range []string{"agents", "configfile", "filtered", "passed", "pid", "replies", "starttime", "threads", "times", "total", "ttlexpired", "unvalidated", "validated", "version", "dropped"} {
 			if _, ok := d[k]; !ok {
 				t.Errorf("daemon_stats lacks %s: %v", k, d)
 			}

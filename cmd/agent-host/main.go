@@ -2,7 +2,7 @@
 //
 //	agent-host run [--config FILE] [--plugins DIR]
 //	agent-host agents [--config FILE] [--plugins DIR]
-//	agent-host req AGENT ACTION [key=value ...] [-I identity] [-F fact=value] [--json]
+//	agent-host req AGENT ACTION [key=value ...] [-I identity] [-F fact=value] [-C class] [-A agent] [-S expr] [--json]
 //	agent-host version
 package main
 

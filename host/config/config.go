@@ -121,8 +121,8 @@ type Config struct {
 	// are found below mcollective/agent in each directory.
 	AgentLibdirs []string `confkey:"plugin.choria.agent_provider.mcorpc.libdir" type:"path_split"`
 
-	// Directories holding one sub-directory per agent, each with the agent's DDL and
-	// executable, without Choria's mcollective/agent layout.
+	// Directories holding agents directly, in any of Choria's layouts (flat, per-agent
+	// directory, multi-arch), without Choria's mcollective/agent sub-directories.
 	Plugins []string `confkey:"plugin.agent_host.plugins" type:"path_split"`
 
 	// How many requests may execute at the same time across all agents.

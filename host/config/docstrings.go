@@ -15,7 +15,7 @@ var descriptions = map[string]string{
 	"plugin.agent_host.embedded_broker":           "The host:port the embedded NATS broker listens on when plugin.choria.middleware_hosts is empty. Port 0 picks a free port.",
 	"plugin.agent_host.max_in_flight":             "How many requests may execute at the same time across all agents.",
 	"plugin.agent_host.pending_limit":             "How many messages each subscription buffers before further messages are refused and counted as dropped.",
-	"plugin.agent_host.plugins":                   "Directories holding one sub-directory per agent, each with the agent's DDL and executable, without Choria's mcollective/agent layout.",
+	"plugin.agent_host.plugins":                   "Directories holding agents directly, in any of Choria's layouts (flat, per-agent directory, multi-arch), without Choria's mcollective/agent sub-directories.",
 	"plugin.agent_host.reply_max_bytes":           "The largest reply, in bytes, an agent may write; a larger reply fails the request. The signed and encoded reply sent to the client is bigger than this and must still fit the broker's max_payload.",
 	"plugin.choria.agent_provider.mcorpc.libdir":  "Directories searched for external agents, as in Choria: each agent's DDL and executable are found below mcollective/agent in each directory.",
 	"plugin.choria.middleware_hosts":              "The NATS brokers to connect to, as host:port, nats://host:port or tls://host:port; bare host:port means nats://. When empty agent-host starts an embedded broker listening on plugin.agent_host.embedded_broker and connects to that.",
