@@ -11,8 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/agent-host/agent-host/host/config"
 	"github.com/agent-host/agent-host/protocol"
+	v1 "github.com/agent-host/agent-host/protocol/v1"
 )
 
 func TestAgentsInSeveralLanguages(t *testing.T) {
@@ -338,4 +341,51 @@ func TestReadmeParrot(t *testing.T) {
 	if !strings.Contains(h.logs.String(), `msg="Using default prefix!"`) {
 		t.Error("parrot's warning about its prefix is not in the host log")
 	}
+}
+
+// TestShutdown: on stop the host lets in-flight requests finish and reply;
+// Abort kills them at once instead.
+func TestShutdown(t *testing.T) {
+	hangRequest := func(h *harness) *nats.Subscription {
+		id, err := v1.NewRequestID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := v1.NewRequest(v1.RequestEnvelope{RequestID: id, SenderID: "rip.mcollective", CallerID: "choria=rip.mcollective",
+			Collective: "mcollective", Agent: "shagent", TTL: 60, Time: time.Now().Unix()},
+			[]byte(`{"agent":"shagent","action":"hang","data":{}}`))
+		sreq, _ := req.Seal(nil, nil)
+		sub := h.send(t, sreq, id, "mcollective.node."+node)
+		eventually(t, 10*time.Second, "the hanging agent did not start", func() bool { return strings.Contains(h.runs("shagent"), "hang") })
+		return sub
+	}
+	statusOf := func(t *testing.T, sub *nats.Subscription) string {
+		t.Helper()
+		msg, err := sub.NextMsg(0)
+		if err != nil {
+			t.Fatalf("the in-flight request got no reply before the host stopped: %v", err)
+		}
+		tr, _ := v1.DecodeTransport(msg.Data)
+		sr, _ := tr.SecureReply()
+		r, _ := sr.Reply()
+		return r.Message
+	}
+
+	t.Run("drain", func(t *testing.T) {
+		h := start(t, setup{agents: []string{"shagent"}})
+		sub := hangRequest(h)
+		h.stop()
+		if msg := statusOf(t, sub); !strings.Contains(msg, "timed out after 2s") {
+			t.Errorf("reply %s, want the agent's own timeout: the host waited for it", msg)
+		}
+	})
+	t.Run("abort", func(t *testing.T) {
+		h := start(t, setup{agents: []string{"shagent"}})
+		sub := hangRequest(h)
+		h.host.Abort()
+		h.stop()
+		if msg := statusOf(t, sub); strings.Contains(msg, "timed out after 2s") || !strings.Contains(msg, "Could not call external agent shagent#hang") {
+			t.Errorf("reply %s, want the agent killed by the abort, not by its timeout", msg)
+		}
+	})
 }

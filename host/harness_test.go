@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,6 +57,8 @@ type harness struct {
 	client  *client.Client
 	plugins string
 	logs    *hosttest.Buffer
+	// stop ends the host's Run context and waits for Run to return.
+	stop func()
 }
 
 type setup struct {
@@ -104,16 +107,22 @@ func start(t testing.TB, s setup) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- h.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("host.Run: %v", err)
+	var stopOnce sync.Once
+	stop := func() {
+		stopOnce.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("host.Run: %v", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Errorf("host did not stop within 20s")
 			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("host did not stop within 20s")
-		}
+		})
+	}
+	t.Cleanup(func() {
+		stop()
 		if t.Failed() {
 			t.Logf("host log:\n%s", logs.String())
 		}
@@ -131,7 +140,7 @@ func start(t testing.TB, s setup) *harness {
 		ccfg = *s.clientCfg
 	}
 	nc := connect(t, srv.URL(), nil)
-	return &harness{t: t, host: h, nats: srv, nc: nc, client: client.New(nc, ccfg), plugins: plugins, logs: logs}
+	return &harness{t: t, host: h, nats: srv, nc: nc, client: client.New(nc, ccfg), plugins: plugins, logs: logs, stop: stop}
 }
 
 func connect(t testing.TB, url string, opts []nats.Option) *nats.Conn {

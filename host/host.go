@@ -100,6 +100,8 @@ type Host struct {
 
 	ready    chan struct{}
 	stopping chan struct{}
+	abort    chan struct{}
+	abortOne sync.Once
 }
 
 // shutdownGrace is how long in-flight requests may finish after Run's
@@ -118,6 +120,7 @@ func New(cfg *config.Config, opts ...Option) (*Host, error) {
 		subs:     map[string]*nats.Subscription{},
 		ready:    make(chan struct{}),
 		stopping: make(chan struct{}),
+		abort:    make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(h)
@@ -225,6 +228,13 @@ func (h *Host) Run(ctx context.Context) error {
 	h.started = h.now()
 	h.reqCtx, h.reqCancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer h.reqCancel()
+	go func() {
+		select {
+		case <-h.abort:
+			h.reqCancel()
+		case <-h.reqCtx.Done():
+		}
+	}()
 
 	if err := h.catalog.Load(ctx); err != nil {
 		return fmt.Errorf("host: loading agents: %w", err)
@@ -274,6 +284,11 @@ func (h *Host) Run(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Abort kills the agents of in-flight requests at once instead of letting
+// them finish; Run still returns only after their process groups are gone.
+// For an operator who does not want to wait for the shutdown drain.
+func (h *Host) Abort() { h.abortOne.Do(func() { close(h.abort) }) }
 
 // stop takes no more requests and waits for those in flight.
 func (h *Host) stop() {

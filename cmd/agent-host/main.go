@@ -33,12 +33,12 @@ func main() {
 		app.FatalUsage("%s\n", err)
 	}
 
-	ctx, stop := signalContext()
+	ctx, again, stop := signalContext()
 	defer stop()
 
 	switch cmd {
 	case "run":
-		err = run.execute(ctx)
+		err = run.execute(ctx, again)
 	case "agents":
 		err = agents.execute(ctx, os.Stdout)
 	case "req":
@@ -53,20 +53,22 @@ func main() {
 	os.Exit(code)
 }
 
-// signalContext ends on the first SIGINT/SIGTERM; a second one exits at
-// once, for an operator who does not want to wait for the drain.
-func signalContext() (context.Context, func()) {
+// signalContext ends on the first SIGINT/SIGTERM; the channel it returns
+// closes on a second one, for an operator who does not want to wait for
+// in-flight requests.
+func signalContext() (context.Context, <-chan struct{}, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
+	again := make(chan struct{})
 	ch := make(chan os.Signal, 2)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		<-ch
 		cancel()
 		<-ch
-		fmt.Fprintln(os.Stderr, "agent-host: second signal, exiting without waiting")
-		os.Exit(130)
+		fmt.Fprintln(os.Stderr, "agent-host: second signal, killing running agents")
+		close(again)
 	}()
-	return ctx, func() { signal.Stop(ch); cancel() }
+	return ctx, again, func() { signal.Stop(ch); cancel() }
 }
 
 // newLogger builds the logger the configuration asks for; it returns a

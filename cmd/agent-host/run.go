@@ -44,7 +44,7 @@ func loadConfig(file string, plugins []string) (*config.Config, error) {
 	return cfg, nil
 }
 
-func (c *runCommand) execute(ctx context.Context) error {
+func (c *runCommand) execute(ctx context.Context, abort <-chan struct{}) error {
 	cfg, err := loadConfig(c.configFile, c.plugins)
 	if err != nil {
 		return err
@@ -74,6 +74,10 @@ func (c *runCommand) execute(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	go func() {
+		<-abort
+		h.Abort()
+	}()
 	return h.Run(ctx)
 }
 
