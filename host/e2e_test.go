@@ -346,19 +346,6 @@ func TestReadmeParrot(t *testing.T) {
 // TestShutdown: on stop the host lets in-flight requests finish and reply;
 // Abort kills them at once instead.
 func TestShutdown(t *testing.T) {
-	hangRequest := func(h *harness) *nats.Subscription {
-		id, err := v1.NewRequestID()
-		if err != nil {
-			t.Fatal(err)
-		}
-		req := v1.NewRequest(v1.RequestEnvelope{RequestID: id, SenderID: "rip.mcollective", CallerID: "choria=rip.mcollective",
-			Collective: "mcollective", Agent: "shagent", TTL: 60, Time: time.Now().Unix()},
-			[]byte(`{"agent":"shagent","action":"hang","data":{}}`))
-		sreq, _ := req.Seal(nil, nil)
-		sub := h.send(t, sreq, id, "mcollective.node."+node)
-		eventually(t, 10*time.Second, "the hanging agent did not start", func() bool { return strings.Contains(h.runs("shagent"), "hang") })
-		return sub
-	}
 	statusOf := func(t *testing.T, sub *nats.Subscription) string {
 		t.Helper()
 		msg, err := sub.NextMsg(0)
@@ -373,7 +360,7 @@ func TestShutdown(t *testing.T) {
 
 	t.Run("drain", func(t *testing.T) {
 		h := start(t, setup{agents: []string{"shagent"}})
-		sub := hangRequest(h)
+		sub := h.sendHang(t)
 		h.stop()
 		if msg := statusOf(t, sub); !strings.Contains(msg, "timed out after 2s") {
 			t.Errorf("reply %s, want the agent's own timeout: the host waited for it", msg)
@@ -381,7 +368,7 @@ func TestShutdown(t *testing.T) {
 	})
 	t.Run("abort", func(t *testing.T) {
 		h := start(t, setup{agents: []string{"shagent"}})
-		sub := hangRequest(h)
+		sub := h.sendHang(t)
 		h.host.Abort()
 		h.stop()
 		if msg := statusOf(t, sub); strings.Contains(msg, "timed out after 2s") || !strings.Contains(msg, "Could not call external agent shagent#hang") {

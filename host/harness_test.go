@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -295,8 +296,9 @@ func writeFile(t testing.TB, path, content string) {
 	}
 }
 
-// rawCall sends body verbatim as the request message and waits for the reply.
-func (h *harness) rawCall(t *testing.T, agent, body string) protocol.RPCReply {
+// unsigned builds a request from rip.mcollective, for a host in insecure
+// mode, with body verbatim as its message; it returns it and its id.
+func unsigned(t testing.TB, agent, body string, f *protocol.Filter) (*v1.SecureRequest, string) {
 	t.Helper()
 	id, err := v1.NewRequestID()
 	if err != nil {
@@ -304,13 +306,30 @@ func (h *harness) rawCall(t *testing.T, agent, body string) protocol.RPCReply {
 	}
 	req := v1.NewRequest(v1.RequestEnvelope{
 		RequestID: id, SenderID: "rip.mcollective", CallerID: "choria=rip.mcollective", Collective: "mcollective",
-		Agent: agent, TTL: 60, Time: time.Now().Unix(),
+		Agent: agent, TTL: 60, Time: time.Now().Unix(), Filter: f,
 	}, []byte(body))
 	sreq, err := req.Seal(nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return sreq, id
+}
+
+// rawCall sends body verbatim as the request message and waits for the reply.
+func (h *harness) rawCall(t *testing.T, agent, body string) protocol.RPCReply {
+	t.Helper()
+	sreq, id := unsigned(t, agent, body, nil)
 	return h.publish(t, sreq, id, true)
+}
+
+// sendHang starts a shagent hang request and waits until the agent runs;
+// the subscription receives its reply.
+func (h *harness) sendHang(t *testing.T) *nats.Subscription {
+	t.Helper()
+	sreq, id := unsigned(t, "shagent", `{"agent":"shagent","action":"hang","data":{}}`, nil)
+	sub := h.send(t, sreq, id, "mcollective.node."+node)
+	eventually(t, 10*time.Second, "the hanging agent did not start", func() bool { return strings.Contains(h.runs("shagent"), "hang") })
+	return sub
 }
 
 // publish sends a secure request to the node and returns its reply; with
@@ -367,16 +386,7 @@ func (h *harness) refused() int64 {
 // f, waiting for either its pong or the host counting the filter mismatch.
 func (h *harness) discovers(t *testing.T, f *protocol.Filter) bool {
 	t.Helper()
-	id, err := v1.NewRequestID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := v1.NewRequest(v1.RequestEnvelope{RequestID: id, SenderID: "rip.mcollective", CallerID: "choria=rip.mcollective",
-		Collective: "mcollective", Agent: "discovery", TTL: 60, Time: time.Now().Unix(), Filter: f}, []byte("cGluZw=="))
-	sreq, err := req.Seal(nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sreq, id := unsigned(t, "discovery", "cGluZw==", f)
 	before := h.host.Stats().Filtered
 	sub := h.send(t, sreq, id, "mcollective.broadcast.agent.discovery")
 	deadline := time.Now().Add(20 * time.Second)

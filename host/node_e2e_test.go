@@ -199,14 +199,7 @@ func TestOverloadIsCountedNotSilent(t *testing.T) {
 	// One hang occupies the only slot for the agent's 2s timeout; the
 	// callback then blocks, the pending buffer fills and the rest is dropped.
 	for range 30 {
-		id, err := v1.NewRequestID()
-		if err != nil {
-			t.Fatal(err)
-		}
-		req := v1.NewRequest(v1.RequestEnvelope{RequestID: id, SenderID: "rip.mcollective", CallerID: "choria=rip.mcollective",
-			Collective: "mcollective", Agent: "shagent", TTL: 60, Time: time.Now().Unix()},
-			[]byte(`{"agent":"shagent","action":"hang","data":{}}`))
-		sreq, _ := req.Seal(nil, nil)
+		sreq, _ := unsigned(t, "shagent", `{"agent":"shagent","action":"hang","data":{}}`, nil)
 		payload, _ := v1.EncodeRequest(sreq, nats.NewInbox(), "rip.mcollective")
 		if err := h.nc.Publish("mcollective.node."+node, payload); err != nil {
 			t.Fatal(err)
@@ -240,14 +233,7 @@ func TestServiceAgent(t *testing.T) {
 	if _, ok := subjects["mcollective.broadcast.agent.shagent"]; ok {
 		t.Errorf("a service agent is also subscribed on its broadcast.agent subject: %v", subjects)
 	}
-	id, err := v1.NewRequestID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := v1.NewRequest(v1.RequestEnvelope{RequestID: id, SenderID: "rip.mcollective", CallerID: "choria=rip.mcollective",
-		Collective: "mcollective", Agent: "shagent", TTL: 60, Time: time.Now().Unix()},
-		[]byte(`{"agent":"shagent","action":"echo","data":{"message":"served"}}`))
-	sreq, _ := req.Seal(nil, nil)
+	sreq, id := unsigned(t, "shagent", `{"agent":"shagent","action":"echo","data":{"message":"served"}}`, nil)
 	msg, err := h.send(t, sreq, id, "mcollective.broadcast.service.shagent").NextMsg(20 * time.Second)
 	if err != nil {
 		t.Fatalf("no reply on the service subject: %v", err)
@@ -262,16 +248,7 @@ func TestServiceAgent(t *testing.T) {
 // would vanish from `choria ping` under load.
 func TestBuiltinsAnswerWhenSlotsAreBusy(t *testing.T) {
 	h := start(t, setup{agents: []string{"shagent"}, configure: func(c *config.Config) { c.MaxInFlight = 1 }})
-	id, err := v1.NewRequestID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hang := v1.NewRequest(v1.RequestEnvelope{RequestID: id, SenderID: "rip.mcollective", CallerID: "choria=rip.mcollective",
-		Collective: "mcollective", Agent: "shagent", TTL: 60, Time: time.Now().Unix()},
-		[]byte(`{"agent":"shagent","action":"hang","data":{}}`))
-	sreq, _ := hang.Seal(nil, nil)
-	hangReply := h.send(t, sreq, id, "mcollective.node."+node)
-	eventually(t, 10*time.Second, "the hanging agent did not start", func() bool { return strings.Contains(h.runs("shagent"), "hang") })
+	hangReply := h.sendHang(t)
 
 	wantStatus(t, h.call("rpcutil", "ping", `{}`), protocol.OK, "OK")
 	if !h.discovers(t, nil) {
