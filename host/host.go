@@ -75,6 +75,9 @@ type Host struct {
 	now       func() time.Time
 
 	verifier security.Verifier
+	// refusals limits the log lines about messages refused before they are
+	// authenticated, which anyone on the broker can send.
+	refusals *logLimit
 	matcher  *filter.Matcher
 	spawner  *spawn.Spawner
 	catalog  *runner.Catalog
@@ -121,6 +124,7 @@ func New(cfg *config.Config, opts ...Option) (*Host, error) {
 		ready:    make(chan struct{}),
 		stopping: make(chan struct{}),
 		abort:    make(chan struct{}),
+		refusals: newLogLimit(20, time.Second),
 	}
 	for _, o := range opts {
 		o(h)

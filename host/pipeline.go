@@ -29,13 +29,17 @@ func (h *Host) handle(msg *nats.Msg) {
 	t, sreq, req, err := decodeRequest(msg.Data)
 	if err != nil {
 		h.counters.unvalidated.Add(1)
-		h.log.Warn("discarding a message that is not a Choria v1 request", "subject", msg.Subject, "bytes", len(msg.Data), "error", err)
+		if ok, suppressed := h.refusals.allow(time.Now()); ok {
+			h.log.Warn("discarding a message that is not a Choria v1 request", "subject", msg.Subject, "bytes", len(msg.Data), "error", err, "suppressed_since_last", suppressed)
+		}
 		return
 	}
 	log := h.log.With("requestid", req.Envelope.RequestID, "agent", req.Envelope.Agent, "callerid", req.Envelope.CallerID)
 	if err := h.verifier.Verify(sreq, req); err != nil {
 		h.counters.unvalidated.Add(1)
-		log.Error("request failed security verification; not executed", "subject", msg.Subject, "error", err)
+		if ok, suppressed := h.refusals.allow(time.Now()); ok {
+			log.Error("request failed security verification; not executed", "subject", msg.Subject, "error", err, "suppressed_since_last", suppressed)
+		}
 		return
 	}
 	h.counters.validated.Add(1)
