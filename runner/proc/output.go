@@ -3,8 +3,11 @@ package proc
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -95,14 +98,15 @@ type outputLog struct {
 func (o *outputLog) lineFunc(level slog.Level, stream string) LineFunc {
 	streamAttr := slog.String("stream", stream)
 	return func(line []byte, truncated bool) {
-		if !o.log.Enabled(o.ctx, level) {
-			return
+		if !truncated {
+			if lv, msg, attrs, ok := structuredLine(line); ok {
+				if o.log.Enabled(o.ctx, lv) && o.spend(line) {
+					o.log.LogAttrs(o.ctx, lv, msg, append(attrs, streamAttr)...)
+				}
+				return
+			}
 		}
-		// Once the budget is spent it stays spent: nothing after a dropped
-		// line is logged, so what is logged is a prefix of the output.
-		if o.limit >= 0 && o.budget.Add(-int64(len(line))) < 0 {
-			o.droppedLines.Add(1)
-			o.droppedBytes.Add(int64(len(line)))
+		if !o.log.Enabled(o.ctx, level) || !o.spend(line) {
 			return
 		}
 		if truncated {
@@ -111,6 +115,69 @@ func (o *outputLog) lineFunc(level slog.Level, stream string) LineFunc {
 		}
 		o.log.LogAttrs(o.ctx, level, string(line), streamAttr)
 	}
+}
+
+// spend takes line from the byte budget; false means it is not logged.
+// Once the budget is spent it stays spent: nothing after a dropped line is
+// logged, so what is logged is a prefix of the output.
+func (o *outputLog) spend(line []byte) bool {
+	if o.limit >= 0 && o.budget.Add(-int64(len(line))) < 0 {
+		o.droppedLines.Add(1)
+		o.droppedBytes.Add(int64(len(line)))
+		return false
+	}
+	return true
+}
+
+// maxLineFields bounds the fields kept from one structured line.
+const maxLineFields = 32
+
+// structuredLine reads a JSON object line such as
+// {"level":"warn","msg":"disk low","free":12} into a level, a message and
+// fields, so agents that log structured lines keep them structured. Plain
+// lines (ok false) keep the stream's level, as Choria logs them.
+func structuredLine(line []byte) (level slog.Level, msg string, attrs []slog.Attr, ok bool) {
+	if len(line) < 2 || line[0] != '{' {
+		return 0, "", nil, false
+	}
+	var fields map[string]any
+	if json.Unmarshal(line, &fields) != nil {
+		return 0, "", nil, false
+	}
+	for _, k := range []string{"msg", "message"} {
+		if m, isString := fields[k].(string); isString {
+			msg = m
+			delete(fields, k)
+			break
+		}
+	}
+	lv, isString := fields["level"].(string)
+	if msg == "" || !isString {
+		return 0, "", nil, false
+	}
+	switch strings.ToLower(lv) {
+	case "debug", "trace":
+		level = slog.LevelDebug
+	case "info":
+		level = slog.LevelInfo
+	case "warn", "warning":
+		level = slog.LevelWarn
+	case "error", "fatal", "critical", "panic":
+		level = slog.LevelError
+	default:
+		return 0, "", nil, false
+	}
+	delete(fields, "level")
+	delete(fields, "time")
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys[:min(len(keys), maxLineFields)] {
+		attrs = append(attrs, slog.Any(k, fields[k]))
+	}
+	return level, msg, attrs, true
 }
 
 // summarize logs how much output the budget kept out of the logs.

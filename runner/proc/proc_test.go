@@ -227,6 +227,41 @@ func TestOutputIsLogged(t *testing.T) {
 	}
 }
 
+// TestStructuredOutput: JSON object lines with a level and a message keep
+// them, with their fields; anything else keeps the stream's level.
+func TestStructuredOutput(t *testing.T) {
+	t.Parallel()
+	var logs runnertest.Logs
+	script := `echo '{"level":"warn","msg":"disk low","free":12}'
+echo '{"level":"debug","message":"detail","time":"x"}' >&2
+echo '{"msg":"no level"}'
+echo '{"level":"loud","msg":"unknown level"}' >&2
+echo '[1,2]'`
+	p := start(t, t.Context(), proc.Spec{Path: tool(t, "sh"), Args: []string{"sh", "-c", script}},
+		proc.WithLogger(logs.Logger()))
+	wait(t, p)
+	want := []runnertest.Record{
+		{Level: slog.LevelWarn, Message: "disk low", Attrs: map[string]string{"free": "12", "stream": "stdout"}},
+		{Level: slog.LevelDebug, Message: "detail", Attrs: map[string]string{"stream": "stderr"}},
+		{Level: slog.LevelInfo, Message: `{"msg":"no level"}`, Attrs: map[string]string{"stream": "stdout"}},
+		{Level: slog.LevelError, Message: `{"level":"loud","msg":"unknown level"}`, Attrs: map[string]string{"stream": "stderr"}},
+		{Level: slog.LevelInfo, Message: "[1,2]", Attrs: map[string]string{"stream": "stdout"}},
+	}
+	got := map[string]runnertest.Record{}
+	for _, r := range logs.Records() {
+		got[r.Message] = r
+	}
+	if len(got) != len(want) {
+		t.Errorf("got %d records, want %d: %+v", len(got), len(want), logs.Records())
+	}
+	for _, w := range want {
+		r, ok := got[w.Message]
+		if !ok || r.Level != w.Level || !maps.Equal(r.Attrs, w.Attrs) {
+			t.Errorf("record %q = %+v, want %+v", w.Message, r, w)
+		}
+	}
+}
+
 func TestLogLimit(t *testing.T) {
 	t.Parallel()
 	var logs runnertest.Logs
