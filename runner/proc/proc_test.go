@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
-	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -211,20 +210,7 @@ func TestOutputIsLogged(t *testing.T) {
 		"err":      {Level: slog.LevelError, Message: "err", Attrs: map[string]string{"agent": "parrot", "stream": "stderr"}},
 		"01234567": {Level: slog.LevelInfo, Message: "01234567", Attrs: map[string]string{"agent": "parrot", "stream": "stdout", "truncated": "true"}},
 	}
-	records := logs.Records()
-	if len(records) != len(want) {
-		t.Errorf("got %d records, want %d: %+v", len(records), len(want), records)
-	}
-	for _, r := range records {
-		w, ok := want[r.Message]
-		if !ok {
-			t.Errorf("unexpected record %+v", r)
-			continue
-		}
-		if r.Level != w.Level || !maps.Equal(r.Attrs, w.Attrs) {
-			t.Errorf("got %+v, want %+v", r, w)
-		}
-	}
+	logs.Check(t, want)
 }
 
 // TestStructuredOutput: JSON object lines with a level and a message keep
@@ -240,26 +226,13 @@ echo '[1,2]'`
 	p := start(t, t.Context(), proc.Spec{Path: tool(t, "sh"), Args: []string{"sh", "-c", script}},
 		proc.WithLogger(logs.Logger()))
 	wait(t, p)
-	want := []runnertest.Record{
-		{Level: slog.LevelWarn, Message: "disk low", Attrs: map[string]string{"free": "12", "stream": "stdout"}},
-		{Level: slog.LevelDebug, Message: "detail", Attrs: map[string]string{"stream": "stderr"}},
-		{Level: slog.LevelInfo, Message: `{"msg":"no level"}`, Attrs: map[string]string{"stream": "stdout"}},
-		{Level: slog.LevelError, Message: `{"level":"loud","msg":"unknown level"}`, Attrs: map[string]string{"stream": "stderr"}},
-		{Level: slog.LevelInfo, Message: "[1,2]", Attrs: map[string]string{"stream": "stdout"}},
-	}
-	got := map[string]runnertest.Record{}
-	for _, r := range logs.Records() {
-		got[r.Message] = r
-	}
-	if len(got) != len(want) {
-		t.Errorf("got %d records, want %d: %+v", len(got), len(want), logs.Records())
-	}
-	for _, w := range want {
-		r, ok := got[w.Message]
-		if !ok || r.Level != w.Level || !maps.Equal(r.Attrs, w.Attrs) {
-			t.Errorf("record %q = %+v, want %+v", w.Message, r, w)
-		}
-	}
+	logs.Check(t, map[string]runnertest.Record{
+		"disk low":                               {Level: slog.LevelWarn, Attrs: map[string]string{"free": "12", "stream": "stdout"}},
+		"detail":                                 {Level: slog.LevelDebug, Attrs: map[string]string{"stream": "stderr"}},
+		`{"msg":"no level"}`:                     {Level: slog.LevelInfo, Attrs: map[string]string{"stream": "stdout"}},
+		`{"level":"loud","msg":"unknown level"}`: {Level: slog.LevelError, Attrs: map[string]string{"stream": "stderr"}},
+		"[1,2]":                                  {Level: slog.LevelInfo, Attrs: map[string]string{"stream": "stdout"}},
+	})
 }
 
 func TestLogLimit(t *testing.T) {

@@ -3,8 +3,10 @@ package runnertest
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
+	"testing"
 )
 
 // Logs records what a logger writes, so that tests can assert on the
@@ -79,3 +81,23 @@ func (h *logsHandler) WithGroup(name string) slog.Handler {
 
 // Interface guards
 var _ slog.Handler = (*logsHandler)(nil)
+
+// Check asserts that exactly the records in want were logged, keyed by
+// message, each with its level and attributes.
+func (l *Logs) Check(tb testing.TB, want map[string]Record) {
+	tb.Helper()
+	records := l.Records()
+	if len(records) != len(want) {
+		tb.Errorf("got %d records, want %d: %+v", len(records), len(want), records)
+	}
+	for _, r := range records {
+		w, ok := want[r.Message]
+		if !ok {
+			tb.Errorf("unexpected record %+v", r)
+			continue
+		}
+		if r.Level != w.Level || !maps.Equal(r.Attrs, w.Attrs) {
+			tb.Errorf("record %+v, want level %v and attributes %v", r, w.Level, w.Attrs)
+		}
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -300,6 +299,29 @@ func timeout(d time.Duration) func(t *testing.T) context.Context {
 
 // checkFile checks one file an agent was given: where it is, its mode
 // and its content.
+// checkInvocation asserts Choria's argv and exactly its six environment
+// variables. The third argument is the rpc_request protocol even for an
+// activation check; only CHORIA_EXTERNAL_PROTOCOL tells them apart.
+func checkInvocation(t *testing.T, inv runnertest.Invocation, exe, proto, config, path string) {
+	t.Helper()
+	reqFile := inv.Files["CHORIA_EXTERNAL_REQUEST"].Path
+	replyFile := inv.Files["CHORIA_EXTERNAL_REPLY"].Path
+	if want := []string{exe, reqFile, replyFile, protocol.AgentRequestProtocol}; !slices.Equal(inv.Argv, want) {
+		t.Errorf("argv %q, want %q", inv.Argv, want)
+	}
+	wantEnv := []string{
+		"CHORIA_EXTERNAL_REQUEST=" + reqFile,
+		"CHORIA_EXTERNAL_REPLY=" + replyFile,
+		"CHORIA_EXTERNAL_PROTOCOL=" + proto,
+		"CHORIA_EXTERNAL_CONFIG=" + config,
+		"CHORIA_EXTERNAL_FACTS=" + inv.Files["CHORIA_EXTERNAL_FACTS"].Path,
+		"PATH=" + path,
+	}
+	if !slices.Equal(inv.Env, wantEnv) {
+		t.Errorf("environment\n%q\nwant\n%q", inv.Env, wantEnv)
+	}
+}
+
 func checkFile(t *testing.T, inv runnertest.Invocation, key, dir, prefix, content string) {
 	t.Helper()
 	f, ok := inv.Files[key]
@@ -369,24 +391,7 @@ func TestRunInvocation(t *testing.T) {
 			if err := json.Unmarshal(rep.Data, &inv); err != nil {
 				t.Fatalf("decoding the agent's report: %v", err)
 			}
-			reqFile := inv.Files["CHORIA_EXTERNAL_REQUEST"].Path
-			replyFile := inv.Files["CHORIA_EXTERNAL_REPLY"].Path
-			factsFile := inv.Files["CHORIA_EXTERNAL_FACTS"].Path
-
-			if want := []string{exe, reqFile, replyFile, protocol.AgentRequestProtocol}; !slices.Equal(inv.Argv, want) {
-				t.Errorf("argv %q, want %q", inv.Argv, want)
-			}
-			wantEnv := []string{
-				"CHORIA_EXTERNAL_REQUEST=" + reqFile,
-				"CHORIA_EXTERNAL_REPLY=" + replyFile,
-				"CHORIA_EXTERNAL_PROTOCOL=" + protocol.AgentRequestProtocol,
-				"CHORIA_EXTERNAL_CONFIG=" + tt.wantConfig,
-				"CHORIA_EXTERNAL_FACTS=" + factsFile,
-				"PATH=" + tt.wantPath,
-			}
-			if !slices.Equal(inv.Env, wantEnv) {
-				t.Errorf("environment\n%q\nwant\n%q", inv.Env, wantEnv)
-			}
+			checkInvocation(t, inv, exe, protocol.AgentRequestProtocol, tt.wantConfig, tt.wantPath)
 			if wantCwd, _ := filepath.EvalSymlinks(f.dir); inv.Cwd != wantCwd {
 				t.Errorf("working directory %s, want %s", inv.Cwd, wantCwd)
 			}
@@ -452,20 +457,7 @@ func TestRunLogsOutput(t *testing.T) {
 		runnertest.EchoStdout: {Level: slog.LevelInfo, Attrs: map[string]string{"agent": "parrot", "stream": "stdout"}},
 		runnertest.EchoStderr: {Level: slog.LevelError, Attrs: map[string]string{"agent": "parrot", "stream": "stderr"}},
 	}
-	records := f.logs.Records()
-	if len(records) != len(want) {
-		t.Errorf("got %d records, want %d: %+v", len(records), len(want), records)
-	}
-	for _, r := range records {
-		w, ok := want[r.Message]
-		if !ok {
-			t.Errorf("unexpected record %+v", r)
-			continue
-		}
-		if r.Level != w.Level || !maps.Equal(r.Attrs, w.Attrs) {
-			t.Errorf("record %+v, want level %v and attributes %v", r, w.Level, w.Attrs)
-		}
-	}
+	f.logs.Check(t, want)
 }
 
 func TestRunTimeoutKillsProcessGroup(t *testing.T) {
@@ -643,23 +635,7 @@ func TestActivateInvocation(t *testing.T) {
 	if inv.Files == nil {
 		t.Fatalf("the agent's report was not logged: %+v", f.logs.Records())
 	}
-	reqFile := inv.Files["CHORIA_EXTERNAL_REQUEST"].Path
-	replyFile := inv.Files["CHORIA_EXTERNAL_REPLY"].Path
-	factsFile := inv.Files["CHORIA_EXTERNAL_FACTS"].Path
-	if want := []string{exe, reqFile, replyFile, protocol.AgentRequestProtocol}; !slices.Equal(inv.Argv, want) {
-		t.Errorf("argv %q, want %q", inv.Argv, want)
-	}
-	wantEnv := []string{
-		"CHORIA_EXTERNAL_REQUEST=" + reqFile,
-		"CHORIA_EXTERNAL_REPLY=" + replyFile,
-		"CHORIA_EXTERNAL_PROTOCOL=" + protocol.ActivationRequestProtocol,
-		"CHORIA_EXTERNAL_CONFIG=/etc/choria/plugin.d/parrot",
-		"CHORIA_EXTERNAL_FACTS=" + factsFile,
-		"PATH=" + os.Getenv("PATH"),
-	}
-	if !slices.Equal(inv.Env, wantEnv) {
-		t.Errorf("environment\n%q\nwant\n%q", inv.Env, wantEnv)
-	}
+	checkInvocation(t, inv, exe, protocol.ActivationRequestProtocol, "/etc/choria/plugin.d/parrot", os.Getenv("PATH"))
 	checkFile(t, inv, "CHORIA_EXTERNAL_REQUEST", f.dir, "request",
 		`{"$schema":"https://choria.io/schemas/mcorpc/external/v1/activation_request.json","protocol":"io.choria.mcorpc.external.v1.activation_request","agent":"parrot"}`)
 	checkFile(t, inv, "CHORIA_EXTERNAL_REPLY", f.dir, "reply", "")
