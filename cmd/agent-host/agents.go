@@ -14,15 +14,11 @@ import (
 	"github.com/agent-host/agent-host/host"
 )
 
-type agentsCommand struct {
-	configFile string
-	plugins    []string
-}
+type agentsCommand struct{ configFlags }
 
 func newAgentsCommand(app *kingpin.Application) *agentsCommand {
 	c := &agentsCommand{}
-	cmd := app.Command("agents", "List the agents found on disk, their actions, layout and activation result.")
-	addConfigFlags(cmd, &c.configFile, &c.plugins)
+	c.add(app.Command("agents", "List the agents found on disk, their actions, layout and activation result."))
 	return c
 }
 

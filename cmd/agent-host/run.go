@@ -14,21 +14,23 @@ import (
 	"github.com/agent-host/agent-host/host/config"
 )
 
-type runCommand struct {
+// configFlags are the --config and --plugins flags run and agents share.
+type configFlags struct {
 	configFile string
 	plugins    []string
 }
 
-func newRunCommand(app *kingpin.Application) *runCommand {
-	c := &runCommand{}
-	cmd := app.Command("run", "Connect to the broker and serve requests. Without middleware hosts configured, an embedded NATS broker is started on loopback.")
-	addConfigFlags(cmd, &c.configFile, &c.plugins)
-	return c
+func (f *configFlags) add(cmd *kingpin.CmdClause) {
+	cmd.Flag("config", "Choria-style server configuration file.").Short('c').PlaceHolder("FILE").StringVar(&f.configFile)
+	cmd.Flag("plugins", "A directory of agents (X.json + X, X/X.json + X/X, or multi-arch X/X-<os>_<arch>); repeatable.").PlaceHolder("DIR").StringsVar(&f.plugins)
 }
 
-func addConfigFlags(cmd *kingpin.CmdClause, file *string, plugins *[]string) {
-	cmd.Flag("config", "Choria-style server configuration file.").Short('c').PlaceHolder("FILE").StringVar(file)
-	cmd.Flag("plugins", "A directory of agents (X.json + X, X/X.json + X/X, or multi-arch X/X-<os>_<arch>); repeatable.").PlaceHolder("DIR").StringsVar(plugins)
+type runCommand struct{ configFlags }
+
+func newRunCommand(app *kingpin.Application) *runCommand {
+	c := &runCommand{}
+	c.add(app.Command("run", "Connect to the broker and serve requests. Without middleware hosts configured, an embedded NATS broker is started on loopback."))
+	return c
 }
 
 // loadConfig reads the configuration and applies the --plugins flag.
