@@ -348,7 +348,9 @@ func TestReadmeParrot(t *testing.T) {
 func TestShutdown(t *testing.T) {
 	statusOf := func(t *testing.T, sub *nats.Subscription) string {
 		t.Helper()
-		msg, err := sub.NextMsg(0)
+		// The host flushed the reply to the broker before Run returned; it
+		// may still be on its way to this subscriber.
+		msg, err := sub.NextMsg(10 * time.Second)
 		if err != nil {
 			t.Fatalf("the in-flight request got no reply before the host stopped: %v", err)
 		}
