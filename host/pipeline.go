@@ -49,7 +49,14 @@ func (h *Host) handle(msg *nats.Msg) {
 		return
 	}
 	table := h.agents.Load()
-	if !h.matcher.Match(req.Envelope.Filter, h.node(table)) {
+	matched, err := h.matcher.Match(req.Envelope.Filter, h.node(table))
+	if err != nil {
+		h.counters.filterRefused.Add(1)
+		if ok, suppressed := h.refusals.allow(time.Now()); ok {
+			log.Warn("refusing a filter beyond the limits any Choria client stays within; the request selects nothing", "error", err, "suppressed_since_last", suppressed)
+		}
+	}
+	if !matched {
 		h.counters.filtered.Add(1)
 		log.Debug("request does not match this node")
 		return

@@ -5,7 +5,7 @@ import "sync/atomic"
 // counters are the live request counters.
 type counters struct {
 	total, validated, unvalidated, filtered, passed, ttlExpired atomic.Int64
-	replies, replyFailed, unknownAgent                          atomic.Int64
+	replies, replyFailed, unknownAgent, filterRefused           atomic.Int64
 	// droppedGone keeps the drops of subscriptions since removed.
 	droppedGone atomic.Int64
 }
@@ -25,6 +25,10 @@ type Stats struct {
 	Replies, ReplyFailed int64
 	// UnknownAgent were addressed to an agent this node does not serve.
 	UnknownAgent int64
+	// FilterRefused carried a filter beyond filter.Check's limits; they
+	// are counted as Filtered too, as Choria counts a filter it cannot
+	// evaluate.
+	FilterRefused int64
 	// Dropped were discarded by the NATS client because the host could not
 	// keep up (slow consumer); each episode is also logged.
 	Dropped int64
@@ -37,7 +41,7 @@ func (h *Host) Stats() Stats {
 		Total: c.total.Load(), Validated: c.validated.Load(), Unvalidated: c.unvalidated.Load(),
 		Filtered: c.filtered.Load(), Passed: c.passed.Load(), TTLExpired: c.ttlExpired.Load(),
 		Replies: c.replies.Load(), ReplyFailed: c.replyFailed.Load(),
-		UnknownAgent: c.unknownAgent.Load(), Dropped: h.dropped(),
+		UnknownAgent: c.unknownAgent.Load(), FilterRefused: c.filterRefused.Load(), Dropped: h.dropped(),
 	}
 }
 

@@ -107,21 +107,34 @@ func exprEnv(m *Matcher, n *Node) map[string]any {
 		"agents":  n.Agents,
 		"classes": n.Classes,
 		"facts":   n.Facts,
-		"fact":    func(path string) any { return gjson.GetBytes(n.Facts, path).Value() },
-		"with":    func(query string) bool { return m.with(query, n) },
+		"fact":    func(path string) (any, error) { return factLookup(n.Facts, path) },
+		"with":    func(query string) (bool, error) { return m.with(query, n) },
 		"include": include,
 		"semver":  semverSatisfies,
 	}
 }
 
+// factLookup implements fact(path); a path beyond the limits is an
+// evaluation error rather than a gjson query.
+func factLookup(facts []byte, path string) (any, error) {
+	if err := checkFactPath(path); err != nil {
+		return nil, err
+	}
+	return gjson.GetBytes(facts, path).Value(), nil
+}
+
 // with implements with(q): q is a fact filter in command-line syntax if
-// it parses as one, else a class filter, else an agent filter.
-func (m *Matcher) with(q string, n *Node) bool {
+// it parses as one, else a class filter, else an agent filter. A fact path
+// beyond the limits is an evaluation error, which vetoes the expression.
+func (m *Matcher) with(q string, n *Node) (bool, error) {
 	if ff, err := ParseFactFilter(q); err == nil {
-		return m.matchFacts([]protocol.FactFilter{ff}, n.Facts)
+		if err := checkFactPath(ff.Fact); err != nil {
+			return false, err
+		}
+		return m.matchFacts([]protocol.FactFilter{ff}, n.Facts), nil
 	}
 
-	return matchClasses([]string{q}, n.Classes) || matchAgents([]string{q}, n.Agents)
+	return matchClasses([]string{q}, n.Classes) || matchAgents([]string{q}, n.Agents), nil
 }
 
 // compileExpr compiles a compound expression against exprEnv's types.
@@ -134,8 +147,11 @@ func compileExpr(expression string) (prog *vm.Program, err error) {
 		}
 	}()
 
+	if err := checkExpression(expression); err != nil {
+		return nil, err
+	}
 	env := exprEnv(nil, withDefaults(nil))
-	prog, err = expr.Compile(expression, expr.Env(env), expr.AsBool(), expr.AllowUndefinedVariables())
+	prog, err = expr.Compile(expression, expr.Env(env), expr.AsBool(), expr.AllowUndefinedVariables(), expr.MaxNodes(MaxExpressionNodes))
 	if err != nil {
 		return nil, fmt.Errorf("compiling compound filter: %w", err)
 	}

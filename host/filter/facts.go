@@ -145,6 +145,11 @@ func ParseClasses(data []byte) []string {
 // the whole category.
 func (m *Matcher) matchFacts(filters []protocol.FactFilter, facts json.RawMessage) bool {
 	for _, ff := range filters {
+		// with() reaches here with fact paths Check has not seen.
+		if err := checkFactPath(ff.Fact); err != nil {
+			m.log.Warn("cannot evaluate fact filter", "error", err)
+			return false
+		}
 		ok, err := lookupFact(facts, ff.Fact).satisfies(ff.Operator, ff.Value)
 		if err != nil {
 			m.log.Warn("cannot evaluate fact filter", "fact", ff.Fact, "operator", ff.Operator, "value", ff.Value, "error", err)

@@ -74,13 +74,20 @@ func NewMatcher(opts ...Option) *Matcher {
 
 // Match reports whether f selects n: an empty (or nil) filter selects
 // every node, otherwise every non-empty category must match. A filter that
-// cannot be evaluated does not match, as in Choria.
-func (m *Matcher) Match(f *protocol.Filter, n *Node) bool {
+// cannot be evaluated does not match, as in Choria. A filter beyond the
+// limits Check enforces does not match either, and is not parsed: the
+// error, which wraps ErrFilterTooComplex, says why.
+func (m *Matcher) Match(f *protocol.Filter, n *Node) (bool, error) {
 	if f.Empty() {
-		return true
+		return true, nil
 	}
-	n = withDefaults(n)
+	if err := m.Check(f); err != nil {
+		return false, err
+	}
+	return m.match(f, withDefaults(n)), nil
+}
 
+func (m *Matcher) match(f *protocol.Filter, n *Node) bool {
 	if len(f.Identity) > 0 && !matchIdentity(f.Identity, n.Identity) {
 		m.log.Debug("filter does not select node", "category", "identity", "filter", f.Identity)
 		return false

@@ -82,6 +82,16 @@ type matchCase struct {
 	want   bool
 }
 
+// mustMatch is Match for filters within the limits.
+func mustMatch(tb testing.TB, m *Matcher, f *protocol.Filter, n *Node) bool {
+	tb.Helper()
+	ok, err := m.Match(f, n)
+	if err != nil {
+		tb.Fatalf("Match(%+v) error %v, want none for a filter within the limits", f, err)
+	}
+	return ok
+}
+
 func runMatchCases(t *testing.T, cases []matchCase) {
 	t.Helper()
 
@@ -92,7 +102,11 @@ func runMatchCases(t *testing.T, cases []matchCase) {
 			if n == nil {
 				n = testNode()
 			}
-			if got := m.Match(tc.filter, n); got != tc.want {
+			got, err := m.Match(tc.filter, n)
+			if err != nil {
+				t.Fatalf("Match() error %v, want none for a filter within the limits", err)
+			}
+			if got != tc.want {
 				t.Errorf("Match() = %v, want %v\nfilter: %+v", got, tc.want, tc.filter)
 			}
 		})
@@ -482,7 +496,7 @@ func TestCompoundCache(t *testing.T) {
 		m := NewMatcher()
 		f := compoundFilter(`fact("os.family") == "Debian"`)
 		for range 3 {
-			if !m.Match(f, testNode()) {
+			if !mustMatch(t, m, f, testNode()) {
 				t.Fatal("Match = false, want true")
 			}
 		}
@@ -495,7 +509,7 @@ func TestCompoundCache(t *testing.T) {
 		m := NewMatcher()
 		f := compoundFilter(`fact(`)
 		for range 3 {
-			if m.Match(f, testNode()) {
+			if mustMatch(t, m, f, testNode()) {
 				t.Fatal("Match = true, want false")
 			}
 		}
@@ -506,8 +520,8 @@ func TestCompoundCache(t *testing.T) {
 
 	t.Run("distinct expressions compile separately", func(t *testing.T) {
 		m := NewMatcher()
-		m.Match(compoundFilter(`true`, `true`), testNode())
-		m.Match(compoundFilter(`true`, `1 == 1`), testNode())
+		mustMatch(t, m, compoundFilter(`true`, `true`), testNode())
+		mustMatch(t, m, compoundFilter(`true`, `1 == 1`), testNode())
 		if got := m.programs.compiles.Load(); got != 2 {
 			t.Errorf("compiles = %d, want 2", got)
 		}
@@ -544,7 +558,7 @@ func TestCompoundCache(t *testing.T) {
 		long := strings.Repeat("true && ", maxCachedExprLen/8) + "true"
 		f := compoundFilter(long)
 		for range 2 {
-			if !m.Match(f, testNode()) {
+			if !mustMatch(t, m, f, testNode()) {
 				t.Fatal("Match = false, want true")
 			}
 		}
@@ -570,9 +584,9 @@ func TestLogsBadCompound(t *testing.T) {
 	var buf bytes.Buffer
 	m := NewMatcher(WithLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 
-	m.Match(compoundFilter(`facts.x == 1`), testNode())
-	m.Match(compoundFilter(`fact("memory_mb")`), testNode())
-	m.Match(factFilter("memory_mb", "<", "lots"), testNode())
+	mustMatch(t, m, compoundFilter(`facts.x == 1`), testNode())
+	mustMatch(t, m, compoundFilter(`fact("memory_mb")`), testNode())
+	mustMatch(t, m, factFilter("memory_mb", "<", "lots"), testNode())
 
 	out := buf.String()
 	for _, want := range []string{"cannot compile compound filter", "cannot evaluate compound filter", "cannot evaluate fact filter"} {
@@ -603,8 +617,8 @@ func TestMatchConcurrent(t *testing.T) {
 			n := testNode()
 			for i := range 200 {
 				tc := cases[(g+i)%len(cases)]
-				if got := m.Match(tc.filter, n); got != tc.want {
-					errs <- fmt.Errorf("goroutine %d: Match(%+v) = %v, want %v", g, tc.filter, got, tc.want)
+				if got, err := m.Match(tc.filter, n); err != nil || got != tc.want {
+					errs <- fmt.Errorf("goroutine %d: Match(%+v) = %v, %v; want %v", g, tc.filter, got, err, tc.want)
 					return
 				}
 			}
@@ -673,7 +687,7 @@ func BenchmarkMatchCompound(b *testing.B) {
 			m.programs = newProgramCache(bc.cache)
 			b.ReportAllocs()
 			for b.Loop() {
-				if !m.Match(f, n) {
+				if !mustMatch(b, m, f, n) {
 					b.Fatal("Match = false, want true")
 				}
 			}
@@ -765,9 +779,15 @@ func FuzzMatch(f *testing.F) {
 		uncached := NewMatcher()
 		uncached.programs = newProgramCache(0)
 
-		first := cached.Match(filter, testNode())
-		second := cached.Match(filter, testNode())
-		fresh := uncached.Match(filter, testNode())
+		first, err1 := cached.Match(filter, testNode())
+		second, err2 := cached.Match(filter, testNode())
+		fresh, err3 := uncached.Match(filter, testNode())
+		if (err1 != nil) != (err2 != nil) || (err1 != nil) != (err3 != nil) {
+			t.Fatalf("Match(%+v) errors differ between runs: %v, %v, %v", filter, err1, err2, err3)
+		}
+		if err1 != nil && !errors.Is(err1, ErrFilterTooComplex) {
+			t.Fatalf("Match(%+v) error %v does not wrap ErrFilterTooComplex", filter, err1)
+		}
 
 		if slices.ContainsFunc(unstable, func(name string) bool { return strings.Contains(expression, name) }) {
 			return

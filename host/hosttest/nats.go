@@ -17,7 +17,8 @@ const readyTimeout = 20 * time.Second
 
 // natsSpec is what NATS starts a server from; NATSOptions change it.
 type natsSpec struct {
-	pki *PKI
+	pki        *PKI
+	maxPayload int32
 }
 
 // NATSOption changes the server NATS starts.
@@ -32,13 +33,20 @@ func WithTLS(pki *PKI) NATSOption {
 	return func(s *natsSpec) { s.pki = pki }
 }
 
+// WithMaxPayload sets the largest message the server accepts, in bytes
+// (NATS' default is 1 MiB).
+func WithMaxPayload(n int32) NATSOption {
+	return func(s *natsSpec) { s.maxPayload = n }
+}
+
 // Server is an embedded nats-server on 127.0.0.1. It keeps its port
 // across Restart, so clients can reconnect to the same URL.
 type Server struct {
-	mu   sync.Mutex
-	srv  *server.Server
-	port int
-	tls  *tls.Config
+	mu         sync.Mutex
+	srv        *server.Server
+	port       int
+	tls        *tls.Config
+	maxPayload int32
 }
 
 // NATS starts an embedded nats-server on a random loopback port and shuts
@@ -49,7 +57,7 @@ func NATS(tb testing.TB, opts ...NATSOption) *Server {
 	for _, opt := range opts {
 		opt(&spec)
 	}
-	s := &Server{port: server.RANDOM_PORT}
+	s := &Server{port: server.RANDOM_PORT, maxPayload: spec.maxPayload}
 	if spec.pki != nil {
 		certFile, keyFile := spec.pki.Issue(tb, "localhost", WithIPs(net.IPv4(127, 0, 0, 1)))
 		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: certFile, KeyFile: keyFile, CaFile: spec.pki.CAFile})
@@ -117,10 +125,11 @@ func (s *Server) start() (*server.Server, error) {
 		l.Close()
 	}
 	opts := &server.Options{
-		Host:   "127.0.0.1",
-		Port:   s.port,
-		NoLog:  true,
-		NoSigs: true,
+		Host:       "127.0.0.1",
+		Port:       s.port,
+		NoLog:      true,
+		NoSigs:     true,
+		MaxPayload: s.maxPayload,
 	}
 	if s.tls != nil {
 		opts.TLS = true

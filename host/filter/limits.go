@@ -1,0 +1,176 @@
+package filter
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/parser/lexer"
+
+	"github.com/agent-host/agent-host/protocol"
+)
+
+// ErrFilterTooComplex is wrapped by Check's errors: a filter larger or more
+// deeply nested than any real client sends, refused before it is parsed.
+var ErrFilterTooComplex = errors.New("filter: too complex")
+
+// Limits on what a filter may hold. Filters come from the network, and the
+// parsers behind them (expr-lang's, gjson's path syntax, regexp) recurse or
+// allocate in proportion to their input: a compound expression of 600 000
+// nested parentheses overflows the goroutine stack, which no recover()
+// survives. Every limit is far above what Choria's clients produce (their
+// filters are a few hundred bytes) and each is checked by a single
+// non-recursive pass before anything is parsed.
+const (
+	// MaxFilterStringBytes bounds one identity, agent, class or fact entry
+	// (fact name or value), most of which may be regular expressions.
+	MaxFilterStringBytes = 16 << 10
+	// MaxFilterEntries bounds the entries of one category.
+	MaxFilterEntries = 4096
+	// MaxCompoundEntries bounds the compound expressions of one filter.
+	MaxCompoundEntries = 64
+	// MaxExpressionBytes bounds one compound expression.
+	MaxExpressionBytes = 16 << 10
+	// MaxExpressionTokens bounds the tokens of one compound expression.
+	MaxExpressionTokens = 4096
+	// MaxExpressionDepth bounds how many brackets ( [ { are open at once.
+	MaxExpressionDepth = 32
+	// MaxExpressionChains bounds the operators that make expr-lang's
+	// parser recurse once each rather than loop: prefix operators,
+	// right-associative ones, ternaries, let and if/else. Counting all
+	// of them, wherever they are, bounds the recursion however they nest.
+	MaxExpressionChains = 256
+	// MaxExpressionNodes bounds the syntax tree of one compound expression
+	// (expr-lang's own node budget, the default Choria runs with); it keeps
+	// the type checker's and compiler's recursion shallow for long chains
+	// of binary operators, which the parser builds in a loop.
+	MaxExpressionNodes = 10_000
+	// MaxFactPathBytes bounds the gjson path of a fact lookup.
+	MaxFactPathBytes = 1 << 10
+	// MaxFactPathDepth bounds brackets open at once in a gjson path, whose
+	// queries, multipaths and modifiers nest recursively.
+	MaxFactPathDepth = 8
+)
+
+// recursingOperators are the expr-lang tokens counted towards
+// MaxExpressionChains. "-" and "+" are counted whether prefix or binary,
+// since the lexer cannot tell; a real expression holds few of either.
+var recursingOperators = map[string]bool{
+	"!": true, "not": true, "-": true, "+": true,
+	"**": true, "^": true,
+	"?": true, "??": true,
+	"let": true, "if": true, "else": true,
+}
+
+// Check reports whether f is within the limits above. A filter that is
+// not should select nothing: it cannot come from a real client.
+func (m *Matcher) Check(f *protocol.Filter) error {
+	if f == nil {
+		return nil
+	}
+	for _, cat := range []struct {
+		name    string
+		entries []string
+	}{{"identity", f.Identity}, {"agent", f.Agent}, {"cf_class", f.Class}} {
+		if err := checkStrings(cat.name, cat.entries); err != nil {
+			return err
+		}
+	}
+	if len(f.Fact) > MaxFilterEntries {
+		return fmt.Errorf("%w: %d fact filters, more than %d", ErrFilterTooComplex, len(f.Fact), MaxFilterEntries)
+	}
+	for _, ff := range f.Fact {
+		if err := checkFactPath(ff.Fact); err != nil {
+			return err
+		}
+		if len(ff.Value) > MaxFilterStringBytes {
+			return fmt.Errorf("%w: fact filter value of %d bytes, more than %d", ErrFilterTooComplex, len(ff.Value), MaxFilterStringBytes)
+		}
+	}
+	if len(f.Compound) > MaxCompoundEntries {
+		return fmt.Errorf("%w: %d compound expressions, more than %d", ErrFilterTooComplex, len(f.Compound), MaxCompoundEntries)
+	}
+	for _, entry := range f.Compound {
+		for _, kv := range entry {
+			for _, expression := range kv {
+				if err := checkExpression(expression); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func checkStrings(category string, entries []string) error {
+	if len(entries) > MaxFilterEntries {
+		return fmt.Errorf("%w: %d %s filters, more than %d", ErrFilterTooComplex, len(entries), category, MaxFilterEntries)
+	}
+	for _, e := range entries {
+		if len(e) > MaxFilterStringBytes {
+			return fmt.Errorf("%w: %s filter of %d bytes, more than %d", ErrFilterTooComplex, category, len(e), MaxFilterStringBytes)
+		}
+	}
+	return nil
+}
+
+// checkExpression bounds a compound expression by a streaming pass of
+// expr-lang's own lexer, which does not recurse. A lexing error is left
+// for the compiler to report.
+func checkExpression(expression string) error {
+	if len(expression) > MaxExpressionBytes {
+		return fmt.Errorf("%w: compound expression of %d bytes, more than %d", ErrFilterTooComplex, len(expression), MaxExpressionBytes)
+	}
+	l := lexer.New()
+	l.Reset(file.NewSource(expression))
+	depth, chains := 0, 0
+	for tokens := 0; ; tokens++ {
+		t, err := l.Next()
+		if err != nil {
+			// io.EOF, or a lexing error the compiler reports in its words.
+			return nil
+		}
+		if tokens >= MaxExpressionTokens {
+			return fmt.Errorf("%w: compound expression of more than %d tokens", ErrFilterTooComplex, MaxExpressionTokens)
+		}
+		switch t.Kind {
+		case lexer.Bracket:
+			switch t.Value {
+			case "(", "[", "{":
+				if depth++; depth > MaxExpressionDepth {
+					return fmt.Errorf("%w: compound expression nests brackets more than %d deep", ErrFilterTooComplex, MaxExpressionDepth)
+				}
+			default:
+				depth = max(depth-1, 0)
+			}
+		case lexer.Operator:
+			if recursingOperators[t.Value] {
+				if chains++; chains > MaxExpressionChains {
+					return fmt.Errorf("%w: compound expression has more than %d prefix, right-associative, conditional or let operators", ErrFilterTooComplex, MaxExpressionChains)
+				}
+			}
+		case lexer.EOF:
+			return nil
+		}
+	}
+}
+
+// checkFactPath bounds a gjson path. Escapes are not interpreted, so an
+// escaped bracket counts too: the bound errs on the safe side.
+func checkFactPath(path string) error {
+	if len(path) > MaxFactPathBytes {
+		return fmt.Errorf("%w: fact path of %d bytes, more than %d", ErrFilterTooComplex, len(path), MaxFactPathBytes)
+	}
+	depth := 0
+	for i := 0; i < len(path); i++ {
+		switch path[i] {
+		case '(', '[', '{':
+			if depth++; depth > MaxFactPathDepth {
+				return fmt.Errorf("%w: fact path nests brackets more than %d deep", ErrFilterTooComplex, MaxFactPathDepth)
+			}
+		case ')', ']', '}':
+			depth = max(depth-1, 0)
+		}
+	}
+	return nil
+}
