@@ -3,20 +3,17 @@ package host
 import (
 	"slices"
 
+	"github.com/agent-host/agent-host/host/builtin"
 	"github.com/agent-host/agent-host/protocol/ddl"
 	"github.com/agent-host/agent-host/runner"
 )
-
-// discoveryAgent answers Choria's discovery pings; it has no DDL and is
-// not an RPC agent.
-const discoveryAgent = "discovery"
 
 // agentEntry is one RPC agent the host serves.
 type agentEntry struct {
 	name string
 	ddl  *ddl.DDL
 	run  runner.Runner
-	// builtin agents run inline on the subscription's goroutine.
+	// builtin agents run at once on the decoder, never queued.
 	builtin bool
 }
 
@@ -29,6 +26,19 @@ type agentTable struct {
 }
 
 func (t *agentTable) get(name string) *agentEntry { return t.byName[name] }
+
+// builtinAgents lists the agents for rpcutil, discovery included.
+func (t *agentTable) builtinAgents() []builtin.Agent {
+	out := make([]builtin.Agent, 0, len(t.names))
+	for _, name := range t.names {
+		m := builtin.DiscoveryMetadata(Version)
+		if a := t.get(name); a != nil {
+			m = a.ddl.Metadata
+		}
+		out = append(out, builtin.Agent{Name: name, Metadata: m})
+	}
+	return out
+}
 
 // runnerFor chooses how an external agent runs. Every agent is spawned per
 // request for now; pooled workers and plugin agents will be chosen here.
@@ -43,12 +53,12 @@ func (h *Host) buildTable() *agentTable {
 		if !a.Active {
 			continue
 		}
-		if _, taken := t.byName[a.Name]; taken || a.Name == discoveryAgent {
+		if _, taken := t.byName[a.Name]; taken || a.Name == builtin.Discovery {
 			continue
 		}
 		t.byName[a.Name] = &agentEntry{name: a.Name, ddl: a.DDL, run: h.runnerFor(a)}
 	}
-	t.names = append(t.names, discoveryAgent)
+	t.names = append(t.names, builtin.Discovery)
 	for name := range t.byName {
 		t.names = append(t.names, name)
 	}

@@ -1,7 +1,6 @@
 package host_test
 
 import (
-	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
@@ -9,8 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/agent-host/agent-host/host/client"
 	"github.com/agent-host/agent-host/protocol"
+	"github.com/agent-host/agent-host/protocol/client"
 	v1 "github.com/agent-host/agent-host/protocol/v1"
 )
 
@@ -99,21 +98,5 @@ func (rt *roundTripper) do(tb testing.TB, agent string, body []byte) protocol.RP
 	case <-time.After(30 * time.Second):
 		tb.Fatal("no reply within 30s")
 	}
-	t, err := v1.DecodeTransport(data)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s, err := t.SecureReply()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	r, err := s.Reply()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var out protocol.RPCReply
-	if err := json.Unmarshal([]byte(r.Message), &out); err != nil {
-		tb.Fatal(err)
-	}
-	return out
+	return replyBody(tb, data)
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/agent-host/agent-host/host/config"
 	"github.com/agent-host/agent-host/protocol"
-	v1 "github.com/agent-host/agent-host/protocol/v1"
 )
 
 func TestAgentsInSeveralLanguages(t *testing.T) {
@@ -90,7 +89,7 @@ func TestRequestErrors(t *testing.T) {
 	}{
 		{"unknown action", "shagent", "nosuch", `{}`, protocol.UnknownAction, "Unknown action nosuch for agent shagent"},
 		{"non-zero exit", "shagent", "exit", `{"code":3}`, protocol.Aborted, "Could not call external agent shagent#exit: executing shagent failed: exit status 3"},
-		{"killed by a signal", "shagent", "crash", `{}`, protocol.Aborted, "Could not call external agent shagent#crash: executing shagent failed: exit status -1"},
+		{"killed by a signal", "shagent", "crash", `{}`, protocol.Aborted, "Could not call external agent shagent#crash: executing shagent failed: killed by signal SIGKILL"},
 		{"invalid JSON reply", "pyagent", "badjson", `{}`, protocol.Aborted, "Could not call external agent pyagent#badjson: failed to decode reply json: invalid character 't' looking for beginning of object key string"},
 		{"reply without data", "pyagent", "nodata", `{}`, protocol.Aborted, "Could not set reply defaults: reply data is in the wrong format"},
 	}
@@ -354,10 +353,7 @@ func TestShutdown(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the in-flight request got no reply before the host stopped: %v", err)
 		}
-		tr, _ := v1.DecodeTransport(msg.Data)
-		sr, _ := tr.SecureReply()
-		r, _ := sr.Reply()
-		return r.Message
+		return replyBody(t, msg.Data).Statusmsg
 	}
 
 	t.Run("drain", func(t *testing.T) {

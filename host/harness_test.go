@@ -3,7 +3,6 @@ package host_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,10 +18,10 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/agent-host/agent-host/host"
-	"github.com/agent-host/agent-host/host/client"
 	"github.com/agent-host/agent-host/host/config"
 	"github.com/agent-host/agent-host/host/hosttest"
 	"github.com/agent-host/agent-host/protocol"
+	"github.com/agent-host/agent-host/protocol/client"
 	v1 "github.com/agent-host/agent-host/protocol/v1"
 )
 
@@ -172,19 +171,19 @@ func (h *harness) tryCall(agent, action, data string, wait time.Duration) (proto
 	defer cancel()
 	f := protocol.NewFilter()
 	f.Agent = []string{agent}
-	replies, err := h.client.Request(ctx, []string{node}, agent, action, json.RawMessage(data), f)
-	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	res, err := h.client.Request(ctx, []string{node}, agent, action, json.RawMessage(data), f)
+	if err != nil {
 		// Only expected while the broker restarts; call() fails on it.
 		h.t.Logf("%s#%s: %v", agent, action, err)
 		return protocol.RPCReply{}, false
 	}
-	if len(replies) == 0 {
+	if len(res.Replies) == 0 {
 		return protocol.RPCReply{}, false
 	}
-	if len(replies) != 1 || replies[0].Sender != node {
-		h.t.Fatalf("%s#%s: want one reply from %s, got %+v", agent, action, node, replies)
+	if r := res.Replies[0]; len(res.Replies) != 1 || r.Sender != node || r.Err != nil || len(res.Unexpected) > 0 || res.Duplicates > 0 {
+		h.t.Fatalf("%s#%s: want one reply from %s, got %+v", agent, action, node, res)
 	}
-	return replies[0].Body, true
+	return res.Replies[0].Body, true
 }
 
 // eventually polls cond until it holds or the deadline passes.
@@ -352,23 +351,21 @@ func (h *harness) publish(t *testing.T, sreq *v1.SecureRequest, id string, wantR
 	if err != nil {
 		t.Fatalf("no reply: %v", err)
 	}
-	tr, err := v1.DecodeTransport(msg.Data)
+	return replyBody(t, msg.Data)
+}
+
+// replyBody unwraps a reply payload down to its SimpleRPC body.
+func replyBody(t testing.TB, payload []byte) protocol.RPCReply {
+	t.Helper()
+	_, r, err := v1.DecodeReply(payload)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("reply %s: %v", payload, err)
 	}
-	sr, err := tr.SecureReply()
+	body, err := protocol.DecodeRPCReply([]byte(r.Message))
 	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := sr.Reply()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var body protocol.RPCReply
-	if err := json.Unmarshal([]byte(r.Message), &body); err != nil {
 		t.Fatalf("reply body %q: %v", r.Message, err)
 	}
-	return body
+	return *body
 }
 
 // clientIn is a client addressing another collective.

@@ -1,12 +1,18 @@
-// Package host is agent-host's request pipeline. It connects to NATS,
-// subscribes to every collective's node and agent subjects and, for each
-// message: decodes the Choria v1 envelopes, verifies the caller, checks
-// the TTL window, matches the filter, authorizes, validates the inputs
-// against the agent's DDL, runs the agent and publishes the reply.
+// Package host is agent-host's request pipeline. A request travels
 //
-// The host composes the other packages explicitly: host/security and
-// host/filter for the checks, runner (and runner/spawn) for the agents,
-// policy for authorization. Nothing imports host but cmd.
+//	NATS subscription → intake (bounded) → decoder: decode, verify, filter,
+//	TTL, built-in agents answered at once → agent queue (bounded, fair) →
+//	in-flight slot: authorize, validate, run the agent → reply
+//
+// host.go composes the parts and owns the start-up and shutdown order,
+// subscribe.go holds the NATS side, intake.go and queue.go the two bounded
+// buffers, pipeline.go the checks in Choria's order, and reply.go what
+// goes back on the wire.
+//
+// The host wires the other packages explicitly: protocol/security and
+// protocol/filter for the checks, host/builtin for discovery and rpcutil,
+// host/inventory for facts and classes, runner (and runner/spawn) for the
+// agents, policy for authorization. Nothing imports host but cmd.
 package host
 
 import (
@@ -14,19 +20,21 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
-	"strings"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/agent-host/agent-host/host/builtin"
 	"github.com/agent-host/agent-host/host/config"
-	"github.com/agent-host/agent-host/host/filter"
-	"github.com/agent-host/agent-host/host/security"
+	"github.com/agent-host/agent-host/host/inventory"
 	"github.com/agent-host/agent-host/policy"
+	"github.com/agent-host/agent-host/protocol/filter"
+	"github.com/agent-host/agent-host/protocol/security"
 	"github.com/agent-host/agent-host/runner"
+	"github.com/agent-host/agent-host/runner/proc"
 	"github.com/agent-host/agent-host/runner/spawn"
 )
 
@@ -73,43 +81,40 @@ type Host struct {
 	events    Events
 	brokerURL string
 	now       func() time.Time
+	started   time.Time
 
 	verifier security.Verifier
-	// refusals limits the log lines about messages refused before they are
-	// authenticated, which anyone on the broker can send.
-	refusals *logLimit
 	matcher  *filter.Matcher
+	inv      *inventory.Inventory
 	spawner  *spawn.Spawner
 	catalog  *runner.Catalog
-	inv      *inventory
 	rpcutil  *agentEntry
+	agents   atomic.Pointer[agentTable]
 
+	// refusals limits the log lines about refused messages: anyone on the
+	// broker can send them, and a flood must not flood the log.
+	refusals *logLimit
 	counters counters
-	started  time.Time
 
-	agents atomic.Pointer[agentTable]
-	slots  chan struct{}
-	wg     sync.WaitGroup
+	nc     *nats.Conn
+	subMu  sync.Mutex
+	subs   map[string]*nats.Subscription
+	intake *intake
+	queue  *agentQueue
+
+	// stopping is set once the host stops taking requests: what is still
+	// buffered is answered that the node is shutting down.
+	stopping atomic.Bool
 
 	// reqCtx outlives Run's context during the shutdown drain so in-flight
 	// agents can finish; cancelling it kills them.
 	reqCtx    context.Context
 	reqCancel context.CancelFunc
 
-	nc               *nats.Conn
-	lastReconnectLog atomic.Int64
-	subMu            sync.Mutex
-	subs             map[string]*nats.Subscription
-
 	ready    chan struct{}
-	stopping chan struct{}
 	abort    chan struct{}
 	abortOne sync.Once
 }
-
-// shutdownGrace is how long in-flight requests may finish after Run's
-// context ends before their agents are killed.
-const shutdownGrace = 10 * time.Second
 
 // New prepares a host: it loads the security material and compiles what
 // can be compiled, so configuration errors surface before connecting.
@@ -122,7 +127,6 @@ func New(cfg *config.Config, opts ...Option) (*Host, error) {
 		now:      time.Now,
 		subs:     map[string]*nats.Subscription{},
 		ready:    make(chan struct{}),
-		stopping: make(chan struct{}),
 		abort:    make(chan struct{}),
 		refusals: newLogLimit(20, time.Second),
 	}
@@ -132,6 +136,7 @@ func New(cfg *config.Config, opts ...Option) (*Host, error) {
 	if cfg.Identity == "" {
 		return nil, errors.New("host: identity is empty: set identity in the configuration")
 	}
+	h.started = h.now()
 
 	v, err := newVerifier(cfg, h.log)
 	if err != nil {
@@ -139,13 +144,28 @@ func New(cfg *config.Config, opts ...Option) (*Host, error) {
 	}
 	h.verifier = v
 	h.matcher = filter.NewMatcher(filter.WithLogger(h.log.With("component", "filter")))
-	h.inv = newInventory(cfg.FactsFiles, cfg.ClassesFile, h.log.With("component", "inventory"))
+	h.inv = inventory.New(cfg.FactsFiles, cfg.ClassesFile, h.log.With("component", "inventory"))
 	h.spawner, h.catalog = newAgentSource(cfg, h.inv, h.log)
-	if h.rpcutil, err = newRPCUtil(h); err != nil {
+	if h.rpcutil, err = h.newRPCUtil(); err != nil {
 		return nil, err
 	}
-	h.slots = make(chan struct{}, max(cfg.MaxInFlight, 1))
+	h.intake = newIntake(cfg.PendingLimit, cfg.PendingBytes)
+	h.queue = newAgentQueue(queueLimits{
+		count:            cfg.QueueLimit,
+		bytes:            cfg.QueueBytes,
+		perAgent:         max(cfg.QueueLimit/2, 1),
+		inFlightPerAgent: inFlightPerAgent(cfg),
+	})
 	return h, nil
+}
+
+// inFlightPerAgent is how many slots one agent may hold: the configured
+// number, or half of them so that one slow agent leaves room for others.
+func inFlightPerAgent(cfg *config.Config) int {
+	if cfg.MaxInFlightPerAgent > 0 {
+		return min(cfg.MaxInFlightPerAgent, cfg.MaxInFlight)
+	}
+	return max(cfg.MaxInFlight/2, 1)
 }
 
 func newVerifier(cfg *config.Config, log *slog.Logger) (security.Verifier, error) {
@@ -181,10 +201,10 @@ func newVerifier(cfg *config.Config, log *slog.Logger) (security.Verifier, error
 
 // newAgentSource builds the spawner and the catalog that uses it for
 // activation checks.
-func newAgentSource(cfg *config.Config, inv *inventory, log *slog.Logger) (*spawn.Spawner, *runner.Catalog) {
+func newAgentSource(cfg *config.Config, inv *inventory.Inventory, log *slog.Logger) (*spawn.Spawner, *runner.Catalog) {
 	sp := spawn.New(spawn.Config{
 		PluginConfigDir: cfg.PluginConfigDir(),
-		Facts:           func() []byte { f, _ := inv.snapshot(); return f },
+		Facts:           inv.Facts,
 		MaxReplyBytes:   int64(cfg.ReplyMaxBytes),
 	}, spawn.WithLogger(log.With("component", "spawn")))
 	cat := runner.NewCatalog(runner.CatalogConfig{
@@ -201,37 +221,25 @@ func newAgentSource(cfg *config.Config, inv *inventory, log *slog.Logger) (*spaw
 // LoadAgents finds and activation-checks the configured agents without
 // serving them, for `agent-host agents`.
 func LoadAgents(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]*runner.Agent, error) {
-	_, cat := newAgentSource(cfg, newInventory(cfg.FactsFiles, cfg.ClassesFile, log), log)
+	sp, cat := newAgentSource(cfg, inventory.New(cfg.FactsFiles, cfg.ClassesFile, log), log)
+	defer sp.Close()
 	if err := cat.Load(ctx); err != nil {
 		return nil, err
 	}
 	return cat.Agents(), nil
 }
 
-// Subscription is one NATS subscription the host holds.
-type Subscription struct{ Subject, Queue string }
-
-// Subscriptions lists what the host is subscribed to, sorted by subject.
-func (h *Host) Subscriptions() []Subscription {
-	h.subMu.Lock()
-	defer h.subMu.Unlock()
-	out := make([]Subscription, 0, len(h.subs))
-	for subj, sub := range h.subs {
-		out = append(out, Subscription{subj, sub.Queue})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Subject < out[j].Subject })
-	return out
-}
-
 // Ready is closed once the host is subscribed and serving.
 func (h *Host) Ready() <-chan struct{} { return h.ready }
 
-// Run loads the agents, connects and serves until ctx ends, then stops
-// taking requests, lets in-flight ones finish (bounded) and disconnects.
+// Run loads the agents, connects and serves until ctx ends. Then it stops
+// taking requests, answers every request it will not run that the node is
+// shutting down, lets the running ones finish (within
+// plugin.agent_host.shutdown_grace) and disconnects.
 func (h *Host) Run(ctx context.Context) error {
-	h.started = h.now()
 	h.reqCtx, h.reqCancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer h.reqCancel()
+	defer h.spawner.Close()
 	go func() {
 		select {
 		case <-h.abort:
@@ -240,6 +248,11 @@ func (h *Host) Run(ctx context.Context) error {
 		}
 	}()
 
+	// Agents' descendants that leave their session come back to the host
+	// when their parent dies, rather than to init, so they can be stopped.
+	if err := proc.BecomeSubreaper(); err != nil {
+		h.log.Warn("agents' descendants that leave their process group cannot be stopped on this system", "error", err)
+	}
 	if err := h.catalog.Load(ctx); err != nil {
 		return fmt.Errorf("host: loading agents: %w", err)
 	}
@@ -252,9 +265,9 @@ func (h *Host) Run(ctx context.Context) error {
 	h.nc = nc
 	defer nc.Close()
 
+	workers := h.startWorkers()
 	if err := h.syncSubscriptions(); err != nil {
-		// Some subscriptions may already have started requests.
-		h.stop()
+		h.stop(workers)
 		return err
 	}
 	if err := nc.FlushTimeout(5 * time.Second); err != nil {
@@ -278,10 +291,10 @@ func (h *Host) Run(ctx context.Context) error {
 	}()
 
 	<-ctx.Done()
-	h.log.Info("agent-host stopping", "in_flight", len(h.slots))
+	h.log.Info("agent-host stopping", "running", h.queue.running(), "waiting", h.queue.waiting())
 	// The watcher goes first so no reload re-subscribes behind the shutdown.
 	<-watchDone
-	h.stop()
+	h.stop(workers)
 	h.events.Shutdown(context.WithoutCancel(ctx), h.cfg.Identity)
 	if err := nc.FlushTimeout(2 * time.Second); err != nil {
 		h.log.Debug("flushing the last replies", "error", err)
@@ -294,185 +307,59 @@ func (h *Host) Run(ctx context.Context) error {
 // For an operator who does not want to wait for the shutdown drain.
 func (h *Host) Abort() { h.abortOne.Do(func() { close(h.abort) }) }
 
-// stop takes no more requests and waits for those in flight.
-func (h *Host) stop() {
-	h.unsubscribeAll()
-	h.drain()
+// workers are the goroutines that move requests along the pipeline.
+type workers struct {
+	mover, decoders, slots sync.WaitGroup
+	stopMover              chan struct{}
 }
 
-// drain waits for in-flight requests by taking every in-flight slot, so
-// no request can start behind it; after the grace period it kills the
-// agents still running. Then it waits for the request goroutines to return.
-func (h *Host) drain() {
-	timer := time.NewTimer(shutdownGrace)
+// startWorkers starts the intake mover, one decoder per CPU (at least
+// two) and one goroutine per in-flight slot.
+func (h *Host) startWorkers() *workers {
+	w := &workers{stopMover: make(chan struct{})}
+	w.mover.Go(func() { h.intake.move(w.stopMover, h.dropped) })
+	for range max(runtime.GOMAXPROCS(0), 2) {
+		w.decoders.Go(func() {
+			for msg, ok := h.intake.pop(); ok; msg, ok = h.intake.pop() {
+				h.handle(msg)
+			}
+		})
+	}
+	for range max(h.cfg.MaxInFlight, 1) {
+		w.slots.Go(func() {
+			for r, ok := h.queue.pop(); ok; r, ok = h.queue.pop() {
+				h.runQueued(r)
+				h.queue.done(r)
+			}
+		})
+	}
+	return w
+}
+
+// stop takes no more requests and winds the pipeline down in order:
+// everything the broker delivered is decoded, what will not run is
+// answered that the node is shutting down, and running requests get the
+// shutdown grace before their agents are killed.
+func (h *Host) stop(w *workers) {
+	h.stopping.Store(true)
+	h.drainSubscriptions()
+	close(w.stopMover)
+	w.mover.Wait()
+	w.decoders.Wait()
+	for _, r := range h.queue.close() {
+		h.refuse(r, h.shuttingDownMessage())
+	}
+
+	slotsDone := make(chan struct{})
+	go func() { w.slots.Wait(); close(slotsDone) }()
+	timer := time.NewTimer(h.cfg.ShutdownGrace)
 	defer timer.Stop()
-	for range cap(h.slots) {
-		select {
-		case h.slots <- struct{}{}:
-		case <-timer.C:
-			h.log.Warn("in-flight requests did not finish in time; killing their agents", "grace", shutdownGrace)
-			h.reqCancel()
-			h.slots <- struct{}{}
-		}
-	}
-	h.wg.Wait()
-}
-
-func (h *Host) connect() (*nats.Conn, error) {
-	url := h.brokerURL
-	if url == "" {
-		url = strings.Join(h.cfg.MiddlewareURLs(), ",")
-	}
-	opts := []nats.Option{
-		nats.Name("agent-host " + h.cfg.Identity),
-		nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(true),
-		nats.CustomReconnectDelay(reconnectDelay),
-		nats.PingInterval(30 * time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				h.log.Warn("disconnected from broker", "error", err)
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { h.log.Info("reconnected to broker", "url", c.ConnectedUrlRedacted()) }),
-		nats.ReconnectErrHandler(h.reconnectError),
-		nats.ErrorHandler(h.natsError),
-	}
-	if h.cfg.SecurityProvider == "file" {
-		tc, err := security.TLSConfig(h.cfg.FileCertificate, h.cfg.FileKey, h.cfg.FileCA)
-		if err != nil {
-			return nil, fmt.Errorf("host: broker TLS: %w", err)
-		}
-		opts = append(opts, nats.Secure(tc))
-	}
-	if h.cfg.NATSCredentials != "" {
-		opts = append(opts, nats.UserCredentials(h.cfg.NATSCredentials))
-	} else if h.cfg.NATSUser != "" {
-		opts = append(opts, nats.UserInfo(h.cfg.NATSUser, h.cfg.NATSPass))
-	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("host: connecting to %s: %w", url, err)
-	}
-	return nc, nil
-}
-
-// reconnectDelay backs off exponentially from 250ms to 30s, with jitter
-// so a fleet does not reconnect in lock step after a broker restart.
-func reconnectDelay(attempts int) time.Duration {
-	d := 250 * time.Millisecond << min(attempts, 7)
-	d = min(d, 30*time.Second)
-	return d/2 + time.Duration(time.Now().UnixNano()%int64(d/2))
-}
-
-// reconnectError logs why the broker cannot be reached (refused, TLS,
-// credentials), at most once every 30 s while it lasts.
-func (h *Host) reconnectError(c *nats.Conn, err error) {
-	now := time.Now().UnixNano()
-	last := h.lastReconnectLog.Load()
-	if now-last < int64(30*time.Second) || !h.lastReconnectLog.CompareAndSwap(last, now) {
-		return
-	}
-	h.log.Warn("cannot reach the broker; retrying with backoff", "broker", c.Servers(), "error", err)
-}
-
-// natsError logs asynchronous NATS errors. A slow consumer means the NATS
-// client dropped messages because every in-flight slot stayed busy while
-// the pending buffer filled; Stats counts them.
-func (h *Host) natsError(_ *nats.Conn, sub *nats.Subscription, err error) {
-	if errors.Is(err, nats.ErrSlowConsumer) && sub != nil {
-		dropped, _ := sub.Dropped()
-		h.log.Error("requests dropped: the host cannot keep up (raise plugin.agent_host.pending_limit or max_in_flight)", "subject", sub.Subject, "dropped_on_subject", dropped)
-		return
-	}
-	h.log.Error("broker error", "error", err)
-}
-
-// pendingBudget bounds, in bytes, what all subscriptions together may
-// buffer; each gets an equal share (at least minPendingBytes), so adding
-// agents does not multiply the memory a burst can take.
-const (
-	pendingBudget   = 256 << 20
-	minPendingBytes = 4 << 20
-)
-
-// syncSubscriptions makes the subscriptions match the agent table: the
-// node subject and one broadcast subject per agent, in every collective.
-// Service agents (DDL metadata.service) are load-balanced as in Choria: on
-// <collective>.broadcast.service.<agent> in a queue group named after the agent.
-func (h *Host) syncSubscriptions() error {
 	select {
-	case <-h.stopping:
-		return nil
-	default:
-	}
-	table := h.agents.Load()
-	want := map[string]string{} // subject → queue group
-	for _, c := range h.cfg.Collectives {
-		want[c+".node."+h.cfg.Identity] = ""
-		for _, name := range table.names {
-			if a := table.get(name); a != nil && a.ddl.Metadata.Service {
-				want[c+".broadcast.service."+name] = name
-				continue
-			}
-			want[c+".broadcast.agent."+name] = ""
-		}
-	}
-	h.subMu.Lock()
-	defer h.subMu.Unlock()
-	for subj, sub := range h.subs {
-		if queue, ok := want[subj]; !ok || queue != sub.Queue {
-			if d, err := sub.Dropped(); err == nil {
-				h.counters.droppedGone.Add(int64(d))
-			}
-			if err := sub.Unsubscribe(); err != nil {
-				h.log.Warn("unsubscribing", "subject", subj, "error", err)
-			}
-			delete(h.subs, subj)
-		}
-	}
-	subjects := make([]string, 0, len(want))
-	for subj := range want {
-		if _, ok := h.subs[subj]; !ok {
-			subjects = append(subjects, subj)
-		}
-	}
-	sort.Strings(subjects)
-	for _, subj := range subjects {
-		sub, err := h.nc.QueueSubscribe(subj, want[subj], h.handle)
-		if err != nil {
-			return fmt.Errorf("host: subscribing to %s: %w", subj, err)
-		}
-		h.subs[subj] = sub
-		h.log.Debug("subscribed", "subject", subj, "queue", want[subj])
-	}
-	share := max(pendingBudget/max(len(h.subs), 1), minPendingBytes)
-	for subj, sub := range h.subs {
-		if err := sub.SetPendingLimits(max(h.cfg.PendingLimit, 1), share); err != nil {
-			return fmt.Errorf("host: pending limits on %s: %w", subj, err)
-		}
-	}
-	return nil
-}
-
-// unsubscribeAll stops taking requests. Requests still waiting in a
-// subscription's buffer are abandoned, and counted in the log, rather
-// than started during shutdown.
-func (h *Host) unsubscribeAll() {
-	close(h.stopping)
-	h.subMu.Lock()
-	defer h.subMu.Unlock()
-	for subj, sub := range h.subs {
-		if d, err := sub.Dropped(); err == nil {
-			h.counters.droppedGone.Add(int64(d))
-		}
-		if n, _, err := sub.Pending(); err == nil && n > 0 {
-			h.log.Warn("shutting down: abandoning requests not yet started", "subject", subj, "requests", n)
-		}
-		if err := sub.Unsubscribe(); err != nil {
-			h.log.Debug("unsubscribing", "subject", subj, "error", err)
-		}
-		delete(h.subs, subj)
+	case <-slotsDone:
+	case <-timer.C:
+		h.log.Warn("running requests did not finish in time; killing their agents", "grace", h.cfg.ShutdownGrace, "running", h.queue.running())
+		h.reqCancel()
+		<-slotsDone
 	}
 }
 
@@ -492,6 +379,23 @@ func (h *Host) applyChange(ch runner.Change) {
 		h.log.Error("updating subscriptions after an agent change", "error", err)
 	}
 	h.events.AgentsChanged(h.reqCtx, h.cfg.Identity, ch)
+}
+
+// newRPCUtil builds the rpcutil agent over this host's state.
+func (h *Host) newRPCUtil() (*agentEntry, error) {
+	run, d, err := builtin.NewRPCUtil(builtin.Node{
+		Config:    h.cfg,
+		Version:   Version,
+		Started:   h.started,
+		Now:       h.now,
+		Inventory: h.inv.Snapshot,
+		Agents:    func() []builtin.Agent { return h.agents.Load().builtinAgents() },
+		Stats:     func() builtin.Stats { return h.Stats().builtin() },
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &agentEntry{name: builtin.RPCUtil, ddl: d, run: run, builtin: true}, nil
 }
 
 type nopEvents struct{}

@@ -191,24 +191,64 @@ func TestReconnect(t *testing.T) {
 	}
 }
 
-func TestOverloadIsCountedNotSilent(t *testing.T) {
+// TestOverloadGetsBusyReplies: requests beyond what the queue holds are
+// answered at once that the node is busy, never dropped in silence.
+func TestOverloadGetsBusyReplies(t *testing.T) {
 	h := start(t, setup{agents: []string{"shagent"}, configure: func(c *config.Config) {
 		c.MaxInFlight = 1
-		c.PendingLimit = 2
+		c.QueueLimit = 4 // 2 per agent
 	}})
-	// One hang occupies the only slot for the agent's 2s timeout; the
-	// callback then blocks, the pending buffer fills and the rest is dropped.
-	for range 30 {
-		sreq, _ := unsigned(t, "shagent", `{"agent":"shagent","action":"hang","data":{}}`, nil)
-		payload, _ := v1.EncodeRequest(sreq, nats.NewInbox(), "rip.mcollective")
+	const sent = 30
+	var subs []*nats.Subscription
+	for range sent {
+		sreq, id := unsigned(t, "shagent", `{"agent":"shagent","action":"hang","data":{}}`, nil)
+		subs = append(subs, h.send(t, sreq, id, "mcollective.node."+node))
+	}
+	eventually(t, 10*time.Second, "the requests beyond the queue were not refused", func() bool { return h.host.Stats().Busy == sent-3 })
+	if s := h.host.Stats(); s.Waiting != 2 || s.Running != 1 {
+		t.Errorf("stats %+v; want 2 waiting and 1 running", s)
+	}
+	// The busy replies come at once, long before the first hang ends.
+	busy := 0
+	for _, sub := range subs {
+		msg, err := sub.NextMsg(200 * time.Millisecond)
+		if err != nil {
+			continue
+		}
+		r := replyBody(t, msg.Data)
+		if r.Statuscode != protocol.Aborted || !strings.Contains(r.Statusmsg, node+" is busy: 2 requests for shagent are already waiting") || r.Action != "hang" {
+			t.Errorf("reply %d %q, want busy", r.Statuscode, r.Statusmsg)
+		}
+		busy++
+	}
+	if busy != sent-3 {
+		t.Errorf("%d busy replies, want %d", busy, sent-3)
+	}
+}
+
+// TestIntakeOverflowIsCounted: messages arriving faster than they can be
+// decoded, beyond plugin.agent_host.pending_limit, are dropped unread,
+// counted and logged, as NATS drops them for a slow consumer.
+func TestIntakeOverflowIsCounted(t *testing.T) {
+	h := start(t, setup{configure: func(c *config.Config) { c.PendingLimit = 1 }})
+	sreq, _ := unsigned(t, "rpcutil", `{"agent":"rpcutil","action":"ping","data":{}}`, nil)
+	payload, err := v1.EncodeRequest(sreq, nats.NewInbox(), "rip.mcollective")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5000 {
 		if err := h.nc.Publish("mcollective.node."+node, payload); err != nil {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 10*time.Second, "no drop was counted", func() bool { return h.host.Stats().Dropped > 0 })
-	eventually(t, 10*time.Second, "the drop was not logged", func() bool {
-		return strings.Contains(h.logs.String(), "requests dropped: the host cannot keep up")
-	})
+	eventually(t, 10*time.Second, "the flood was not taken in", func() bool { s := h.host.Stats(); return s.Total+s.Dropped == 5000 })
+	if h.host.Stats().Dropped == 0 {
+		t.Fatal("no drop was counted")
+	}
+	if !strings.Contains(h.logs.String(), "requests dropped: more are waiting to be decoded than plugin.agent_host.pending_limit") {
+		t.Error("the drop was not logged")
+	}
+	wantStatus(t, h.call("rpcutil", "ping", `{}`), protocol.OK, "OK")
 }
 
 func TestServiceAgent(t *testing.T) {
@@ -244,15 +284,24 @@ func TestServiceAgent(t *testing.T) {
 }
 
 // TestBuiltinsAnswerWhenSlotsAreBusy: with every in-flight slot held by a
-// slow agent, the node must still answer rpcutil and discovery, or it
-// would vanish from `choria ping` under load.
+// slow agent and a deep queue behind it, the node must still answer
+// rpcutil and discovery at once, or it would vanish from `choria ping`
+// under load.
 func TestBuiltinsAnswerWhenSlotsAreBusy(t *testing.T) {
 	h := start(t, setup{agents: []string{"shagent"}, configure: func(c *config.Config) { c.MaxInFlight = 1 }})
 	hangReply := h.sendHang(t)
+	for range 100 {
+		sreq, id := unsigned(t, "shagent", `{"agent":"shagent","action":"hang","data":{}}`, nil)
+		h.send(t, sreq, id, "mcollective.node."+node)
+	}
+	eventually(t, 10*time.Second, "the requests were not queued", func() bool { return h.host.Stats().Waiting == 100 })
 
 	wantStatus(t, h.call("rpcutil", "ping", `{}`), protocol.OK, "OK")
 	if !h.discovers(t, nil) {
 		t.Error("discovery did not answer")
+	}
+	if s := h.host.Stats(); s.Running != 1 || s.Waiting != 100 {
+		t.Fatalf("stats %+v: the built-ins were answered only after agent requests ran", s)
 	}
 	if msg, err := hangReply.NextMsg(0); err == nil {
 		t.Fatalf("the hanging request finished first (%s): built-ins waited for its slot", msg.Data)

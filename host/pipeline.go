@@ -1,40 +1,56 @@
 package host
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/agent-host/agent-host/host/filter"
-	"github.com/agent-host/agent-host/host/security"
+	"github.com/agent-host/agent-host/host/builtin"
 	"github.com/agent-host/agent-host/policy"
 	"github.com/agent-host/agent-host/protocol"
+	"github.com/agent-host/agent-host/protocol/filter"
+	"github.com/agent-host/agent-host/protocol/security"
 	v1 "github.com/agent-host/agent-host/protocol/v1"
 	"github.com/agent-host/agent-host/runner"
 )
 
-// handle is the NATS callback for every subscription. It does the cheap
-// checks inline and hands the request to a goroutine once a slot in the
-// in-flight bound is free. Blocking here while every slot is busy is
-// deliberate back-pressure: messages then wait in the subscription's
-// bounded pending buffer, and overflow is counted and logged as dropped.
+// request is one decoded request on its way to an agent.
+type request struct {
+	transport *v1.Transport
+	req       *v1.Request
+	rpc       *protocol.RPCRequest
+	agent     *agentEntry
+	table     *agentTable // the agents served when it arrived
+	size      int         // bytes it arrived as, counted against the queue
+	queued    time.Time
+	log       *slog.Logger
+}
+
+// handle runs every check of a received message, in Choria's order, on a
+// decoder goroutine: decode, verify, filter, TTL, find the agent, parse
+// the body. Built-in agents are answered here and then; requests for other
+// agents are queued for a slot, or refused at once when the queue is full.
+// It never waits for an agent.
 func (h *Host) handle(msg *nats.Msg) {
 	h.counters.total.Add(1)
 	t, sreq, req, err := decodeRequest(msg.Data)
 	if err != nil {
 		h.counters.unvalidated.Add(1)
+		if errors.Is(err, protocol.ErrTooDeep) {
+			h.counters.tooDeep.Add(1)
+		}
 		if ok, suppressed := h.refusals.allow(time.Now()); ok {
 			h.log.Warn("discarding a message that is not a Choria v1 request", "subject", msg.Subject, "bytes", len(msg.Data), "error", err, "suppressed_since_last", suppressed)
 		}
 		return
 	}
-	log := h.log.With("requestid", req.Envelope.RequestID, "agent", req.Envelope.Agent, "callerid", req.Envelope.CallerID)
+	e := &req.Envelope
+	log := h.log.With("requestid", e.RequestID, "agent", e.Agent, "callerid", e.CallerID)
 	if err := h.verifier.Verify(sreq, req); err != nil {
 		h.counters.unvalidated.Add(1)
 		if ok, suppressed := h.refusals.allow(time.Now()); ok {
@@ -42,14 +58,9 @@ func (h *Host) handle(msg *nats.Msg) {
 		}
 		return
 	}
-	h.counters.validated.Add(1)
-	if err := security.CheckTTL(&req.Envelope, h.now()); err != nil {
-		h.counters.ttlExpired.Add(1)
-		log.Warn("discarding expired request", "time", req.Envelope.Time, "ttl", req.Envelope.TTL, "error", err)
-		return
-	}
+
 	table := h.agents.Load()
-	matched, err := h.matcher.Match(req.Envelope.Filter, h.node(table))
+	matched, err := h.matcher.Match(e.Filter, h.node(table))
 	if err != nil {
 		h.counters.filterRefused.Add(1)
 		if ok, suppressed := h.refusals.allow(time.Now()); ok {
@@ -62,55 +73,63 @@ func (h *Host) handle(msg *nats.Msg) {
 		return
 	}
 	h.counters.passed.Add(1)
-	if req.Envelope.Agent != discoveryAgent && table.get(req.Envelope.Agent) == nil {
+	if err := h.checkTTL(e); err != nil {
+		h.counters.ttlExpired.Add(1)
+		log.Warn("discarding expired request", "time", e.Time, "ttl", e.TTL, "error", err)
+		return
+	}
+	h.counters.validated.Add(1)
+
+	if t.Headers.ReplyTo == "" {
+		log.Warn("request has no reply-to header; it will run but nobody can be answered")
+	}
+	if e.Agent == builtin.Discovery {
+		if body, ok := builtin.DiscoveryReply(req.Body()); ok {
+			h.reply(t, req, body, log)
+			return
+		}
+		log.Debug("discovery request without ping; not answering")
+		return
+	}
+	agent := table.get(e.Agent)
+	if agent == nil {
 		h.counters.unknownAgent.Add(1)
 		log.Error("request for an agent this node does not serve; discarding")
 		return
 	}
-	replyTo := t.Headers.ReplyTo
-	if replyTo == "" {
-		log.Warn("request has no reply-to header; it will run but nobody can be answered")
+	r := &request{transport: t, req: req, agent: agent, table: table, size: len(msg.Data), log: log}
+	rpc, err := protocol.DecodeRPCRequest(req.Body())
+	if err != nil {
+		log.Warn("refusing a request whose body cannot be read", "error", err)
+		h.replyRPC(r, protocol.NewRPCReply("").Fail(protocol.InvalidData, "Could not process request: "+err.Error()))
+		return
 	}
-	respond := func() {
-		body, ok := h.dispatch(h.reqCtx, table, req, log)
-		if ok && replyTo != "" {
-			h.reply(req, replyTo, body, log)
+	r.rpc = rpc
+	r.log = log.With("action", rpc.Action)
+
+	// Built-in agents answer in microseconds and must keep answering
+	// however busy the agents are, or the node would vanish from
+	// discovery and monitoring under load.
+	if agent.builtin {
+		h.respond(h.reqCtx, r)
+		return
+	}
+	if h.stopping.Load() {
+		h.refuse(r, h.shuttingDownMessage())
+		return
+	}
+	r.queued = h.now()
+	if err := h.queue.push(r); err != nil {
+		if errors.Is(err, errQueueClosed) {
+			h.refuse(r, h.shuttingDownMessage())
+			return
 		}
+		h.counters.busy.Add(1)
+		if ok, suppressed := h.refusals.allow(time.Now()); ok {
+			r.log.Warn("node is busy: refusing a request", "reason", err, "suppressed_since_last", suppressed)
+		}
+		h.refuse(r, fmt.Sprintf("%s is busy: %s; try again later", h.cfg.Identity, err))
 	}
-
-	// Built-in agents answer in microseconds and must keep answering when
-	// every slot is busy with slow agents, or the node would vanish from
-	// discovery under load; they run inline.
-	if req.Envelope.Agent == discoveryAgent || table.get(req.Envelope.Agent).builtin {
-		respond()
-		return
-	}
-
-	select {
-	case <-h.stopping:
-		log.Warn("shutting down: abandoning a request not yet started")
-		return
-	default:
-	}
-	select {
-	case h.slots <- struct{}{}:
-	case <-h.stopping:
-		log.Warn("shutting down: abandoning a request not yet started")
-		return
-	}
-	// The wait for a slot may have outlasted the request's TTL.
-	if err := security.CheckTTL(&req.Envelope, h.now()); err != nil {
-		<-h.slots
-		h.counters.ttlExpired.Add(1)
-		log.Warn("discarding a request that expired while waiting for an in-flight slot", "ttl", req.Envelope.TTL, "error", err)
-		return
-	}
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
-		defer func() { <-h.slots }()
-		respond()
-	}()
 }
 
 func decodeRequest(data []byte) (*v1.Transport, *v1.SecureRequest, *v1.Request, error) {
@@ -130,71 +149,91 @@ func decodeRequest(data []byte) (*v1.Transport, *v1.SecureRequest, *v1.Request, 
 }
 
 func (h *Host) node(table *agentTable) *filter.Node {
-	facts, classes := h.inv.snapshot()
+	facts, classes := h.inv.Snapshot()
 	return &filter.Node{Identity: h.cfg.Identity, Facts: facts, Classes: classes, Agents: table.names}
 }
 
-// dispatch produces the reply body for a request; ok is false when no
-// reply is due (discovery requests other than ping).
-func (h *Host) dispatch(ctx context.Context, table *agentTable, req *v1.Request, log *slog.Logger) (body []byte, ok bool) {
-	if req.Envelope.Agent == discoveryAgent {
-		if bytes.Contains(req.Body(), []byte("ping")) {
-			return []byte("pong"), true
-		}
-		log.Debug("discovery request without ping; not answering")
-		return nil, false
-	}
-	start := time.Now()
-	reply := h.handleRPC(ctx, table, table.get(req.Envelope.Agent), req)
-	body, err := json.Marshal(reply)
-	if err != nil {
-		// Only an agent's invalid data can get here; the runner decoded it, so this is a bug.
-		log.Error("encoding reply", "error", err)
-		body, _ = json.Marshal(protocol.NewRPCReply(reply.Action).Fail(protocol.Aborted, "Could not encode the reply"))
-	}
-	log.Info("request handled", "action", reply.Action, "statuscode", uint8(reply.Statuscode), "statusmsg", reply.Statusmsg, "duration", time.Since(start).Round(time.Microsecond))
-	return body, true
+// checkTTL applies Choria's TTL window, with the TTL cut to
+// plugin.agent_host.max_ttl so that an ancient request with a huge TTL is
+// not taken as current.
+func (h *Host) checkTTL(e *v1.RequestEnvelope) error {
+	clamped := *e
+	clamped.TTL = int(min(int64(e.TTL), int64(h.cfg.MaxTTL/time.Second), math.MaxInt32))
+	return security.CheckTTL(&clamped, h.now())
 }
 
-// handleRPC runs the SimpleRPC steps in Choria's order: parse the body,
-// find the action, authorize, validate the inputs, run, apply output
-// defaults. Every failure becomes a reply with Choria's status and text.
-func (h *Host) handleRPC(ctx context.Context, table *agentTable, agent *agentEntry, req *v1.Request) *protocol.RPCReply {
-	rpc, err := protocol.DecodeRPCRequest(req.Body())
-	if err != nil {
-		return protocol.NewRPCReply("").Fail(protocol.InvalidData, "Could not process request: "+err.Error())
+// runQueued runs a request that waited for a slot.
+func (h *Host) runQueued(r *request) {
+	// The wait may have outlasted the request's TTL; the caller has most
+	// likely given up, but it is told if not.
+	if err := h.checkTTL(&r.req.Envelope); err != nil {
+		h.counters.ttlExpired.Add(1)
+		waited := h.now().Sub(r.queued).Round(time.Millisecond)
+		r.log.Warn("a request expired while waiting for a slot; not running it", "waited", waited, "ttl", r.req.Envelope.TTL)
+		h.refuse(r, fmt.Sprintf("%s is busy: the request expired after waiting %s for a free slot; try again later", h.cfg.Identity, waited))
+		return
 	}
-	reply := protocol.NewRPCReply(rpc.Action)
-	action := agent.ddl.Action(rpc.Action)
+	h.respond(h.reqCtx, r)
+}
+
+// respond runs the request and publishes its reply.
+func (h *Host) respond(ctx context.Context, r *request) {
+	start := time.Now()
+	reply := h.handleRPC(ctx, r)
+	took := time.Since(start).Round(time.Microsecond)
+	if reply.Statuscode == protocol.OK || reply.agentAnswered {
+		r.log.Info("request handled", "statuscode", uint8(reply.Statuscode), "statusmsg", reply.Statusmsg, "duration", took)
+	}
+	h.replyRPC(r, reply.RPCReply)
+}
+
+// rpcOutcome is a reply and whether the agent itself chose its status
+// (as opposed to the host refusing or failing the request, which
+// handleRPC logs itself).
+type rpcOutcome struct {
+	*protocol.RPCReply
+	agentAnswered bool
+}
+
+// handleRPC runs the SimpleRPC steps in Choria's order: find the action,
+// authorize, validate the inputs, run, apply output defaults. Every
+// failure becomes a reply with Choria's status and text, and a log line.
+func (h *Host) handleRPC(ctx context.Context, r *request) rpcOutcome {
+	reply := protocol.NewRPCReply(r.rpc.Action)
+	action := r.agent.ddl.Action(r.rpc.Action)
 	if action == nil {
-		return reply.Fail(protocol.UnknownAction, fmt.Sprintf("Unknown action %s for agent %s", rpc.Action, agent.name))
+		r.log.Warn("request for an action the agent does not have")
+		return rpcOutcome{RPCReply: reply.Fail(protocol.UnknownAction, fmt.Sprintf("Unknown action %s for agent %s", r.rpc.Action, r.agent.name))}
 	}
 
-	in := h.authzInput(table, req, rpc)
-	decision, err := h.authz.Authorize(ctx, in)
+	decision, err := h.authz.Authorize(ctx, h.authzInput(r))
 	if err != nil || !decision.Allowed {
-		h.log.Warn("denying request based on authorization policy", "callerid", req.Envelope.CallerID, "agent", agent.name, "action", rpc.Action, "requestid", req.Envelope.RequestID, "reason", decision.Reason, "error", err)
-		return reply.Fail(protocol.Aborted, "You are not authorized to call this agent or action")
+		r.log.Warn("denying request based on authorization policy", "reason", decision.Reason, "error", err)
+		return rpcOutcome{RPCReply: reply.Fail(protocol.Aborted, "You are not authorized to call this agent or action")}
 	}
 
-	if err := action.ValidateInputs(rpc.Data); err != nil {
-		return reply.Fail(protocol.Aborted, "Validation failed: "+err.Error())
+	if err := action.ValidateInputs(r.rpc.Data); err != nil {
+		r.log.Warn("request failed input validation", "error", err)
+		return rpcOutcome{RPCReply: reply.Fail(protocol.Aborted, "Validation failed: "+err.Error())}
 	}
 
-	timeout := time.Duration(agent.ddl.Metadata.Timeout) * time.Second
+	timeout := time.Duration(r.agent.ddl.Metadata.Timeout) * time.Second
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	areq := protocol.NewAgentRequest()
-	areq.Agent, areq.Action, areq.Data = agent.name, rpc.Action, rpc.Data
-	e := &req.Envelope
+	areq.Agent, areq.Action, areq.Data = r.agent.name, r.rpc.Action, r.rpc.Data
+	e := &r.req.Envelope
 	areq.RequestID, areq.SenderID, areq.CallerID, areq.Collective, areq.TTL, areq.MsgTime = e.RequestID, e.SenderID, e.CallerID, e.Collective, e.TTL, e.Time
-	areply, err := agent.run.Run(runCtx, areq)
+	areply, err := r.agent.run.Run(runCtx, areq)
 	if err != nil {
-		return reply.Fail(protocol.Aborted, runFailure(agent.name, rpc.Action, timeout, err))
+		msg := h.runFailure(r.agent.name, r.rpc.Action, timeout, err)
+		r.log.Error("agent failed", "error", err, "statusmsg", msg)
+		return rpcOutcome{RPCReply: reply.Fail(protocol.Aborted, msg)}
 	}
 	data, err := action.SetOutputDefaults(areply.Data)
 	if err != nil {
-		return reply.Fail(protocol.Aborted, "Could not set reply defaults: "+err.Error())
+		r.log.Error("agent reply cannot take the DDL's output defaults", "error", err)
+		return rpcOutcome{RPCReply: reply.Fail(protocol.Aborted, "Could not set reply defaults: "+err.Error())}
 	}
 	if areply.Action != "" {
 		reply.Action = areply.Action
@@ -202,62 +241,46 @@ func (h *Host) handleRPC(ctx context.Context, table *agentTable, agent *agentEnt
 	reply.Statuscode = areply.Statuscode
 	reply.Statusmsg = areply.Statusmsg
 	reply.Data = data
-	return reply
+	return rpcOutcome{RPCReply: reply, agentAnswered: true}
 }
 
-// runFailure turns a runner error into Choria's statusmsg for it.
-func runFailure(agent, action string, timeout time.Duration, err error) string {
+// runFailure turns a runner error into the statusmsg the caller sees:
+// Choria's text where Choria has one, and in every case what happened in
+// the caller's terms, never a Go error or a path on the node.
+func (h *Host) runFailure(agent, action string, timeout time.Duration, err error) string {
+	prefix := fmt.Sprintf("Could not call external agent %s#%s", agent, action)
+	var exit *runner.ExitError
+	var tooLarge *runner.ReplyTooLargeError
 	switch {
 	case errors.Is(err, protocol.ErrReplyDataFormat):
 		return "Could not set reply defaults: " + protocol.ErrReplyDataFormat.Error()
 	case errors.Is(err, runner.ErrNoExecutable):
 		return fmt.Sprintf("Cannot call external agent %s#%s: %s", agent, action, runner.ErrNoExecutable)
 	case errors.Is(err, runner.ErrTimeout):
-		return fmt.Sprintf("Could not call external agent %s#%s: timed out after %s, the agent was killed", agent, action, timeout)
-	case errors.Is(err, runner.ErrReplyTooLarge):
-		return fmt.Sprintf("Could not call external agent %s#%s: the reply is larger than the host accepts", agent, action)
+		return fmt.Sprintf("%s: timed out after %s, the agent was killed", prefix, timeout)
+	case h.reqCtx.Err() != nil && errors.Is(err, context.Canceled):
+		return fmt.Sprintf("%s: %s is shutting down, the agent was killed", prefix, h.cfg.Identity)
+	case errors.As(err, &tooLarge):
+		return fmt.Sprintf("%s: its reply of %d bytes is larger than the %d bytes allowed (plugin.agent_host.reply_max_bytes)", prefix, tooLarge.Size, tooLarge.Limit)
+	case errors.As(err, &exit):
+		return fmt.Sprintf("%s: %s", prefix, exit)
 	}
-	return fmt.Sprintf("Could not call external agent %s#%s: %s", agent, action, err)
+	return fmt.Sprintf("%s: %s", prefix, runner.Cause(err))
 }
 
-func (h *Host) authzInput(table *agentTable, req *v1.Request, rpc *protocol.RPCRequest) *policy.Input {
-	facts, classes := h.inv.snapshot()
+func (h *Host) authzInput(r *request) *policy.Input {
+	facts, classes := h.inv.Snapshot()
+	e := &r.req.Envelope
 	return &policy.Input{
-		Agent:      req.Envelope.Agent,
-		Action:     rpc.Action,
-		CallerID:   req.Envelope.CallerID,
-		Collective: req.Envelope.Collective,
-		Data:       rpc.Data,
-		TTL:        req.Envelope.TTL,
-		Time:       time.Unix(req.Envelope.Time, 0),
+		Agent:      e.Agent,
+		Action:     r.rpc.Action,
+		CallerID:   e.CallerID,
+		Collective: e.Collective,
+		Data:       r.rpc.Data,
+		TTL:        e.TTL,
+		Time:       time.Unix(e.Time, 0),
 		Facts:      facts,
 		Classes:    classes,
-		Agents:     table.names,
+		Agents:     r.table.names,
 	}
-}
-
-// reply wraps and publishes a reply body. A body too large for the broker
-// is replaced by an error reply, so the caller learns why.
-func (h *Host) reply(req *v1.Request, replyTo string, body []byte, log *slog.Logger) {
-	payload, err := v1.EncodeReply(req, h.cfg.Identity, h.now().Unix(), body)
-	if err == nil && int64(len(payload)) > h.nc.MaxPayload() {
-		log.Error("reply exceeds the broker's maximum payload; sending an error instead", "bytes", len(payload), "max", h.nc.MaxPayload())
-		var orig struct {
-			Action string `json:"action"`
-		}
-		_ = json.Unmarshal(body, &orig)
-		small, _ := json.Marshal(protocol.NewRPCReply(orig.Action).Fail(protocol.Aborted, fmt.Sprintf("Reply of %d bytes exceeds the broker's limit of %d bytes", len(payload), h.nc.MaxPayload())))
-		payload, err = v1.EncodeReply(req, h.cfg.Identity, h.now().Unix(), small)
-	}
-	if err != nil {
-		h.counters.replyFailed.Add(1)
-		log.Error("encoding reply", "error", err)
-		return
-	}
-	if err := h.nc.Publish(replyTo, payload); err != nil {
-		h.counters.replyFailed.Add(1)
-		log.Error("publishing reply", "subject", replyTo, "error", err)
-		return
-	}
-	h.counters.replies.Add(1)
 }

@@ -10,8 +10,8 @@ import (
 	"github.com/agent-host/agent-host/host"
 	"github.com/agent-host/agent-host/host/config"
 	"github.com/agent-host/agent-host/host/hosttest"
-	"github.com/agent-host/agent-host/host/security"
 	"github.com/agent-host/agent-host/protocol"
+	"github.com/agent-host/agent-host/protocol/security"
 	v1 "github.com/agent-host/agent-host/protocol/v1"
 )
 

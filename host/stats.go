@@ -1,26 +1,39 @@
 package host
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/agent-host/agent-host/host/builtin"
+)
 
 // counters are the live request counters.
 type counters struct {
-	total, validated, unvalidated, filtered, passed, ttlExpired atomic.Int64
-	replies, replyFailed, unknownAgent, filterRefused           atomic.Int64
-	// droppedGone keeps the drops of subscriptions since removed.
-	droppedGone atomic.Int64
+	// Choria's, in the order a request meets them.
+	total, unvalidated, filtered, passed, ttlExpired, validated atomic.Int64
+	replies, replyFailed                                        atomic.Int64
+
+	unknownAgent, filterRefused, tooDeep, busy, refusedReplies atomic.Int64
+	pendingDropped                                             atomic.Int64
+	// natsDroppedGone keeps what NATS dropped on subscriptions since removed.
+	natsDroppedGone atomic.Int64
 }
 
-// Stats is a snapshot of what happened to requests, with the names rpcutil
-// daemon_stats reports plus the refusals Choria does not count.
+// Stats is a snapshot of what happened to requests: Choria's counters, as
+// rpcutil daemon_stats reports them, plus the refusals Choria does not
+// count.
 type Stats struct {
 	// Total is every message received.
 	Total int64
-	// Validated passed security verification; Unvalidated failed it or did not decode.
-	Validated, Unvalidated int64
-	// Filtered did not match this node; Passed did and were dispatched.
+	// Unvalidated did not decode or failed security verification.
+	Unvalidated int64
+	// Filtered did not match this node; Passed did.
 	Filtered, Passed int64
-	// TTLExpired were too old or from the future.
+	// TTLExpired passed the filter but were too old or from the future,
+	// or expired while waiting for a slot.
 	TTLExpired int64
+	// Validated passed every check before the agent: Choria counts them
+	// after the TTL check.
+	Validated int64
 	// Replies were published; ReplyFailed could not be.
 	Replies, ReplyFailed int64
 	// UnknownAgent were addressed to an agent this node does not serve.
@@ -29,8 +42,21 @@ type Stats struct {
 	// are counted as Filtered too, as Choria counts a filter it cannot
 	// evaluate.
 	FilterRefused int64
-	// Dropped were discarded by the NATS client because the host could not
-	// keep up (slow consumer); each episode is also logged.
+	// TooDeep were documents nested beyond protocol's limits; they are
+	// counted as Unvalidated too.
+	TooDeep int64
+	// Busy were refused, with a reply saying so, because the agent queue
+	// was full.
+	Busy int64
+	// Refused got a reply saying why they were not run: busy, expired
+	// while waiting, or the node shutting down.
+	Refused int64
+	// Waiting is how many requests wait for a slot now, Running how many
+	// hold one.
+	Waiting, Running int
+	// Dropped were discarded unread because the host could not keep up:
+	// by the intake (plugin.agent_host.pending_limit, pending_bytes) or
+	// by the NATS client. Each episode is also logged.
 	Dropped int64
 }
 
@@ -38,22 +64,30 @@ type Stats struct {
 func (h *Host) Stats() Stats {
 	c := &h.counters
 	return Stats{
-		Total: c.total.Load(), Validated: c.validated.Load(), Unvalidated: c.unvalidated.Load(),
-		Filtered: c.filtered.Load(), Passed: c.passed.Load(), TTLExpired: c.ttlExpired.Load(),
+		Total: c.total.Load(), Unvalidated: c.unvalidated.Load(),
+		Filtered: c.filtered.Load(), Passed: c.passed.Load(), TTLExpired: c.ttlExpired.Load(), Validated: c.validated.Load(),
 		Replies: c.replies.Load(), ReplyFailed: c.replyFailed.Load(),
-		UnknownAgent: c.unknownAgent.Load(), FilterRefused: c.filterRefused.Load(), Dropped: h.dropped(),
+		UnknownAgent: c.unknownAgent.Load(), FilterRefused: c.filterRefused.Load(), TooDeep: c.tooDeep.Load(),
+		Busy: c.busy.Load(), Refused: c.refusedReplies.Load(),
+		Waiting: h.queue.waiting(), Running: h.queue.running(),
+		Dropped: c.pendingDropped.Load() + h.natsDropped(),
 	}
 }
 
-// dropped sums what the NATS client discarded on every subscription.
-func (h *Host) dropped() int64 {
+func (s Stats) builtin() builtin.Stats {
+	return builtin.Stats{
+		Total: s.Total, Validated: s.Validated, Unvalidated: s.Unvalidated, Filtered: s.Filtered,
+		Passed: s.Passed, TTLExpired: s.TTLExpired, Replies: s.Replies, Dropped: s.Dropped,
+	}
+}
+
+// natsDropped sums what the NATS client discarded on every subscription.
+func (h *Host) natsDropped() int64 {
 	h.subMu.Lock()
 	defer h.subMu.Unlock()
-	total := h.counters.droppedGone.Load()
+	total := h.counters.natsDroppedGone.Load()
 	for _, s := range h.subs {
-		if d, err := s.Dropped(); err == nil {
-			total += int64(d)
-		}
+		total += droppedOn(s)
 	}
 	return total
 }

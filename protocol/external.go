@@ -65,6 +65,9 @@ type AgentReply struct {
 // format"); null is accepted as {}.
 func DecodeAgentReply(b []byte) (*AgentReply, error) {
 	r := AgentReply{Statusmsg: "OK"}
+	if err := CheckDepth(b, MaxDataDepth); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidAgentReply, err)
+	}
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidAgentReply, err)
 	}

@@ -3,6 +3,7 @@ package protocol_test
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/agent-host/agent-host/protocol"
@@ -115,4 +116,68 @@ func FuzzDecodeRPCRequest(f *testing.F) {
 			t.Fatalf("accepted %+v (data %s)", r, r.Data)
 		}
 	})
+}
+
+func TestCheckDepth(t *testing.T) {
+	cases := []struct {
+		name    string
+		doc     string
+		max     int
+		wantErr bool
+	}{
+		{"flat", `{"a":1}`, 1, false},
+		{"at the limit", `{"a":[{"b":[]}]}`, 4, false},
+		{"over the limit", `{"a":[{"b":[[]]}]}`, 4, true},
+		{"brackets in strings do not count", `{"a":"[[[[{{{{"}`, 1, false},
+		{"escaped quotes stay in the string", `{"a":"\"[[[["}`, 1, false},
+		{"escaped backslash ends the escape", `{"a":"\\"}`, 1, false},
+		{"escaped backslash before a bracket outside", `["\\",[[]]]`, 2, true},
+		{"deep arrays", strings.Repeat("[", 600_000) + strings.Repeat("]", 600_000), protocol.MaxDataDepth, true},
+		{"deep objects", strings.Repeat(`{"a":`, 200) + "1" + strings.Repeat("}", 200), protocol.MaxDataDepth, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := protocol.CheckDepth([]byte(tc.doc), tc.max)
+			if (err != nil) != tc.wantErr || (err != nil && !errors.Is(err, protocol.ErrTooDeep)) {
+				t.Errorf("CheckDepth = %v, want error %v", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// FuzzCheckDepth checks that, on documents encoding/json accepts,
+// CheckDepth refuses exactly those nested deeper than the limit.
+func FuzzCheckDepth(f *testing.F) {
+	f.Add(`{"a":[1,{"b":"[x"}]}`, uint8(3))
+	f.Add(`"\\"`, uint8(1))
+	f.Fuzz(func(t *testing.T, doc string, max uint8) {
+		err := protocol.CheckDepth([]byte(doc), int(max))
+		if err != nil && !errors.Is(err, protocol.ErrTooDeep) {
+			t.Fatalf("error %v does not wrap ErrTooDeep", err)
+		}
+		var v any
+		if json.Unmarshal([]byte(doc), &v) != nil {
+			return
+		}
+		if got := depthOf(v); (got > int(max)) != (err != nil) {
+			t.Fatalf("protocol.CheckDepth(%q, %d) = %v, but the document is %d deep", doc, max, err, got)
+		}
+	})
+}
+
+func depthOf(v any) int {
+	deepest := 0
+	switch x := v.(type) {
+	case []any:
+		for _, e := range x {
+			deepest = max(deepest, depthOf(e))
+		}
+		return deepest + 1
+	case map[string]any:
+		for _, e := range x {
+			deepest = max(deepest, depthOf(e))
+		}
+		return deepest + 1
+	}
+	return 0
 }

@@ -14,12 +14,18 @@ var ErrInvalidRPCRequest = errors.New("protocol: invalid rpc request")
 // RPCRequestError says why a SimpleRPC body was refused. Its text is what
 // the caller sees after "Could not process request: ", so it carries no
 // package prefix; it matches ErrInvalidRPCRequest.
-type RPCRequestError struct{ Reason string }
+type RPCRequestError struct {
+	Reason string
+	err    error // the cause, such as ErrTooDeep, when there is one
+}
 
 func (e *RPCRequestError) Error() string { return e.Reason }
 
 // Is makes errors.Is(err, ErrInvalidRPCRequest) hold.
 func (e *RPCRequestError) Is(target error) bool { return target == ErrInvalidRPCRequest }
+
+// Unwrap returns the cause, such as ErrTooDeep.
+func (e *RPCRequestError) Unwrap() error { return e.err }
 
 // nameRe is the shape of agent and action names in Choria's schemas.
 var nameRe = regexp.MustCompile(`^[a-z0-9_]+$`)
@@ -40,19 +46,22 @@ type RPCRequest struct {
 // DecodeRPCRequest parses a SimpleRPC request body. Data is normalised to
 // a JSON object ({} when absent or null); any other JSON type is refused.
 func DecodeRPCRequest(body []byte) (*RPCRequest, error) {
+	if err := CheckDepth(body, MaxDataDepth); err != nil {
+		return nil, &RPCRequestError{Reason: err.Error(), err: err}
+	}
 	var r RPCRequest
 	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, &RPCRequestError{err.Error()}
+		return nil, &RPCRequestError{Reason: err.Error()}
 	}
 	if !nameRe.MatchString(r.Agent) {
-		return nil, &RPCRequestError{fmt.Sprintf("agent %q is not a valid agent name", r.Agent)}
+		return nil, &RPCRequestError{Reason: fmt.Sprintf("agent %q is not a valid agent name", r.Agent)}
 	}
 	if !nameRe.MatchString(r.Action) {
-		return nil, &RPCRequestError{fmt.Sprintf("action %q is not a valid action name", r.Action)}
+		return nil, &RPCRequestError{Reason: fmt.Sprintf("action %q is not a valid action name", r.Action)}
 	}
 	data, ok := DataObject(r.Data)
 	if !ok {
-		return nil, &RPCRequestError{"data must be a JSON object"}
+		return nil, &RPCRequestError{Reason: "data must be a JSON object"}
 	}
 	r.Data = data
 	return &r, nil
@@ -90,4 +99,17 @@ func DataObject(raw json.RawMessage) (data json.RawMessage, ok bool) {
 		return json.RawMessage("{}"), true
 	}
 	return raw, raw[0] == '{'
+}
+
+// DecodeRPCReply parses a SimpleRPC reply body, as a client reads a
+// node's answer.
+func DecodeRPCReply(body []byte) (*RPCReply, error) {
+	if err := CheckDepth(body, MaxDataDepth); err != nil {
+		return nil, err
+	}
+	var r RPCReply
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("protocol: decoding rpc reply: %w", err)
+	}
+	return &r, nil
 }

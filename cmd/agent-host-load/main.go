@@ -21,9 +21,9 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/nats-io/nats.go"
 
-	"github.com/agent-host/agent-host/host/client"
-	"github.com/agent-host/agent-host/host/security"
 	"github.com/agent-host/agent-host/protocol"
+	"github.com/agent-host/agent-host/protocol/client"
+	"github.com/agent-host/agent-host/protocol/security"
 	v1 "github.com/agent-host/agent-host/protocol/v1"
 )
 

@@ -42,7 +42,7 @@ func main() {
 	case "agents":
 		err = agents.execute(ctx, os.Stdout)
 	case "req":
-		code, err = req.execute(ctx, os.Stdout)
+		code, err = req.execute(ctx, os.Stdout, os.Stderr)
 	case "version":
 		fmt.Println(versionString())
 	}

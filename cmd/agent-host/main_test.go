@@ -125,8 +125,18 @@ func TestQuickStart(t *testing.T) {
 	}
 
 	out, err = agentHost("req", "rpcutil", "ping", "-F", "role=db", "--dt", "500ms", "--config", conf).CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "did not discover any nodes") {
+	if err == nil || !strings.Contains(string(out), "no node answered discovery: check the filter") {
 		t.Errorf("req with a filter matching nothing: err %v\n%s", err, out)
+	}
+
+	out, err = agentHost("req", "parot", "echo", "--dt", "500ms", "--config", conf).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no node serves agent parot: 1 node(s) matched the filter without it, so the agent name may be wrong") {
+		t.Errorf("req of a misspelt agent: err %v\n%s", err, out)
+	}
+
+	out, err = agentHost("req", "discovery", "ping", "--config", conf).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Finished processing 1 / 1 hosts") || strings.Contains(string(out), "no response") {
+		t.Errorf("req discovery ping: %v\n%s", err, out)
 	}
 
 	out, err = agentHost("req", "parrot", "echo", "message=a;b", "--config", conf).CombinedOutput()

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,13 +17,13 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/nats-io/nats.go"
 
-	"github.com/agent-host/agent-host/host"
-	"github.com/agent-host/agent-host/host/client"
+	"github.com/agent-host/agent-host/host/builtin"
 	"github.com/agent-host/agent-host/host/config"
-	"github.com/agent-host/agent-host/host/filter"
-	"github.com/agent-host/agent-host/host/security"
 	"github.com/agent-host/agent-host/protocol"
+	"github.com/agent-host/agent-host/protocol/client"
 	"github.com/agent-host/agent-host/protocol/ddl"
+	"github.com/agent-host/agent-host/protocol/filter"
+	"github.com/agent-host/agent-host/protocol/security"
 )
 
 type reqCommand struct {
@@ -63,13 +64,16 @@ func newReqCommand(app *kingpin.Application) *reqCommand {
 }
 
 // execute runs the request and returns the exit code: 0 when every node
-// answered OK, 1 otherwise.
-func (c *reqCommand) execute(ctx context.Context, out io.Writer) (int, error) {
+// answered OK, 1 otherwise. Warnings go to warn.
+func (c *reqCommand) execute(ctx context.Context, out, warn io.Writer) (int, error) {
 	cfg, err := loadConfig(c.configFile, c.plugins)
 	if err != nil {
 		return 1, err
 	}
 	d := findDDL(cfg, c.agent)
+	if d == nil && c.agent != "discovery" {
+		fmt.Fprintf(warn, "warning: no DDL found for agent %s (looked in --plugins, plugin.agent_host.plugins and the libdirs); inputs are typed by how they look: whole numbers, true/false and JSON objects or arrays as such, everything else as text\n", c.agent)
+	}
 	data, err := parseInputs(c.args, d, c.action)
 	if err != nil {
 		return 1, err
@@ -92,17 +96,17 @@ func (c *reqCommand) execute(ctx context.Context, out io.Writer) (int, error) {
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return 1, fmt.Errorf("connecting to the broker at %s: %w", url, err)
+		return 1, fmt.Errorf("cannot connect to the broker at %s: %w", url, err)
 	}
 	defer nc.Close()
 	cl := client.New(nc, ccfg)
 
 	nodes, err := c.discover(ctx, cl, f)
 	if err != nil {
-		return 1, err
+		return 1, userError(ctx, "discovery", err)
 	}
 	if len(nodes) == 0 {
-		return 1, client.ErrNoNodes
+		return 1, c.noNodes(ctx, cl, f)
 	}
 	timeout := c.timeout
 	if timeout == 0 {
@@ -114,11 +118,39 @@ func (c *reqCommand) execute(ctx context.Context, out io.Writer) (int, error) {
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
-	replies, err := cl.Request(rctx, nodes, c.agent, c.action, data, f)
-	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return 1, err
+	res, err := cl.Request(rctx, nodes, c.agent, c.action, data, f)
+	if err != nil {
+		return 1, userError(ctx, "the request", err)
 	}
-	return report(out, c.jsonOut, d, c.action, nodes, replies, time.Since(start))
+	if ctx.Err() != nil {
+		fmt.Fprintln(warn, "interrupted: nodes that had not answered yet are listed as no response")
+	}
+	return report(out, c.jsonOut, d, c.action, len(nodes), res, time.Since(start))
+}
+
+// noNodes explains an empty discovery. choria req always adds an agent
+// filter for the agent called, so a misspelt agent looks like no nodes at
+// all; asking again without it tells the two apart.
+func (c *reqCommand) noNodes(ctx context.Context, cl *client.Client, f *protocol.Filter) error {
+	without := *f
+	without.Agent = slices.DeleteFunc(slices.Clone(f.Agent), func(a string) bool { return a == c.agent })
+	others, err := cl.Discover(ctx, &without, c.discoveryFor)
+	if err == nil && len(others) > 0 {
+		return fmt.Errorf("no node serves agent %s: %d node(s) matched the filter without it, so the agent name may be wrong; `agent-host req rpcutil agent_inventory` lists the agents each node serves", c.agent, len(others))
+	}
+	return errors.New("no node answered discovery: check the filter, the collective and that agent-host is running and connected to this broker")
+}
+
+// userError says what failed in the user's terms: an interruption or a
+// timeout rather than Go's context errors.
+func userError(ctx context.Context, what string, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("%s was interrupted", what)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%s timed out", what)
+	}
+	return fmt.Errorf("%s failed: %w", what, err)
 }
 
 // discover skips the network for plain identity filters, as choria does.
@@ -190,12 +222,12 @@ func findDDL(cfg *config.Config, agent string) *ddl.DDL {
 			}
 		}
 	}
-	d, _ := host.BuiltinDDL(agent)
+	d, _ := builtin.DDL(agent)
 	return d
 }
 
 // parseInputs turns key=value arguments into request data, typed by the
-// DDL's input types when there is one.
+// DDL's input types when there is one and by how they look otherwise.
 func parseInputs(args []string, d *ddl.DDL, action string) (json.RawMessage, error) {
 	var inputs map[string]*ddl.InputItem
 	if d != nil {
@@ -209,7 +241,13 @@ func parseInputs(args []string, d *ddl.DDL, action string) (json.RawMessage, err
 		if !ok || k == "" {
 			return nil, fmt.Errorf("input %q is not key=value", arg)
 		}
-		typed, err := typeInput(inputs[k], v)
+		var typed any
+		var err error
+		if item := inputs[k]; item != nil || d != nil {
+			typed, err = typeInput(item, v)
+		} else {
+			typed = guessInput(v)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("input %s: %w", k, err)
 		}
@@ -218,41 +256,73 @@ func parseInputs(args []string, d *ddl.DDL, action string) (json.RawMessage, err
 	return json.Marshal(data)
 }
 
+// typeInput reads v as the DDL declares item; an input the DDL does not
+// declare is sent as text, and the node refuses it.
 func typeInput(item *ddl.InputItem, v string) (any, error) {
 	if item == nil {
 		return v, nil
 	}
 	switch strings.ToLower(item.Type) {
 	case "integer", "int":
-		return strconv.Atoi(v)
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an integer", v)
+		}
+		return n, nil
 	case "number", "float":
-		return strconv.ParseFloat(v, 64)
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a number", v)
+		}
+		return n, nil
 	case "boolean":
-		return config.ParseBool(v)
+		b, err := config.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a boolean: use true or false", v)
+		}
+		return b, nil
 	case "hash", "array":
 		var x any
 		if err := json.Unmarshal([]byte(v), &x); err != nil {
-			return nil, fmt.Errorf("%q is not JSON: %w", v, err)
+			return nil, fmt.Errorf("%q is not JSON; a %s input is written as JSON, such as %s", v, item.Type, map[string]string{"hash": `{"a":1}`, "array": `[1,2]`}[strings.ToLower(item.Type)])
 		}
 		return x, nil
 	}
 	return v, nil
 }
 
-// report prints the replies and returns the exit code.
-func report(out io.Writer, asJSON bool, d *ddl.DDL, action string, nodes []string, replies []client.Reply, took time.Duration) (int, error) {
-	code := 0
-	answered := map[string]bool{}
-	for _, r := range replies {
-		answered[r.Sender] = true
-		if r.Body.Statuscode != protocol.OK {
-			code = 1
+// guessInput types an input without a DDL: whole numbers (without a
+// leading zero), true and false, and JSON objects and arrays are sent as
+// such; the rest, decimals included (versions such as 1.10 are text more
+// often than not), as text.
+func guessInput(v string) any {
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil && (v == "0" || !strings.HasPrefix(strings.TrimPrefix(v, "-"), "0")) {
+		return n
+	}
+	switch v {
+	case "true":
+		return true
+	case "false":
+		return false
+	}
+	if strings.HasPrefix(v, "{") || strings.HasPrefix(v, "[") {
+		var x any
+		if json.Unmarshal([]byte(v), &x) == nil {
+			return x
 		}
 	}
-	missing := []string{}
-	for _, n := range nodes {
-		if !answered[n] {
-			missing = append(missing, n)
+	return v
+}
+
+// report prints the replies and returns the exit code: 0 when every
+// node asked answered OK.
+func report(out io.Writer, asJSON bool, d *ddl.DDL, action string, asked int, res *client.Result, took time.Duration) (int, error) {
+	code := 0
+	if len(res.Missing) > 0 {
+		code = 1
+	}
+	for _, r := range res.Replies {
+		if r.Err != nil || r.Body.Statuscode != protocol.OK {
 			code = 1
 		}
 	}
@@ -262,14 +332,23 @@ func report(out io.Writer, asJSON bool, d *ddl.DDL, action string, nodes []strin
 			Statuscode uint8           `json:"statuscode"`
 			Statusmsg  string          `json:"statusmsg"`
 			Data       json.RawMessage `json:"data"`
+			Error      string          `json:"error,omitempty"`
 		}
 		list := []jsonReply{}
-		for _, r := range replies {
-			list = append(list, jsonReply{r.Sender, uint8(r.Body.Statuscode), r.Body.Statusmsg, r.Body.Data})
+		for _, r := range res.Replies {
+			jr := jsonReply{Sender: r.Sender, Statuscode: uint8(r.Body.Statuscode), Statusmsg: r.Body.Statusmsg, Data: r.Body.Data}
+			if r.Err != nil {
+				jr.Error = r.Err.Error()
+				jr.Statuscode = uint8(protocol.UnknownError)
+			}
+			if jr.Data == nil {
+				jr.Data = json.RawMessage("{}")
+			}
+			list = append(list, jr)
 		}
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(map[string]any{"replies": list, "no_responses": missing}); err != nil {
+		if err := enc.Encode(map[string]any{"replies": list, "no_responses": nonNil(res.Missing), "unexpected_responses": nonNil(res.Unexpected)}); err != nil {
 			return 1, err
 		}
 		return code, nil
@@ -281,8 +360,12 @@ func report(out io.Writer, asJSON bool, d *ddl.DDL, action string, nodes []strin
 			labels = a.Output
 		}
 	}
-	for _, r := range replies {
-		if r.Body.Statuscode != protocol.OK {
+	for _, r := range res.Replies {
+		switch {
+		case r.Err != nil:
+			fmt.Fprintf(out, "%-40s sent a reply that could not be read: %s\n\n", r.Sender, r.Err)
+			continue
+		case r.Body.Statuscode != protocol.OK:
 			fmt.Fprintf(out, "%-40s %s\n\n", r.Sender, r.Body.Statusmsg)
 			continue
 		}
@@ -303,11 +386,21 @@ func report(out io.Writer, asJSON bool, d *ddl.DDL, action string, nodes []strin
 		}
 		fmt.Fprintln(out)
 	}
-	for _, n := range missing {
+	for _, n := range res.Missing {
 		fmt.Fprintf(out, "%-40s no response\n", n)
 	}
-	fmt.Fprintf(out, "Finished processing %d / %d hosts in %s\n", len(replies), len(nodes), took.Round(time.Millisecond))
+	if len(res.Unexpected) > 0 {
+		fmt.Fprintf(out, "Replies from %d node(s) that were not asked were ignored: %s\n", len(res.Unexpected), strings.Join(res.Unexpected, ", "))
+	}
+	fmt.Fprintf(out, "Finished processing %d / %d hosts in %s\n", len(res.Replies), asked, took.Round(time.Millisecond))
 	return code, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // display shows strings bare and everything else as JSON.

@@ -64,7 +64,7 @@ func (c *runCommand) execute(ctx context.Context, abort <-chan struct{}) error {
 			// The file provider connects with TLS, which the embedded broker does not offer.
 			return errors.New("no broker configured: set plugin.choria.middleware_hosts to a TLS broker for plugin.security.provider = file, or use plugin.security.provider = insecure for a loopback-only development setup (see testdata/config/dev.conf)")
 		}
-		b, err := host.StartBroker(cfg.EmbeddedBroker)
+		b, err := startBroker(cfg.EmbeddedBroker)
 		if err != nil {
 			return fmt.Errorf("no middleware hosts configured, and the embedded broker failed: %w", err)
 		}

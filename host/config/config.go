@@ -128,9 +128,37 @@ type Config struct {
 	// How many requests may execute at the same time across all agents.
 	MaxInFlight int `confkey:"plugin.agent_host.max_in_flight" default:"64" validate:"min=1"`
 
-	// How many messages each subscription buffers before further messages are refused and
-	// counted as dropped.
+	// How many requests of one agent may execute at the same time, so that one slow agent
+	// cannot take every slot. 0 means half of plugin.agent_host.max_in_flight, at least 1.
+	MaxInFlightPerAgent int `confkey:"plugin.agent_host.max_in_flight_per_agent" default:"0" validate:"min=0"`
+
+	// How many requests for agents may wait, across all agents, for a free slot. A request
+	// beyond it, or beyond half of it for one agent, is answered at once with a reply saying
+	// the node is busy.
+	QueueLimit int `confkey:"plugin.agent_host.queue_limit" default:"1024" validate:"min=1"`
+
+	// How many bytes of requests for agents may wait for a free slot, across all agents; a
+	// request beyond it is answered with a reply saying the node is busy.
+	QueueBytes int `confkey:"plugin.agent_host.queue_bytes" default:"67108864" validate:"min=1"`
+
+	// How many received messages may wait, across all subscriptions, to be decoded and
+	// checked. Messages beyond it are dropped unread and counted as dropped, as NATS drops
+	// them for a slow consumer: they cannot be answered before they are decoded.
 	PendingLimit int `confkey:"plugin.agent_host.pending_limit" default:"4096" validate:"min=1"`
+
+	// How many bytes of received messages may wait, across all subscriptions, to be decoded
+	// and checked; beyond it messages are dropped unread and counted as dropped.
+	PendingBytes int `confkey:"plugin.agent_host.pending_bytes" default:"67108864" validate:"min=1"`
+
+	// The longest TTL honoured: a request's ttl is cut to this before its time window is
+	// checked, so a request created long ago with a huge ttl is refused as expired. Choria's
+	// clients send 60 seconds.
+	MaxTTL time.Duration `confkey:"plugin.agent_host.max_ttl" type:"duration" default:"24h"`
+
+	// How long requests still running at shutdown may take to finish before their agents are
+	// killed. Requests still waiting for a slot are answered at once that the node is
+	// shutting down.
+	ShutdownGrace time.Duration `confkey:"plugin.agent_host.shutdown_grace" type:"duration" default:"10s"`
 
 	// The largest reply, in bytes, an agent may write; a larger reply fails the request. The
 	// signed and encoded reply sent to the client is bigger than this and must still fit the

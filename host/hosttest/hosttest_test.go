@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/agent-host/agent-host/host/hosttest"
-	"github.com/agent-host/agent-host/host/security"
+	"github.com/agent-host/agent-host/protocol/security"
 )
 
 // waitTimeout is generous for a loaded machine; waits poll, never sleep.

@@ -54,11 +54,12 @@ type TransportHeaders struct {
 	Federation *FederationHeader `json:"federation,omitempty"`
 }
 
-// FederationHeader is set by Choria federation brokers.
+// FederationHeader is set by Choria federation brokers, which route the
+// replies of federated requests by it.
 type FederationHeader struct {
-	RequestID string   `json:"req"`
-	ReplyTo   string   `json:"reply-to"`
-	Targets   []string `json:"target"`
+	RequestID string   `json:"req,omitempty"`
+	ReplyTo   string   `json:"reply-to,omitempty"`
+	Targets   []string `json:"target,omitempty"`
 }
 
 // SecureRequest carries the request JSON as text, its signature and the
@@ -124,6 +125,9 @@ var requestIDRe = regexp.MustCompile(`^[a-zA-Z0-9]{32}$`)
 
 // DecodeTransport parses a NATS payload as a v1 transport.
 func DecodeTransport(b []byte) (*Transport, error) {
+	if err := protocol.CheckDepth(b, protocol.MaxEnvelopeDepth); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidTransport, err)
+	}
 	var t Transport
 	if err := json.Unmarshal(b, &t); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidTransport, err)
@@ -139,6 +143,9 @@ func DecodeTransport(b []byte) (*Transport, error) {
 
 // SecureRequest decodes the transport's data as a secure request.
 func (t *Transport) SecureRequest() (*SecureRequest, error) {
+	if err := protocol.CheckDepth(t.Data, protocol.MaxEnvelopeDepth); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidSecureRequest, err)
+	}
 	var s SecureRequest
 	if err := json.Unmarshal(t.Data, &s); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidSecureRequest, err)
@@ -154,6 +161,9 @@ func (t *Transport) SecureRequest() (*SecureRequest, error) {
 
 // SecureReply decodes the transport's data as a secure reply and checks its hash.
 func (t *Transport) SecureReply() (*SecureReply, error) {
+	if err := protocol.CheckDepth(t.Data, protocol.MaxEnvelopeDepth); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidSecureReply, err)
+	}
 	var s SecureReply
 	if err := json.Unmarshal(t.Data, &s); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidSecureReply, err)
@@ -171,6 +181,9 @@ func (t *Transport) SecureReply() (*SecureReply, error) {
 // schema requires: the protocol, a 32 character request id, every envelope
 // string present and a positive TTL.
 func (s *SecureRequest) Request() (*Request, error) {
+	if err := protocol.CheckDepth([]byte(s.Message), protocol.MaxEnvelopeDepth); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
 	var r Request
 	if err := json.Unmarshal([]byte(s.Message), &r); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
@@ -215,6 +228,9 @@ func (r *Request) Body() []byte {
 
 // Reply decodes the secure reply's reply text.
 func (s *SecureReply) Reply() (*Reply, error) {
+	if err := protocol.CheckDepth([]byte(s.Message), protocol.MaxEnvelopeDepth); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidReply, err)
+	}
 	var r Reply
 	if err := json.Unmarshal([]byte(s.Message), &r); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidReply, err)
@@ -225,14 +241,31 @@ func (s *SecureReply) Reply() (*Reply, error) {
 	return &r, nil
 }
 
+// ReplyHeaders returns the transport headers of a reply to the request
+// that arrived in request, as Choria's server writes them: mc_sender is
+// the replying node's identity; a federated request's federation header
+// and seen-by hops are copied, so the federation broker can route the
+// reply back; and the node records its own hop, [server, identity,
+// server], server being the broker URL it is connected to.
+func ReplyHeaders(request *Transport, identity, server string) TransportHeaders {
+	h := TransportHeaders{MCSender: identity}
+	if f := request.Headers.Federation; f != nil {
+		h.Federation = &FederationHeader{RequestID: f.RequestID, ReplyTo: f.ReplyTo, Targets: f.Targets}
+		h.SeenBy = append(h.SeenBy, request.Headers.SeenBy...)
+	}
+	h.SeenBy = append(h.SeenBy, [3]string{server, identity, server})
+	return h
+}
+
 // EncodeReply wraps a reply body for the request in a reply, a secure
-// reply and a transport, ready to publish on the request's reply-to.
-// sender is this server's identity and now the reply time in Unix seconds.
-func EncodeReply(req *Request, sender string, now int64, body []byte) ([]byte, error) {
+// reply and a transport with headers (see ReplyHeaders), ready to publish
+// on the request's reply-to. The reply's sender is headers.MCSender and
+// now its time in Unix seconds.
+func EncodeReply(req *Request, headers TransportHeaders, now int64, body []byte) ([]byte, error) {
 	reply, err := json.Marshal(Reply{
 		Protocol: ReplyProtocol,
 		Message:  string(body),
-		Envelope: ReplyEnvelope{RequestID: req.Envelope.RequestID, SenderID: sender, Agent: req.Envelope.Agent, Time: now},
+		Envelope: ReplyEnvelope{RequestID: req.Envelope.RequestID, SenderID: headers.MCSender, Agent: req.Envelope.Agent, Time: now},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encoding reply: %w", err)
@@ -241,11 +274,29 @@ func EncodeReply(req *Request, sender string, now int64, body []byte) ([]byte, e
 	if err != nil {
 		return nil, fmt.Errorf("encoding secure reply: %w", err)
 	}
-	t, err := json.Marshal(Transport{Protocol: TransportProtocol, Data: secure, Headers: TransportHeaders{MCSender: sender}})
+	t, err := json.Marshal(Transport{Protocol: TransportProtocol, Data: secure, Headers: headers})
 	if err != nil {
 		return nil, fmt.Errorf("encoding reply transport: %w", err)
 	}
 	return t, nil
+}
+
+// DecodeReply unwraps a reply payload: its transport, the secure reply
+// (whose hash is checked) and the reply inside, whose Message is the body.
+func DecodeReply(payload []byte) (*Transport, *Reply, error) {
+	t, err := DecodeTransport(payload)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := t.SecureReply()
+	if err != nil {
+		return t, nil, err
+	}
+	r, err := s.Reply()
+	if err != nil {
+		return t, nil, err
+	}
+	return t, r, nil
 }
 
 func hashOf(message string) string {

@@ -9,7 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
+	"time"
 )
 
 // firstBufferBytes is where a line buffer starts; most processes print
@@ -85,14 +85,23 @@ func dropCR(b []byte) []byte {
 }
 
 // outputLog logs the output lines of one process within a byte budget
-// shared by both streams.
+// shared by both streams: a bucket of limit bytes that refills at rate
+// bytes a second. Lines that do not fit are counted, and the count is
+// logged when logging resumes and when the process is over.
 type outputLog struct {
 	ctx   context.Context
 	log   *slog.Logger
 	limit int64 // negative: unlimited
+	rate  int64 // bytes per second; negative: never refills
 
-	budget                     atomic.Int64
-	droppedLines, droppedBytes atomic.Int64
+	mu                         sync.Mutex
+	budget                     int64
+	refilled                   time.Time
+	droppedLines, droppedBytes int64
+}
+
+func newOutputLog(ctx context.Context, log *slog.Logger, limit, rate int64) *outputLog {
+	return &outputLog{ctx: ctx, log: log, limit: limit, rate: rate, budget: limit, refilled: time.Now()}
 }
 
 func (o *outputLog) lineFunc(level slog.Level, stream string) LineFunc {
@@ -117,16 +126,54 @@ func (o *outputLog) lineFunc(level slog.Level, stream string) LineFunc {
 	}
 }
 
-// spend takes line from the byte budget; false means it is not logged.
-// Once the budget is spent it stays spent: nothing after a dropped line is
-// logged, so what is logged is a prefix of the output.
+// spend takes line from the budget; false means it is not logged. The
+// first line logged after some were not is preceded by their count.
 func (o *outputLog) spend(line []byte) bool {
-	if o.limit >= 0 && o.budget.Add(-int64(len(line))) < 0 {
-		o.droppedLines.Add(1)
-		o.droppedBytes.Add(int64(len(line)))
+	if o.limit < 0 {
+		return true
+	}
+	n := int64(len(line))
+	o.mu.Lock()
+	if o.rate > 0 {
+		now := time.Now()
+		if elapsed := now.Sub(o.refilled); elapsed > 0 {
+			o.budget = min(o.limit, o.budget+int64(elapsed.Seconds()*float64(o.rate)))
+			o.refilled = now
+		}
+	}
+	if o.budget < n {
+		o.droppedLines++
+		o.droppedBytes += n
+		o.mu.Unlock()
 		return false
 	}
+	o.budget -= n
+	lines, bytes := o.droppedLines, o.droppedBytes
+	o.droppedLines, o.droppedBytes = 0, 0
+	o.mu.Unlock()
+	o.report(lines, bytes)
 	return true
+}
+
+// summarize logs how much output the budget kept out of the logs since
+// the last report.
+func (o *outputLog) summarize() {
+	o.mu.Lock()
+	lines, bytes := o.droppedLines, o.droppedBytes
+	o.droppedLines, o.droppedBytes = 0, 0
+	o.mu.Unlock()
+	o.report(lines, bytes)
+}
+
+func (o *outputLog) report(lines, bytes int64) {
+	if lines == 0 {
+		return
+	}
+	o.log.LogAttrs(o.ctx, slog.LevelWarn, "output beyond the log limit was not logged",
+		slog.Int64("dropped_lines", lines),
+		slog.Int64("dropped_bytes", bytes),
+		slog.Int64("limit_bytes", o.limit),
+		slog.Int64("refill_bytes_per_second", max(o.rate, 0)))
 }
 
 // maxLineFields bounds the fields kept from one structured line.
@@ -178,16 +225,4 @@ func structuredLine(line []byte) (level slog.Level, msg string, attrs []slog.Att
 		attrs = append(attrs, slog.Any(k, fields[k]))
 	}
 	return level, msg, attrs, true
-}
-
-// summarize logs how much output the budget kept out of the logs.
-func (o *outputLog) summarize() {
-	lines := o.droppedLines.Load()
-	if lines == 0 {
-		return
-	}
-	o.log.LogAttrs(o.ctx, slog.LevelWarn, "output beyond the log limit was not logged",
-		slog.Int64("dropped_lines", lines),
-		slog.Int64("dropped_bytes", o.droppedBytes.Load()),
-		slog.Int64("limit_bytes", o.limit))
 }

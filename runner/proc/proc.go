@@ -1,8 +1,19 @@
 // Package proc supervises one OS process. It starts the process in a
-// process group of its own with an exact argv, environment and working
-// directory; turns its stdout and stderr into log records line by line
-// without ever blocking it; and, when the context ends, stops the whole
-// group: SIGTERM, a bounded grace period, then SIGKILL.
+// session and process group of its own with an exact argv, environment
+// and working directory; turns its stdout and stderr into log records line
+// by line without ever blocking it; when the context ends, stops the whole
+// group: SIGTERM, a bounded grace period, then SIGKILL; and once the
+// process has exited, however it ended, stops everything it left running
+// in the same way.
+//
+// What a process leaves behind is found two ways. Its process group and
+// session hold every descendant that did not leave them. On Linux, after
+// BecomeSubreaper, descendants that did leave (setsid, double forks) are
+// re-parented to this process instead of init when their parent dies, and
+// proc finds them among this process's children: any child in a session
+// proc created whose leader has exited, or in a session nobody known
+// created, is an orphan of a supervised process. Children other code
+// started in this process's own session are never touched.
 //
 // The package knows nothing about agents or protocols, so that both the
 // per-request spawner and long-lived workers can use it.
@@ -26,6 +37,8 @@ const (
 	DefaultMaxLineBytes = 64 << 10
 	DefaultKillGrace    = time.Second
 	DefaultMaxLogBytes  = 1 << 20
+	// DefaultLogBytesPerSecond lets a process log about 5 GiB a day.
+	DefaultLogBytesPerSecond = 64 << 10
 )
 
 // Spec says what to run. Only Path is required.
@@ -53,12 +66,16 @@ type Spec struct {
 	// SIGKILL, and how long output is still drained after the process
 	// exited. Zero means DefaultKillGrace.
 	KillGrace time.Duration
-	// MaxLogBytes caps the output logged over the life of the process,
-	// both streams together. Lines beyond it are read and counted but not
-	// logged, so a flood cannot fill the logs. It does not apply to
-	// WithStdout and WithStderr callbacks. Zero means DefaultMaxLogBytes;
-	// negative means no limit.
+	// MaxLogBytes caps the output logged in a burst, both streams
+	// together. Lines beyond it are read and counted but not logged, so a
+	// flood cannot fill the logs; the budget refills at LogBytesPerSecond,
+	// so a long-lived process keeps logging at that rate. It does not apply
+	// to WithStdout and WithStderr callbacks. Zero means
+	// DefaultMaxLogBytes; negative means no limit.
 	MaxLogBytes int64
+	// LogBytesPerSecond is how fast the log budget refills. Zero means
+	// DefaultLogBytesPerSecond; negative means it never refills.
+	LogBytesPerSecond int64
 }
 
 // LineFunc receives one line of output without its line ending ("\n" or
@@ -74,6 +91,7 @@ type Option func(*options)
 type options struct {
 	log            *slog.Logger
 	stdout, stderr LineFunc
+	group          *sync.WaitGroup
 }
 
 // WithLogger sets the logger that receives the output: stdout lines at
@@ -96,6 +114,14 @@ func WithStdout(fn LineFunc) Option {
 // WithStderr hands every stderr line to fn instead of the logger.
 func WithStderr(fn LineFunc) Option {
 	return func(o *options) { o.stderr = fn }
+}
+
+// WithGroup adds the process to wg, which is done once the process and
+// everything it left running are gone and its output is read: an owner
+// that starts processes and returns before they are over waits for them
+// all with wg.Wait. Start adds to wg only when it succeeds.
+func WithGroup(wg *sync.WaitGroup) Option {
+	return func(o *options) { o.group = wg }
 }
 
 // Stop tells why the supervisor ended a process.
@@ -133,6 +159,21 @@ type Result struct {
 	Stopped Stop
 }
 
+// Leftovers reports the processes a process left running when it exited,
+// which proc then stopped.
+type Leftovers struct {
+	// Group says its process group still had members.
+	Group bool
+	// Escaped counts descendants that had left the process group, found
+	// among this process's children once their parents died (Linux,
+	// after BecomeSubreaper, only).
+	Escaped int
+	// Unstoppable says some were still there after SIGKILL and a second
+	// grace period (a process stuck in the kernel, or one proc may not
+	// signal).
+	Unstoppable bool
+}
+
 // Process is a started process under supervision. Its methods are safe
 // for concurrent use.
 type Process struct {
@@ -142,18 +183,23 @@ type Process struct {
 	stdout, stderr *os.File // read ends of the output pipes
 	out            *outputLog
 
+	log      *slog.Logger
+	group    *sync.WaitGroup
 	killOnce sync.Once
 	kill     chan struct{}
 
-	done chan struct{} // closed when res and err are final
-	res  Result
-	err  error
+	exited    chan struct{} // closed when res and err are final
+	res       Result
+	err       error
+	done      chan struct{} // closed when everything is over
+	leftovers Leftovers
 }
 
 // Start runs spec under supervision. The context bounds the life of the
 // process: when it ends, the process group gets SIGTERM and, after
-// KillGrace, SIGKILL. A process that exits by itself is left with its
-// descendants: only a stop kills the group.
+// KillGrace, SIGKILL. Whatever the process leaves running when it exits,
+// by itself or stopped, gets the same: SIGTERM at once (SIGKILL if the
+// process was stopped), SIGKILL after KillGrace.
 //
 // Start returns the error of os/exec as is when the process cannot be
 // started; it already names the executable.
@@ -179,6 +225,10 @@ func Start(ctx context.Context, spec Spec, opts ...Option) (*Process, error) {
 	if maxLog == 0 {
 		maxLog = DefaultMaxLogBytes
 	}
+	logRate := spec.LogBytesPerSecond
+	if logRate == 0 {
+		logRate = DefaultLogBytesPerSecond
+	}
 	env := spec.Env
 	if env == nil {
 		env = []string{} // nil would make os/exec inherit this process's environment
@@ -195,18 +245,20 @@ func Start(ctx context.Context, spec Spec, opts ...Option) (*Process, error) {
 		return nil, fmt.Errorf("creating stderr pipe: %w", err)
 	}
 	cmd := &exec.Cmd{
-		Path:        spec.Path,
-		Args:        spec.Args,
-		Env:         env,
-		Dir:         spec.Dir,
-		Stdin:       spec.Stdin,
-		Stdout:      outW,
-		Stderr:      errW,
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		Path:   spec.Path,
+		Args:   spec.Args,
+		Env:    env,
+		Dir:    spec.Dir,
+		Stdin:  spec.Stdin,
+		Stdout: outW,
+		Stderr: errW,
+		// A session of its own is also a process group of its own; the
+		// session survives descendants that leave the group.
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 		// Bounds the stdin copy when a descendant keeps the pipe open.
 		WaitDelay: grace,
 	}
-	err = cmd.Start()
+	err = startTracked(cmd)
 	// The child has its own copies; ours would keep the pipes from ever
 	// reaching EOF.
 	outW.Close()
@@ -223,11 +275,16 @@ func Start(ctx context.Context, spec Spec, opts ...Option) (*Process, error) {
 		grace:  grace,
 		stdout: outR,
 		stderr: errR,
-		out:    &outputLog{ctx: ctx, log: o.log, limit: maxLog},
+		out:    newOutputLog(ctx, o.log, maxLog, logRate),
+		log:    o.log,
+		group:  o.group,
 		kill:   make(chan struct{}),
+		exited: make(chan struct{}),
 		done:   make(chan struct{}),
 	}
-	p.out.budget.Store(maxLog)
+	if p.group != nil {
+		p.group.Add(1)
+	}
 	stdoutFn, stderrFn := o.stdout, o.stderr
 	if stdoutFn == nil {
 		stdoutFn = p.out.lineFunc(slog.LevelInfo, "stdout")
@@ -252,20 +309,42 @@ func (p *Process) Kill() {
 	p.killOnce.Do(func() { close(p.kill) })
 }
 
-// Wait blocks until the process has exited, been reaped and its output
-// read, and says how it ended. A non-zero exit or a stop is reported in
-// the Result, not as an error; the error is for failures of waiting
-// itself, such as copying Stdin. Wait may be called any number of times.
+// WaitExit blocks until the process has exited and been reaped, and says
+// how it ended. What it left running may still be being stopped, and its
+// output read: Wait waits for that too. A non-zero exit or a stop is
+// reported in the Result, not as an error; the error is for failures of
+// waiting itself, such as copying Stdin. WaitExit may be called any number
+// of times.
+func (p *Process) WaitExit() (Result, error) {
+	<-p.exited
+	return p.res, p.err
+}
+
+// Wait blocks until the process has exited, everything it left running
+// is gone and its output has been read, and says how it ended, as
+// WaitExit does. Wait may be called any number of times.
 func (p *Process) Wait() (Result, error) {
 	<-p.done
 	return p.res, p.err
 }
 
-// supervise reaps the process, stops it when asked to, and drains its
-// output. It owns every other goroutine of the process and returns only
-// after they have.
+// Leftovers reports what the process left running; it is final once Wait
+// has returned.
+func (p *Process) Leftovers() Leftovers {
+	<-p.done
+	return p.leftovers
+}
+
+// supervise reaps the process, stops it when asked to, stops what it left
+// behind and drains its output. It owns every other goroutine of the
+// process and returns only after they have.
 func (p *Process) supervise(ctx context.Context, readers <-chan struct{}) {
-	defer close(p.done)
+	defer func() {
+		close(p.done)
+		if p.group != nil {
+			p.group.Done()
+		}
+	}()
 	exited := make(chan error, 1)
 	go func() { exited <- p.cmd.Wait() }()
 
@@ -307,19 +386,47 @@ wait:
 	if grace != nil {
 		grace.Stop()
 	}
-	if stop != NotStopped {
-		// Whatever the leader started must not outlive the stop, even if
-		// the leader itself went quietly on SIGTERM.
-		p.signal(syscall.SIGKILL)
-	}
-	p.drain(readers)
-
+	untrack(p.pid)
 	p.res = result(p.cmd.ProcessState, stop)
 	var exitErr *exec.ExitError
 	if waitErr != nil && !errors.As(waitErr, &exitErr) {
 		p.err = fmt.Errorf("waiting for %s: %w", p.cmd.Path, waitErr)
 	}
+
+	// A stopped process's leftovers get no grace: the stop had one.
+	leftovers := beginStopLeftovers(p.pid, p.grace, stop != NotStopped)
+	// What the process printed last is logged before WaitExit returns,
+	// unless a leftover holds the output open and ignores SIGTERM.
+	read := p.awaitOutput(readers, exitOutputWait)
+	close(p.exited)
+	p.leftovers = leftovers.finish()
+	if l := p.leftovers; l.Group || l.Escaped > 0 {
+		p.log.Warn("the process left others running when it exited; they were stopped",
+			"pid", p.pid, "in_group", l.Group, "escaped_group", l.Escaped, "unstoppable", l.Unstoppable)
+	}
+	p.drain(readers, read)
 	p.out.summarize()
+}
+
+// exitOutputWait bounds how long WaitExit waits for the output of a
+// process that has exited to end.
+const exitOutputWait = 100 * time.Millisecond
+
+// awaitOutput waits up to d for both output streams to end and returns
+// how many did.
+func (p *Process) awaitOutput(readers <-chan struct{}, d time.Duration) int {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	n := 0
+	for n < 2 {
+		select {
+		case <-readers:
+			n++
+		case <-t.C:
+			return n
+		}
+	}
+	return n
 }
 
 // signal signals the whole process group. The group may already be
@@ -328,13 +435,14 @@ func (p *Process) signal(sig syscall.Signal) {
 	_ = syscall.Kill(-p.pid, sig)
 }
 
-// drain waits for both output readers. A descendant that outlived the
-// process may hold the pipes open; after the grace period our read ends
-// are closed, which ends the reads at once.
-func (p *Process) drain(readers <-chan struct{}) {
+// drain waits for the output readers that have not ended (2-done of
+// them). A descendant that could not be stopped may hold the pipes open;
+// after the grace period our read ends are closed, which ends the reads
+// at once.
+func (p *Process) drain(readers <-chan struct{}, done int) {
 	t := time.NewTimer(p.grace)
 	defer t.Stop()
-	for n := 0; n < 2; {
+	for n := done; n < 2; {
 		select {
 		case <-readers:
 			n++

@@ -3,6 +3,7 @@ package proc_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -20,6 +21,14 @@ import (
 	"github.com/agent-host/agent-host/runner/proc"
 	"github.com/agent-host/agent-host/runner/runnertest"
 )
+
+func TestMain(m *testing.M) {
+	if err := proc.BecomeSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, "proc.BecomeSubreaper:", err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
 
 // patience bounds every wait for something that should happen soon, so
 // that a bug fails the test instead of hanging it; it is no speed target.
@@ -235,6 +244,32 @@ echo '[1,2]'`
 	})
 }
 
+// TestLogBudgetRefills: a long-lived process that spent its log budget
+// logs again once the budget has refilled, after a line saying how much
+// was not logged.
+func TestLogBudgetRefills(t *testing.T) {
+	t.Parallel()
+	var logs runnertest.Logs
+	p := start(t, t.Context(), proc.Spec{
+		Path:              tool(t, "sh"),
+		Args:              []string{"sh", "-c", "echo aaaaaaaa; echo bbbbbbbb; sleep 1; echo cccccccc"},
+		MaxLogBytes:       10,
+		LogBytesPerSecond: 20,
+	}, proc.WithLogger(logs.Logger()))
+	wait(t, p)
+	var messages []string
+	for _, r := range logs.Records() {
+		messages = append(messages, r.Message)
+	}
+	want := []string{"aaaaaaaa", "output beyond the log limit was not logged", "cccccccc"}
+	if !slices.Equal(messages, want) {
+		t.Fatalf("logged %q, want %q", messages, want)
+	}
+	if r := logs.Records()[1]; r.Attrs["dropped_lines"] != "1" || r.Attrs["dropped_bytes"] != "8" {
+		t.Errorf("summary %+v, want 1 line of 8 bytes dropped", r)
+	}
+}
+
 func TestLogLimit(t *testing.T) {
 	t.Parallel()
 	var logs runnertest.Logs
@@ -242,6 +277,8 @@ func TestLogLimit(t *testing.T) {
 		Path:        tool(t, "sh"),
 		Args:        []string{"sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done"},
 		MaxLogBytes: 10,
+		// No refill, so that timing cannot matter.
+		LogBytesPerSecond: -1,
 	}, proc.WithLogger(logs.Logger()))
 	wait(t, p)
 
@@ -402,27 +439,81 @@ func TestStopKillsProcessGroup(t *testing.T) {
 	}
 }
 
-// A process that exits on its own is not stopped: a descendant it left
-// keeps running, and Wait returns although that descendant holds the
-// output pipes.
-func TestExitLeavesDescendants(t *testing.T) {
+// A process that exits on its own leaves nothing behind: whatever it left
+// running is stopped, however it left. Choria leaves these running for
+// ever (go-choria#842). Each script prints the pid of what it leaves.
+func TestExitStopsLeftovers(t *testing.T) {
+	// Not parallel: a sweep of another test could stop an escaped
+	// leftover first, and this test checks who reports it.
+	python := tool(t, "python3")
+	tool(t, "setsid")
+	tests := []struct {
+		name   string
+		script string
+		// escapes says the leftover left the process group, so only the
+		// subreaper sweep can find it.
+		escapes bool
+	}{
+		{name: "background child", script: "sleep 300 & echo $!"},
+		{name: "child ignoring SIGTERM", script: `sh -c 'trap "" TERM; echo $$; exec sleep 300' &
+sleep 0.2`},
+		{name: "child in its own process group", script: python + ` -c 'import os; os.setpgid(0, 0); print(os.getpid(), flush=True); os.execvp("sleep", ["sleep", "300"])' &
+sleep 0.2`, escapes: true},
+		{name: "child in a new session", script: "setsid sleep 300 & echo $!; sleep 0.2", escapes: true},
+		{name: "new session ignoring SIGTERM", script: `setsid sh -c 'trap "" TERM; echo $$; exec sleep 300' &
+sleep 0.2`, escapes: true},
+		{name: "double fork into a new session", script: `(setsid sh -c 'echo $$; exec sleep 300' &)
+sleep 0.2`, escapes: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := newLines()
+			p := start(t, t.Context(), proc.Spec{Path: tool(t, "sh"), Args: []string{"sh", "-c", tt.script}, KillGrace: 200 * time.Millisecond},
+				proc.WithStdout(out.add))
+			if res := wait(t, p); res != (proc.Result{}) {
+				t.Errorf("result %+v, want a clean exit", res)
+			}
+			child := pidLine(t, out.first(t))
+			// Wait returned: the leftover must already be gone.
+			runnertest.WaitProcessGone(t, child, 0)
+			l := p.Leftovers()
+			if !l.Group && l.Escaped == 0 || l.Unstoppable {
+				t.Errorf("Leftovers = %+v, want the leftover reported and stopped", l)
+			}
+			if tt.escapes && l.Escaped == 0 {
+				t.Errorf("Leftovers = %+v, want a descendant that escaped the group", l)
+			}
+		})
+	}
+}
+
+// The exit status is known as soon as the process exits, before what it
+// left running has been stopped.
+func TestWaitExitDoesNotWaitForLeftovers(t *testing.T) {
 	t.Parallel()
 	out := newLines()
 	p := start(t, t.Context(), proc.Spec{
 		Path:      tool(t, "sh"),
-		Args:      []string{"sh", "-c", "sleep 300 & echo $!"},
-		KillGrace: 100 * time.Millisecond,
+		Args:      []string{"sh", "-c", "sh -c 'trap \"\" TERM; echo $$; exec sleep 300' & sleep 0.2"},
+		KillGrace: 2 * time.Second,
 	}, proc.WithStdout(out.add))
-	res := wait(t, p)
+	begin := time.Now()
+	if res, err := p.WaitExit(); err != nil || res != (proc.Result{}) {
+		t.Fatalf("WaitExit = %+v, %v; want a clean exit", res, err)
+	}
+	exitedAfter := time.Since(begin)
 	child := pidLine(t, out.first(t))
-	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
-	if res != (proc.Result{}) {
-		t.Errorf("result %+v, want a clean exit", res)
+	if processGone(child) {
+		t.Fatalf("the leftover ignoring SIGTERM was gone at once; the test cannot tell WaitExit from Wait")
 	}
-	if err := syscall.Kill(child, 0); err != nil {
-		t.Errorf("the background child %d was killed: %v", child, err)
+	wait(t, p)
+	if took := time.Since(begin); took < 2*time.Second || exitedAfter > time.Second {
+		t.Errorf("WaitExit after %v, Wait after %v: want WaitExit at once and Wait after the 2s grace", exitedAfter, took)
 	}
+	runnertest.WaitProcessGone(t, child, 0)
 }
+
+func processGone(pid int) bool { return syscall.Kill(pid, 0) != nil }
 
 func TestKillAndWaitRepeat(t *testing.T) {
 	t.Parallel()
@@ -487,7 +578,8 @@ func TestNoGoroutineLeak(t *testing.T) {
 	ends := []struct {
 		script string
 		end    func(cancel context.CancelFunc, p *proc.Process)
-		// leaves says the script prints the pid of a child it leaves running.
+		// leaves says the script prints the pid of a child it leaves
+		// running, which must be gone once Wait returned.
 		leaves bool
 	}{
 		{script: "echo hi; echo there >&2"},
@@ -497,6 +589,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 		{script: "sleep 300", end: func(_ context.CancelFunc, p *proc.Process) { p.Kill() }},
 		{script: "exec 1>&- 2>&-; sleep 300", end: func(_ context.CancelFunc, p *proc.Process) { p.Kill() }},
 		{script: "sleep 300 & echo $!", leaves: true},
+		{script: "setsid sleep 300 & echo $!; sleep 0.1", leaves: true},
 	}
 	var leftover []int
 	for _, e := range ends {
@@ -520,7 +613,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 		t.Fatal("started a missing executable")
 	}
 	for _, pid := range leftover {
-		syscall.Kill(pid, syscall.SIGKILL)
+		runnertest.WaitProcessGone(t, pid, 0)
 	}
 
 	deadline := time.Now().Add(patience)

@@ -27,6 +27,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agent-host/agent-host/runner/proc"
 )
 
 // agentDir is the directory Agent puts its agents in; Main recognises an
@@ -99,6 +101,11 @@ func Main(m *testing.M) {
 		syscall.Exit(act(filepath.Base(os.Args[0])))
 	}
 	mainCalled.Store(true)
+	// As the host does, so that runners stop agents' orphans.
+	if err := proc.BecomeSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, "runnertest: proc.BecomeSubreaper:", err)
+		os.Exit(1)
+	}
 	os.Exit(m.Run())
 }
 

@@ -32,8 +32,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/agent-host/agent-host/protocol"
 	"github.com/agent-host/agent-host/runner"
@@ -100,11 +103,30 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // Spawner runs agents, one process per request. It is safe for
-// concurrent use.
+// concurrent use. A run returns as soon as the agent has exited and its
+// reply is read; what the agent left running is stopped afterwards, and
+// Close waits for that.
 type Spawner struct {
 	cfg     Config
 	pathEnv string // "PATH=..." handed to every agent
 	log     *slog.Logger
+
+	mu     sync.Mutex // guards closed against procs.Add
+	closed bool
+	procs  sync.WaitGroup
+}
+
+// ErrClosed is returned by runs after Close.
+var ErrClosed = errors.New("spawn: the spawner is closed")
+
+// Close refuses further runs and waits until every agent started and
+// everything it left running are gone. Running agents are not stopped:
+// their contexts do that.
+func (s *Spawner) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.procs.Wait()
 }
 
 // New returns a Spawner with cfg's empty fields set to their defaults.
@@ -221,7 +243,7 @@ func (s *Spawner) execute(ctx context.Context, exe, agent, proto string, body, f
 	}
 	defer os.Remove(factsFile)
 
-	p, err := proc.Start(ctx, proc.Spec{
+	p, err := s.start(ctx, proc.Spec{
 		Path: exe,
 		// The protocol argument is rpc_request even for activation checks,
 		// as in Choria; only the environment tells them apart.
@@ -239,6 +261,9 @@ func (s *Spawner) execute(ctx context.Context, exe, agent, proto string, body, f
 		MaxLogBytes:  s.cfg.MaxLogBytes,
 		KillGrace:    s.cfg.KillGrace,
 	}, proc.WithLogger(s.log.With("agent", agent)))
+	if errors.Is(err, ErrClosed) {
+		return nil, err
+	}
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			// ENOENT may also mean a missing working directory.
@@ -249,9 +274,9 @@ func (s *Spawner) execute(ctx context.Context, exe, agent, proto string, body, f
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, stopped(name, ctxErr)
 		}
-		return nil, fmt.Errorf("executing %s failed: %w", name, err)
+		return nil, &runner.Failure{Message: fmt.Sprintf("executing %s failed: the agent could not be started", name), Err: err}
 	}
-	res, err := p.Wait()
+	res, err := p.WaitExit()
 	if err != nil {
 		return nil, fmt.Errorf("executing %s failed: %w", name, err)
 	}
@@ -260,11 +285,26 @@ func (s *Spawner) execute(ctx context.Context, exe, agent, proto string, body, f
 		return nil, stopped(name, context.DeadlineExceeded)
 	case proc.Cancelled:
 		return nil, stopped(name, ctx.Err())
+	case proc.Killed:
+		return nil, stopped(name, context.Canceled)
+	}
+	if res.Signal != 0 {
+		return nil, &runner.ExitError{Name: name, Code: res.ExitCode, Signal: signalName(res.Signal)}
 	}
 	if res.ExitCode != 0 {
 		return nil, &runner.ExitError{Name: name, Code: res.ExitCode}
 	}
-	return readReply(replyFile, s.cfg.MaxReplyBytes)
+	return readReply(name, replyFile, s.cfg.MaxReplyBytes)
+}
+
+// start starts an agent process in the spawner's group, unless closed.
+func (s *Spawner) start(ctx context.Context, spec proc.Spec, opts ...proc.Option) (*proc.Process, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	return proc.Start(ctx, spec, append(opts, proc.WithGroup(&s.procs))...)
 }
 
 // tempFile creates a file in TempDir whose name starts with prefix and
@@ -290,33 +330,44 @@ func (s *Spawner) tempFile(prefix string, content []byte) (string, error) {
 // readReply reads the reply file by name, as Choria does, so that an
 // agent may also replace it. Only a regular file of at most max bytes is
 // read.
-func readReply(path string, max int64) ([]byte, error) {
+func readReply(name, path string, max int64) ([]byte, error) {
+	unreadable := func(err error) error {
+		return &runner.Failure{Message: fmt.Sprintf("executing %s failed: its reply file could not be read", name), Err: err}
+	}
 	// O_NONBLOCK keeps a FIFO put in the reply's place from blocking the open.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, fmt.Errorf("failed to read reply json: %w", err)
+		return nil, unreadable(fmt.Errorf("failed to read reply json: %w", err))
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("failed to read reply json: %w", err)
+		return nil, unreadable(fmt.Errorf("failed to read reply json: %w", err))
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("failed to read reply json: %s is not a regular file", path)
+		return nil, unreadable(fmt.Errorf("failed to read reply json: %s is not a regular file", path))
 	}
 	if fi.Size() > max {
-		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", runner.ErrReplyTooLarge, fi.Size(), max)
+		return nil, &runner.ReplyTooLargeError{Size: fi.Size(), Limit: max}
 	}
 	var buf bytes.Buffer
 	buf.Grow(int(fi.Size()) + bytes.MinRead)
 	// Something left running may still be writing to it.
 	if _, err := buf.ReadFrom(io.LimitReader(f, max+1)); err != nil {
-		return nil, fmt.Errorf("failed to read reply json: %w", err)
+		return nil, unreadable(fmt.Errorf("failed to read reply json: %w", err))
 	}
 	if int64(buf.Len()) > max {
-		return nil, fmt.Errorf("%w: more than %d bytes", runner.ErrReplyTooLarge, max)
+		return nil, &runner.ReplyTooLargeError{Size: int64(buf.Len()), Limit: max}
 	}
 	return buf.Bytes(), nil
+}
+
+// signalName is a signal's conventional name, such as SIGSEGV.
+func signalName(sig syscall.Signal) string {
+	if name := unix.SignalName(sig); name != "" {
+		return name
+	}
+	return fmt.Sprintf("signal %d", int(sig))
 }
 
 // stopped is the error for an agent ended by its context.

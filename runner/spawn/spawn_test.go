@@ -169,8 +169,8 @@ func TestRun(t *testing.T) {
 		{
 			name:     "killed by a signal",
 			agent:    shell(`kill -KILL $$`),
-			wantExit: &runner.ExitError{Name: "shellagent", Code: -1},
-			wantMsg:  "executing shellagent failed: exit status -1",
+			wantExit: &runner.ExitError{Name: "shellagent", Code: -1, Signal: "SIGKILL"},
+			wantMsg:  "executing shellagent failed: killed by signal SIGKILL",
 		},
 		{
 			name:    "invalid JSON",
@@ -198,6 +198,12 @@ func TestRun(t *testing.T) {
 			name:    "huge reply",
 			agent:   agent(runnertest.HugeReply),
 			wantErr: runner.ErrReplyTooLarge,
+		},
+		{
+			name:     "segmentation fault",
+			agent:    shell(`kill -SEGV $$`),
+			wantExit: &runner.ExitError{Name: "shellagent", Code: -1, Signal: "SIGSEGV"},
+			wantMsg:  "executing shellagent failed: killed by signal SIGSEGV",
 		},
 		{
 			name:    "reply is a FIFO",

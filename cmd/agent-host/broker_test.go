@@ -1,4 +1,4 @@
-package host_test
+package main
 
 import (
 	"net"
@@ -6,12 +6,10 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
-
-	"github.com/agent-host/agent-host/host"
 )
 
 func TestStartBroker(t *testing.T) {
-	b, err := host.StartBroker("127.0.0.1:0")
+	b, err := startBroker("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +21,7 @@ func TestStartBroker(t *testing.T) {
 	nc.Close()
 
 	for _, addr := range []string{"0.0.0.0:4222", "192.0.2.1:4222", "example.com:4222", "nonsense"} {
-		if _, err := host.StartBroker(addr); err == nil {
+		if _, err := startBroker(addr); err == nil {
 			t.Errorf("StartBroker(%q) succeeded; only loopback addresses may be used", addr)
 		}
 	}
@@ -33,7 +31,7 @@ func TestStartBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if _, err := host.StartBroker(l.Addr().String()); err == nil || !strings.Contains(err.Error(), "not free") {
+	if _, err := startBroker(l.Addr().String()); err == nil || !strings.Contains(err.Error(), "not free") {
 		t.Errorf("StartBroker on a busy port: err = %v, want it to say the address is not free", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -63,9 +64,26 @@ func (c *Client) CallerID() string { return "choria=" + c.cfg.Identity }
 // Reply is one node's answer to an RPC request.
 type Reply struct {
 	Sender string
-	Body   protocol.RPCReply
+	// Body is the SimpleRPC reply; for the discovery agent, whose answer
+	// is the bare word pong, it is an OK reply with no data.
+	Body protocol.RPCReply
+	// Err says why the node's answer could not be read; Body is then empty.
+	Err error
 	// RTT is the time from sending the request to receiving this reply.
 	RTT time.Duration
+}
+
+// Result is what came back for a request sent to a set of nodes.
+type Result struct {
+	// Replies holds the first answer of each node asked that answered,
+	// sorted by sender.
+	Replies []Reply
+	// Missing lists the nodes asked that did not answer, sorted.
+	Missing []string
+	// Unexpected lists senders that answered without being asked, sorted;
+	// Duplicates counts further answers from nodes that had answered.
+	Unexpected []string
+	Duplicates int
 }
 
 // Discover broadcasts a discovery ping with the filter and returns the
@@ -75,8 +93,8 @@ func (c *Client) Discover(ctx context.Context, f *protocol.Filter, wait time.Dur
 	defer cancel()
 	var nodes []string
 	err := c.exchange(ctx, "discovery", []byte(base64.StdEncoding.EncodeToString([]byte("ping"))), f,
-		[]string{c.cfg.Collective + ".broadcast.agent.discovery"}, 0,
-		func(t *v1.Transport, _ time.Duration) bool {
+		[]string{c.cfg.Collective + ".broadcast.agent.discovery"},
+		func(t *v1.Transport, _ []byte, _ time.Duration) bool {
 			if !slices.Contains(nodes, t.Headers.MCSender) {
 				nodes = append(nodes, t.Headers.MCSender)
 			}
@@ -89,10 +107,11 @@ func (c *Client) Discover(ctx context.Context, f *protocol.Filter, wait time.Dur
 	return nodes, nil
 }
 
-// Request sends an RPC request directly to each node and collects the
-// replies until every node answered or ctx ends. The filter is sent along,
-// as choria does, so a node re-checks it.
-func (c *Client) Request(ctx context.Context, nodes []string, agent, action string, data json.RawMessage, f *protocol.Filter) ([]Reply, error) {
+// Request sends an RPC request directly to each node and collects their
+// replies until every node answered or ctx ends; nodes that did not are
+// in the result's Missing. The filter is sent along, as choria does, so a
+// node re-checks it. Only a failure to send is an error.
+func (c *Client) Request(ctx context.Context, nodes []string, agent, action string, data json.RawMessage, f *protocol.Filter) (*Result, error) {
 	if len(nodes) == 0 {
 		return nil, ErrNoNodes
 	}
@@ -107,31 +126,51 @@ func (c *Client) Request(ctx context.Context, nodes []string, agent, action stri
 	for i, n := range nodes {
 		subjects[i] = c.cfg.Collective + ".node." + n
 	}
-	var replies []Reply
-	err = c.exchange(ctx, agent, body, f, subjects, len(nodes), func(t *v1.Transport, rtt time.Duration) bool {
-		r, err := decodeReply(t)
-		if err != nil {
-			return false
-		}
-		replies = append(replies, Reply{Sender: t.Headers.MCSender, Body: *r, RTT: rtt})
-		return len(replies) == len(nodes)
-	})
-	slices.SortFunc(replies, func(a, b Reply) int {
+	res := &Result{}
+	answered := map[string]bool{}
+	asked := map[string]bool{}
+	for _, n := range nodes {
+		asked[n] = true
+	}
+	err = c.exchange(ctx, agent, body, f, subjects, func(t *v1.Transport, payload []byte, rtt time.Duration) bool {
+		sender := t.Headers.MCSender
 		switch {
-		case a.Sender < b.Sender:
-			return -1
-		case a.Sender > b.Sender:
-			return 1
+		case !asked[sender]:
+			if !slices.Contains(res.Unexpected, sender) {
+				res.Unexpected = append(res.Unexpected, sender)
+			}
+		case answered[sender]:
+			res.Duplicates++
+		default:
+			answered[sender] = true
+			r := Reply{Sender: sender, RTT: rtt}
+			if b, err := decodeReply(agent, payload); err != nil {
+				r.Err = err
+			} else {
+				r.Body = *b
+			}
+			res.Replies = append(res.Replies, r)
 		}
-		return 0
+		return len(answered) == len(asked)
 	})
-	return replies, err
+	for _, n := range nodes {
+		if !answered[n] && !slices.Contains(res.Missing, n) {
+			res.Missing = append(res.Missing, n)
+		}
+	}
+	slices.SortFunc(res.Replies, func(a, b Reply) int { return strings.Compare(a.Sender, b.Sender) })
+	slices.Sort(res.Missing)
+	slices.Sort(res.Unexpected)
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return res, err
+	}
+	return res, nil
 }
 
 // exchange publishes one request to subjects and feeds every reply
-// transport to onReply until it returns true, want replies arrived, or
-// ctx ends.
-func (c *Client) exchange(ctx context.Context, agent string, body []byte, f *protocol.Filter, subjects []string, want int, onReply func(*v1.Transport, time.Duration) bool) error {
+// transport to onReply, with the payload it came in, until onReply
+// returns true or ctx ends.
+func (c *Client) exchange(ctx context.Context, agent string, body []byte, f *protocol.Filter, subjects []string, onReply func(*v1.Transport, []byte, time.Duration) bool) error {
 	id, err := v1.NewRequestID()
 	if err != nil {
 		return err
@@ -171,7 +210,6 @@ func (c *Client) exchange(ctx context.Context, agent string, body []byte, f *pro
 	if err := c.nc.FlushWithContext(ctx); err != nil {
 		return fmt.Errorf("flushing request: %w", err)
 	}
-	got := 0
 	for {
 		m, err := sub.NextMsgWithContext(ctx)
 		if err != nil {
@@ -182,10 +220,10 @@ func (c *Client) exchange(ctx context.Context, agent string, body []byte, f *pro
 		}
 		t, err := v1.DecodeTransport(m.Data)
 		if err != nil {
+			// Without a transport there is no sender to account it to.
 			continue
 		}
-		got++
-		if onReply(t, time.Since(start)) || (want > 0 && got >= want) {
+		if onReply(t, m.Data, time.Since(start)) {
 			return nil
 		}
 	}
@@ -194,21 +232,20 @@ func (c *Client) exchange(ctx context.Context, agent string, body []byte, f *pro
 // maxPendingReplies bounds the replies buffered before they are read.
 const maxPendingReplies = 1 << 20
 
-func decodeReply(t *v1.Transport) (*protocol.RPCReply, error) {
-	sr, err := t.SecureReply()
+// decodeReply reads a node's answer to agent down to its SimpleRPC body.
+func decodeReply(agent string, payload []byte) (*protocol.RPCReply, error) {
+	_, r, err := v1.DecodeReply(payload)
 	if err != nil {
 		return nil, err
 	}
-	r, err := sr.Reply()
-	if err != nil {
-		return nil, err
+	if agent == discoveryAgent && r.Message == "pong" {
+		return protocol.NewRPCReply("ping"), nil
 	}
-	var body protocol.RPCReply
-	if err := json.Unmarshal([]byte(r.Message), &body); err != nil {
-		return nil, fmt.Errorf("decoding rpc reply: %w", err)
-	}
-	return &body, nil
+	return protocol.DecodeRPCReply([]byte(r.Message))
 }
+
+// discoveryAgent answers with a bare word rather than a SimpleRPC reply.
+const discoveryAgent = "discovery"
 
 // ReplySubject is where Choria clients expect replies:
 // <collective>.reply.<md5 hex of caller id>.<request id>.

@@ -1,4 +1,4 @@
-package host
+package main
 
 import (
 	"fmt"
@@ -9,16 +9,16 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// Broker is an embedded NATS server, used when no middleware hosts are
+// broker is an embedded NATS server, used when no middleware hosts are
 // configured so that a single node works with nothing else installed.
-type Broker struct {
+type broker struct {
 	srv *server.Server
 }
 
-// StartBroker starts a NATS server listening on addr (host:port). It only
+// startBroker starts a NATS server listening on addr (host:port). It only
 // binds loopback addresses: an embedded broker has no authentication, so
 // exposing it would let anyone on the network publish requests.
-func StartBroker(addr string) (*Broker, error) {
+func startBroker(addr string) (*broker, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("embedded broker address %q: %w", addr, err)
@@ -46,14 +46,14 @@ func StartBroker(addr string) (*Broker, error) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("embedded broker on %s did not start within 10s", addr)
 	}
-	return &Broker{srv: srv}, nil
+	return &broker{srv: srv}, nil
 }
 
 // URL is the nats:// address clients connect to.
-func (b *Broker) URL() string { return b.srv.ClientURL() }
+func (b *broker) URL() string { return b.srv.ClientURL() }
 
 // Close stops the broker and waits for it.
-func (b *Broker) Close() {
+func (b *broker) Close() {
 	b.srv.Shutdown()
 	b.srv.WaitForShutdown()
 }

@@ -1,0 +1,107 @@
+package host
+
+import (
+	"sync"
+
+	"github.com/nats-io/nats.go"
+)
+
+// handoffSize is the capacity of the channel every subscription delivers
+// into. The mover empties it in constant time per message, so it only
+// absorbs scheduling hiccups; if it does fill, NATS drops the message as a
+// slow consumer and counts it.
+const handoffSize = 64
+
+// intake holds received messages until a decoder takes them, within a
+// limit on their number and one on their bytes, both across every
+// subscription. With the hand-off channel, what the host buffers before
+// decoding is at most maxBytes plus handoffSize messages, whatever the
+// number of subscriptions.
+type intake struct {
+	handoff chan *nats.Msg
+
+	maxMsgs, maxBytes int
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	msgs   []*nats.Msg // msgs[head:] are waiting
+	head   int
+	bytes  int
+	closed bool
+}
+
+func newIntake(maxMsgs, maxBytes int) *intake {
+	q := &intake{handoff: make(chan *nats.Msg, handoffSize), maxMsgs: max(maxMsgs, 1), maxBytes: max(maxBytes, 1)}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+// move takes messages from the hand-off channel into the buffer, handing
+// those that do not fit to drop, until stop is closed; then it moves what
+// is left in the channel and closes the buffer.
+func (q *intake) move(stop <-chan struct{}, drop func(*nats.Msg)) {
+	add := func(m *nats.Msg) {
+		if !q.push(m) {
+			drop(m)
+		}
+	}
+	for {
+		select {
+		case m := <-q.handoff:
+			add(m)
+		case <-stop:
+			for {
+				select {
+				case m := <-q.handoff:
+					add(m)
+				default:
+					q.mu.Lock()
+					q.closed = true
+					q.cond.Broadcast()
+					q.mu.Unlock()
+					return
+				}
+			}
+		}
+	}
+}
+
+// push buffers m, or reports false when that would exceed a limit.
+func (q *intake) push(m *nats.Msg) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.msgs)-q.head >= q.maxMsgs || q.bytes+len(m.Data) > q.maxBytes {
+		return false
+	}
+	q.msgs = append(q.msgs, m)
+	q.bytes += len(m.Data)
+	q.cond.Signal()
+	return true
+}
+
+// pop waits for a message; ok is false once the buffer is closed and empty.
+func (q *intake) pop() (m *nats.Msg, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.head == len(q.msgs) {
+		if q.closed {
+			return nil, false
+		}
+		q.cond.Wait()
+	}
+	m = q.msgs[q.head]
+	q.msgs[q.head] = nil
+	q.head++
+	q.bytes -= len(m.Data)
+	// Reuse the slice from the start once it is empty, or move the waiting
+	// messages down once most of it is spent, so it does not grow forever.
+	switch {
+	case q.head == len(q.msgs):
+		q.msgs, q.head = q.msgs[:0], 0
+	case q.head > 1024 && q.head > len(q.msgs)/2:
+		n := copy(q.msgs, q.msgs[q.head:])
+		clear(q.msgs[n:])
+		q.msgs, q.head = q.msgs[:n], 0
+	}
+	return m, true
+}

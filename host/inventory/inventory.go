@@ -1,0 +1,175 @@
+// Package inventory reads a node's facts and classes the way a Choria
+// server does, re-reading the files when they change, so that filters,
+// rpcutil and agents see what the operator or the configuration-management
+// tool last wrote.
+package inventory
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/goccy/go-yaml"
+
+	"github.com/agent-host/agent-host/protocol/filter"
+)
+
+// MaxFileBytes bounds a facts or classes file; a node's facts are
+// kilobytes, and anything near this is a misconfiguration.
+const MaxFileBytes = 16 << 20
+
+// recheck is how often the files' sizes and times are looked at; a
+// snapshot in between costs nothing.
+const recheck = time.Second
+
+// Inventory serves the node's facts and classes. It is safe for
+// concurrent use.
+type Inventory struct {
+	factFiles   []string
+	classesFile string
+	log         *slog.Logger
+
+	mu      sync.Mutex
+	checked time.Time
+	stamp   string
+	facts   json.RawMessage
+	classes []string
+}
+
+// New reads the facts files (later files win, as in Choria) and the
+// classes file (a Puppet classes.txt); empty names are skipped. Problems
+// are logged, never fatal: a node without facts still serves.
+func New(factFiles []string, classesFile string, log *slog.Logger) *Inventory {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	inv := &Inventory{factFiles: factFiles, classesFile: classesFile, log: log}
+	inv.mu.Lock()
+	inv.refreshLocked(time.Now())
+	inv.mu.Unlock()
+	return inv
+}
+
+// Snapshot returns the current facts (a JSON object normalized as Choria
+// matches it, {} at least) and the sorted classes. Callers must not
+// modify them.
+func (i *Inventory) Snapshot() (json.RawMessage, []string) {
+	now := time.Now()
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if now.Sub(i.checked) >= recheck {
+		i.refreshLocked(now)
+	}
+	return i.facts, i.classes
+}
+
+// Facts returns the facts of Snapshot.
+func (i *Inventory) Facts() []byte {
+	f, _ := i.Snapshot()
+	return f
+}
+
+func (i *Inventory) refreshLocked(now time.Time) {
+	i.checked = now
+	stamp := fileStamp(append(slices.Clone(i.factFiles), i.classesFile))
+	if stamp == i.stamp && i.facts != nil {
+		return
+	}
+	i.stamp = stamp
+	i.facts = loadFacts(i.factFiles, i.log)
+	i.classes = loadClasses(i.classesFile, i.log)
+}
+
+// fileStamp summarises the size and mtime of files so a change is noticed.
+func fileStamp(files []string) string {
+	var b strings.Builder
+	for _, f := range files {
+		if f == "" {
+			continue
+		}
+		if st, err := os.Stat(f); err == nil {
+			fmt.Fprintf(&b, "%s:%d:%d;", f, st.Size(), st.ModTime().UnixNano())
+		}
+	}
+	return b.String()
+}
+
+// loadFacts shallow-merges the facts files in order, later files winning,
+// as Choria does. Unreadable files are logged and skipped so one bad file
+// does not blank every fact.
+func loadFacts(files []string, log *slog.Logger) json.RawMessage {
+	var docs [][]byte
+	for _, f := range files {
+		if f == "" {
+			continue
+		}
+		doc, err := readFactsFile(f)
+		if err != nil {
+			log.Warn("skipping facts file", "file", f, "error", err)
+			continue
+		}
+		docs = append(docs, doc)
+	}
+	facts, err := filter.NormalizeFacts(docs...)
+	if err != nil {
+		log.Warn("skipping facts that are not a JSON object", "error", err)
+	}
+	return facts
+}
+
+// readFactsFile returns a facts file as JSON. Like Choria, a file whose
+// name ends in "yaml" is YAML converted with the same library Choria uses
+// (so numeric and boolean map keys become strings, dates stay text), and
+// any other file is JSON; agent-host also reads ".yml" as YAML.
+func readFactsFile(path string) ([]byte, error) {
+	b, err := readBounded(path)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.HasSuffix(path, "yaml") && !strings.HasSuffix(path, ".yml") {
+		return b, nil
+	}
+	j, err := yaml.YAMLToJSON(b)
+	if err != nil {
+		return nil, fmt.Errorf("parsing YAML facts: %w", err)
+	}
+	return j, nil
+}
+
+// loadClasses reads a Puppet classes.txt: one class per line, sorted.
+func loadClasses(path string, log *slog.Logger) []string {
+	if path == "" {
+		return []string{}
+	}
+	b, err := readBounded(path)
+	if err != nil {
+		if !os.IsNotExist(err) {
+			log.Warn("cannot read classes file", "file", path, "error", err)
+		}
+		return []string{}
+	}
+	return filter.ParseClasses(b)
+}
+
+// readBounded reads at most MaxFileBytes of path, failing beyond that.
+func readBounded(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxFileBytes {
+		return nil, fmt.Errorf("%s is larger than the %d byte limit", path, MaxFileBytes)
+	}
+	return b, nil
+}
