@@ -102,6 +102,19 @@ func TestRequestErrors(t *testing.T) {
 	t.Run("host keeps serving", func(t *testing.T) {
 		wantStatus(t, h.call("shagent", "echo", `{"message":"still here"}`), protocol.OK, "OK")
 	})
+	// Each failure is an error in the node's log, with what to act on.
+	for _, action := range []string{"exit", "crash", "badjson"} {
+		found := false
+		for _, line := range strings.Split(h.logs.String(), "\n") {
+			if strings.Contains(line, `level=ERROR msg="agent failed"`) && strings.Contains(line, "action="+action) &&
+				strings.Contains(line, "requestid=") && strings.Contains(line, "agent=") && strings.Contains(line, "error=") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no ERROR line with agent, action, request id and cause for the failed %s", action)
+		}
+	}
 }
 
 func TestOutputDefaults(t *testing.T) {

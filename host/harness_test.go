@@ -299,14 +299,24 @@ func writeFile(t testing.TB, path, content string) {
 // mode, with body verbatim as its message; it returns it and its id.
 func unsigned(t testing.TB, agent, body string, f *protocol.Filter) (*v1.SecureRequest, string) {
 	t.Helper()
+	return unsignedWith(t, agent, body, f, nil)
+}
+
+// unsignedWith is unsigned with the envelope changed by edit first.
+func unsignedWith(t testing.TB, agent, body string, f *protocol.Filter, edit func(*v1.RequestEnvelope)) (*v1.SecureRequest, string) {
+	t.Helper()
 	id, err := v1.NewRequestID()
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := v1.NewRequest(v1.RequestEnvelope{
+	env := v1.RequestEnvelope{
 		RequestID: id, SenderID: "rip.mcollective", CallerID: "choria=rip.mcollective", Collective: "mcollective",
 		Agent: agent, TTL: 60, Time: time.Now().Unix(), Filter: f,
-	}, []byte(body))
+	}
+	if edit != nil {
+		edit(&env)
+	}
+	req := v1.NewRequest(env, []byte(body))
 	sreq, err := req.Seal(nil, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -24,15 +24,15 @@ type queueLimits struct {
 type agentQueue struct {
 	limits queueLimits
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	lanes   map[string]*lane
-	ready   []*lane // lanes with requests waiting, in round-robin order
-	next    int     // where the round-robin goes on in ready
-	count   int
-	bytes   int
-	active  int // requests holding a slot
-	closed  bool
+	mu     sync.Mutex
+	cond   *sync.Cond
+	lanes  map[string]*lane
+	ready  []*lane // lanes with requests waiting, in round-robin order
+	next   int     // where the round-robin goes on in ready
+	count  int
+	bytes  int
+	active int // requests holding a slot
+	closed bool
 }
 
 // lane is one agent's share of the queue.

@@ -47,7 +47,7 @@ type RPCRequest struct {
 // a JSON object ({} when absent or null); any other JSON type is refused.
 func DecodeRPCRequest(body []byte) (*RPCRequest, error) {
 	if err := CheckDepth(body, MaxDataDepth); err != nil {
-		return nil, &RPCRequestError{Reason: err.Error(), err: err}
+		return nil, &RPCRequestError{Reason: fmt.Sprintf("the request nests JSON more than %d levels deep", MaxDataDepth), err: err}
 	}
 	var r RPCRequest
 	if err := json.Unmarshal(body, &r); err != nil {

@@ -3,6 +3,7 @@ package interop
 import (
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/choria-io/go-choria/choria"
 	"github.com/choria-io/go-choria/client/discovery"
 	"github.com/choria-io/go-choria/filter"
+	"github.com/choria-io/go-choria/filter/facts"
 	"github.com/choria-io/go-choria/protocol"
 	"github.com/choria-io/go-choria/providers/agent/mcorpc"
 	rpc "github.com/choria-io/go-choria/providers/agent/mcorpc/client"
@@ -308,6 +310,41 @@ func TestInventory(t *testing.T) {
 		t.Errorf("facts %v, want %v", inv.Facts, wantFacts)
 	}
 }
+
+// TestFactsMatchChoria: a node's facts, read from YAML whose map keys
+// look like numbers and booleans, are what Choria's own facts code makes
+// of the same file.
+func TestFactsMatchChoria(t *testing.T) {
+	file := filepath.Join(env.dir, node1, "facts.yaml")
+	want, err := facts.JSON(file, quietLog{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := req(t, env.client, "rpcutil", "inventory", nil, filters{identities: []string{node1}})
+	rep := res.bySender(t, node1)
+	checkOK(t, rep)
+	var inv struct {
+		Facts map[string]any `json:"facts"`
+	}
+	decode(t, rep, &inv)
+	var choria map[string]any
+	if err := json.Unmarshal(want, &choria); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(inv.Facts, choria) {
+		t.Errorf("facts %v, Choria reads %v", inv.Facts, choria)
+	}
+	if _, ok := choria["ports"].(map[string]any)["22"]; !ok {
+		t.Errorf("Choria's facts %v lack ports.22: the YAML is not the case under test", choria)
+	}
+}
+
+// quietLog is the logger Choria's facts package wants.
+type quietLog struct{}
+
+func (quietLog) Warnf(string, ...any)  {}
+func (quietLog) Debugf(string, ...any) {}
+func (quietLog) Errorf(string, ...any) {}
 
 func TestGetFact(t *testing.T) {
 	args := map[string]string{"fact": "os.family"}

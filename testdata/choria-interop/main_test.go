@@ -38,7 +38,9 @@ var nodeSpecs = []struct {
 	facts    string
 	classes  string
 }{
-	{node1, `{"os": {"family": "Debian"}, "role": "web"}`, "roles::web\n"},
+	// YAML with keys YAML reads as numbers and booleans, which Choria
+	// turns into strings (TestFactsMatchChoria).
+	{node1, "os:\n  family: Debian\nrole: web\nports:\n  22: ssh\n  8080: proxy\nflags:\n  true: on\n  1.5: half\nversions: [1, 2.5, \"3\"]\n", "roles::web\n"},
 	{node2, `{"os": {"family": "RedHat"}, "role": "db"}`, "roles::db\n"},
 }
 
