@@ -14,7 +14,7 @@ PYENV   := $(VENV)/.installed
 # `#!/usr/bin/env python3` agents find py-mco-agent.
 AGENT_PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all build run test test-go test-interop bench bench-go bench-load generate vet clean FORCE
+.PHONY: all build run test test-go test-interop bench bench-go bench-load soak generate vet clean FORCE
 
 all: build
 
@@ -66,6 +66,20 @@ bench-load: build $(PYENV)
 	$(LOAD) --concurrency 4 clock now && \
 	$(LOAD) --concurrency 2 --data '{"message":"hello"}' parrot echo && \
 	echo "agent-host RSS after the runs: $$(ps -o rss= -p $$pid) KiB"
+
+## soak: a million requests (pings, an exec agent, malformed messages) against `agent-host run`; writes BENCHMARKS.md
+SOAK_PORT     ?= 14334
+SOAK_REQUESTS ?= 1000000
+SOAK_MIX      ?= rpcutil\#ping:97,nodeinfo\#uptime:1,malformed:2
+
+soak: build $(PYENV)
+	$(GO) build -o bin/agent-host-load ./cmd/agent-host-load
+	sed 's/127.0.0.1:4222/127.0.0.1:$(SOAK_PORT)/' testdata/config/dev.conf > bin/soak.conf
+	echo 'loglevel = warn' >> bin/soak.conf
+	PATH="$(AGENT_PATH)" $(BIN) run --config bin/soak.conf --plugins testdata/agents 2> bin/soak.log & pid=$$!; \
+	trap "kill $$pid" EXIT; sleep 2; \
+	bin/agent-host-load --broker nats://127.0.0.1:$(SOAK_PORT) --identity dev1.example.net --concurrency 8 \
+		--requests $(SOAK_REQUESTS) --pid $$pid --mix '$(SOAK_MIX)' --report BENCHMARKS.md
 
 generate:
 	$(GO) generate ./...

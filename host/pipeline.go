@@ -75,7 +75,9 @@ func (h *Host) handle(msg *nats.Msg) {
 	h.counters.passed.Add(1)
 	if err := h.checkTTL(e); err != nil {
 		h.counters.ttlExpired.Add(1)
-		log.Warn("discarding expired request", "time", e.Time, "ttl", e.TTL, "error", err)
+		if ok, suppressed := h.refusals.allow(time.Now()); ok {
+			log.Warn("discarding expired request", "time", e.Time, "ttl", e.TTL, "error", err, "suppressed_since_last", suppressed)
+		}
 		return
 	}
 	h.counters.validated.Add(1)
@@ -94,7 +96,9 @@ func (h *Host) handle(msg *nats.Msg) {
 	agent := table.get(e.Agent)
 	if agent == nil {
 		h.counters.unknownAgent.Add(1)
-		log.Error("request for an agent this node does not serve; discarding")
+		if ok, suppressed := h.refusals.allow(time.Now()); ok {
+			log.Error("request for an agent this node does not serve; discarding", "suppressed_since_last", suppressed)
+		}
 		return
 	}
 	r := &request{transport: t, req: req, agent: agent, table: table, size: len(msg.Data), log: log}

@@ -252,22 +252,27 @@ func TestLogBudgetRefills(t *testing.T) {
 	var logs runnertest.Logs
 	p := start(t, t.Context(), proc.Spec{
 		Path:              tool(t, "sh"),
-		Args:              []string{"sh", "-c", "echo aaaaaaaa; echo bbbbbbbb; sleep 1; echo cccccccc"},
+		// b comes 1.5 s too early for the budget, c 1 s late enough.
+		Args:              []string{"sh", "-c", "echo aaaaaaaa; echo bbbbbbbb; sleep 2.5; echo cccccccc"},
 		MaxLogBytes:       10,
-		LogBytesPerSecond: 20,
+		LogBytesPerSecond: 4,
 	}, proc.WithLogger(logs.Logger()))
 	wait(t, p)
-	var messages []string
-	for _, r := range logs.Records() {
-		messages = append(messages, r.Message)
-	}
 	want := []string{"aaaaaaaa", "output beyond the log limit was not logged", "cccccccc"}
-	if !slices.Equal(messages, want) {
+	if messages := messagesOf(&logs); !slices.Equal(messages, want) {
 		t.Fatalf("logged %q, want %q", messages, want)
 	}
 	if r := logs.Records()[1]; r.Attrs["dropped_lines"] != "1" || r.Attrs["dropped_bytes"] != "8" {
 		t.Errorf("summary %+v, want 1 line of 8 bytes dropped", r)
 	}
+}
+
+func messagesOf(logs *runnertest.Logs) []string {
+	var messages []string
+	for _, r := range logs.Records() {
+		messages = append(messages, r.Message)
+	}
+	return messages
 }
 
 func TestLogLimit(t *testing.T) {
@@ -282,12 +287,8 @@ func TestLogLimit(t *testing.T) {
 	}, proc.WithLogger(logs.Logger()))
 	wait(t, p)
 
-	var messages []string
-	for _, r := range logs.Records() {
-		messages = append(messages, r.Message)
-	}
 	want := []string{"line1", "line2", "output beyond the log limit was not logged"}
-	if !slices.Equal(messages, want) {
+	if messages := messagesOf(&logs); !slices.Equal(messages, want) {
 		t.Fatalf("logged %q, want %q", messages, want)
 	}
 	summary := logs.Records()[2]

@@ -227,19 +227,22 @@ func (s *Spawner) execute(ctx context.Context, exe, agent, proto string, body, f
 		return nil, stopped(name, err)
 	}
 
+	noFiles := func(err error) error {
+		return &runner.Failure{Message: fmt.Sprintf("executing %s failed: the node could not write the request files", name), Err: err}
+	}
 	reqFile, err := s.tempFile("request", body)
 	if err != nil {
-		return nil, err
+		return nil, noFiles(err)
 	}
 	defer os.Remove(reqFile)
 	replyFile, err := s.tempFile("reply", nil)
 	if err != nil {
-		return nil, err
+		return nil, noFiles(err)
 	}
 	defer os.Remove(replyFile)
 	factsFile, err := s.tempFile("facts", facts)
 	if err != nil {
-		return nil, err
+		return nil, noFiles(err)
 	}
 	defer os.Remove(factsFile)
 
