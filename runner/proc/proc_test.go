@@ -251,7 +251,7 @@ func TestLogBudgetRefills(t *testing.T) {
 	t.Parallel()
 	var logs runnertest.Logs
 	p := start(t, t.Context(), proc.Spec{
-		Path:              tool(t, "sh"),
+		Path: tool(t, "sh"),
 		// b comes 1.5 s too early for the budget, c 1 s late enough.
 		Args:              []string{"sh", "-c", "echo aaaaaaaa; echo bbbbbbbb; sleep 2.5; echo cccccccc"},
 		MaxLogBytes:       10,
