@@ -121,26 +121,30 @@ func (h *harness) pidFile(t *testing.T, name string) int {
 // result, or a kill once the grace is over.
 func TestShutdownAnswersEveryRequest(t *testing.T) {
 	for _, tc := range []struct {
-		name    string
-		grace   time.Duration
-		running string
+		name   string
+		grace  time.Duration
+		open   bool   // let the running request finish
+		status string // of the running request
 	}{
-		{"grace long enough", 10 * time.Second, "timed out after 2s, the agent was killed"},
-		{"grace too short", 200 * time.Millisecond, node + " is shutting down, the agent was killed"},
+		{"the running request finishes in the grace", time.Minute, true, "OK"},
+		{"the grace runs out", 200 * time.Millisecond, false, "Could not call external agent shagent#gate: " + node + " is shutting down, the agent was killed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := start(t, setup{agents: []string{"shagent"}, configure: func(c *config.Config) {
+			h := start(t, setup{agents: []string{"shagent"}, longTimeout: true, configure: func(c *config.Config) {
 				c.MaxInFlight = 1
 				c.ShutdownGrace = tc.grace
 			}})
-			hang := h.sendHang(t)
+			sreq, id := unsigned(t, "shagent", `{"agent":"shagent","action":"gate","data":{}}`, nil)
+			running := h.send(t, sreq, id, "mcollective.node."+node)
+			eventually(t, 10*time.Second, "the gated request did not start", func() bool { return strings.Contains(h.runs("shagent"), "gate") })
 			var queued []*nats.Subscription
 			for range 50 {
 				sreq, id := unsigned(t, "shagent", `{"agent":"shagent","action":"echo","data":{"message":"x"}}`, nil)
 				queued = append(queued, h.send(t, sreq, id, "mcollective.node."+node))
 			}
 			eventually(t, 10*time.Second, "the requests were not queued", func() bool { return h.host.Stats().Waiting == 50 })
-			h.stop()
+			stopped := make(chan struct{})
+			go func() { h.stop(); close(stopped) }()
 			for i, sub := range queued {
 				msg, err := sub.NextMsg(10 * time.Second)
 				if err != nil {
@@ -148,11 +152,19 @@ func TestShutdownAnswersEveryRequest(t *testing.T) {
 				}
 				wantStatus(t, replyBody(t, msg.Data), protocol.Aborted, node+" is shutting down; the request was not run")
 			}
-			msg, err := hang.NextMsg(10 * time.Second)
+			// The queued requests were answered while the running one
+			// still runs; now let it finish.
+			if tc.open {
+				writeFile(t, filepath.Join(h.plugins, "shagent", "open"), "")
+			}
+			<-stopped
+			msg, err := running.NextMsg(10 * time.Second)
 			if err != nil {
 				t.Fatalf("the running request got no reply: %v", err)
 			}
-			wantStatus(t, replyBody(t, msg.Data), protocol.Aborted, "Could not call external agent shagent#hang: "+tc.running)
+			if r := replyBody(t, msg.Data); r.Statusmsg != tc.status {
+				t.Errorf("the running request: %d %q, want %q", r.Statuscode, r.Statusmsg, tc.status)
+			}
 			if strings.Contains(h.runs("shagent"), "echo") {
 				t.Error("a queued request ran during shutdown")
 			}
@@ -249,7 +261,7 @@ func TestTTLRecheckedAfterWaiting(t *testing.T) {
 	sreq, id := unsigned(t, "shagent", `{"agent":"shagent","action":"echo","data":{"message":"x"}}`, nil)
 	echo := h.send(t, sreq, id, "mcollective.node."+node)
 	eventually(t, 10*time.Second, "the request was not queued", func() bool { return h.host.Stats().Waiting == 1 })
-	before := h.host.Stats().TTLExpired
+	before := h.host.Stats().ExpiredWaiting
 	c.advance(2 * time.Minute)
 	msg, err := echo.NextMsg(20 * time.Second)
 	if err != nil {
@@ -259,7 +271,7 @@ func TestTTLRecheckedAfterWaiting(t *testing.T) {
 	if r.Statuscode != protocol.Aborted || !strings.Contains(r.Statusmsg, node+" is busy: the request expired after waiting") {
 		t.Errorf("reply %d %q, want expired while waiting", r.Statuscode, r.Statusmsg)
 	}
-	if h.host.Stats().TTLExpired != before+1 {
+	if h.host.Stats().ExpiredWaiting != before+1 {
 		t.Error("the expiry was not counted")
 	}
 	if _, err := hang.NextMsg(20 * time.Second); err != nil {
@@ -438,7 +450,7 @@ func TestFederatedReplies(t *testing.T) {
 // TestFairAcrossAgents: one slow agent holding slots and flooding the
 // queue does not hold up another agent's requests.
 func TestFairAcrossAgents(t *testing.T) {
-	h := start(t, setup{agents: []string{"shagent", "pyagent"}, configure: func(c *config.Config) { c.MaxInFlight = 2 }})
+	h := start(t, setup{agents: []string{"shagent", "pyagent"}, longTimeout: true, configure: func(c *config.Config) { c.MaxInFlight = 2 }})
 	var hangs []*nats.Subscription
 	for range 20 {
 		sreq, id := unsigned(t, "shagent", `{"agent":"shagent","action":"hang","data":{}}`, nil)

@@ -62,12 +62,16 @@ type harness struct {
 }
 
 type setup struct {
-	agents    []string // directories or flat names under testdata/e2e/agents
-	clock     bool     // add the Go agent in the multi-arch layout
-	natsOpts  []hosttest.NATSOption
-	configure func(*config.Config)
-	clientCfg *client.Config
-	hostOpts  []host.Option
+	agents []string // directories or flat names under testdata/e2e/agents
+	// longTimeout gives shagent a minute rather than 2 s per request, for
+	// tests whose hanging request must outlast what they do meanwhile;
+	// they stop the host with a short shutdown grace.
+	longTimeout bool
+	clock       bool // add the Go agent in the multi-arch layout
+	natsOpts    []hosttest.NATSOption
+	configure   func(*config.Config)
+	clientCfg   *client.Config
+	hostOpts    []host.Option
 }
 
 func start(t testing.TB, s setup) *harness {
@@ -76,6 +80,14 @@ func start(t testing.TB, s setup) *harness {
 	plugins := t.TempDir()
 	for _, a := range s.agents {
 		copyAgent(t, a, plugins)
+	}
+	if s.longTimeout {
+		ddl := filepath.Join(plugins, "shagent", "shagent.json")
+		b, err := os.ReadFile(ddl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, ddl, strings.Replace(string(b), `"timeout": 2`, `"timeout": 60`, 1))
 	}
 	if s.clock {
 		installClock(t, plugins)
@@ -93,6 +105,9 @@ func start(t testing.TB, s setup) *harness {
 	cfg.FactsFiles = []string{facts}
 	cfg.ClassesFile = classes
 	cfg.AgentSettle = 200 * time.Millisecond
+	if s.longTimeout {
+		cfg.ShutdownGrace = 200 * time.Millisecond
+	}
 	if s.configure != nil {
 		s.configure(cfg)
 	}
@@ -367,13 +382,9 @@ func (h *harness) publish(t *testing.T, sreq *v1.SecureRequest, id string, wantR
 // replyBody unwraps a reply payload down to its SimpleRPC body.
 func replyBody(t testing.TB, payload []byte) protocol.RPCReply {
 	t.Helper()
-	_, r, err := v1.DecodeReply(payload)
+	_, body, err := client.DecodeReply(payload)
 	if err != nil {
 		t.Fatalf("reply %s: %v", payload, err)
-	}
-	body, err := protocol.DecodeRPCReply([]byte(r.Message))
-	if err != nil {
-		t.Fatalf("reply body %q: %v", r.Message, err)
 	}
 	return *body
 }

@@ -13,6 +13,12 @@
 // protocol/filter for the checks, host/builtin for discovery and rpcutil,
 // host/inventory for facts and classes, runner (and runner/spawn) for the
 // agents, policy for authorization. Nothing imports host but cmd.
+//
+// Unless plugin.agent_host.stop_leftovers is off, Run makes the process
+// a child subreaper (runner/proc.BecomeSubreaper) for good, so that what
+// agents leave behind can be stopped: a program embedding the host must
+// start other processes in their own session through runner/proc, or in
+// its own session, or they may be taken for agents' orphans.
 package host
 
 import (
@@ -42,6 +48,9 @@ import (
 var Version = "0.1.0-dev"
 
 // Authorizer decides whether a validated request may run. Errors deny.
+// It is asked on the request path, for built-in agents on the decoders
+// that read every message, so it must answer in microseconds and never
+// block.
 type Authorizer interface {
 	Authorize(ctx context.Context, in *policy.Input) (policy.Decision, error)
 }
@@ -143,7 +152,9 @@ func New(cfg *config.Config, opts ...Option) (*Host, error) {
 		return nil, err
 	}
 	h.verifier = v
-	h.matcher = filter.NewMatcher(filter.WithLogger(h.log.With("component", "filter")))
+	// Filters come from the network: what the matcher says about bad ones
+	// is rate-limited like every other line about refused messages.
+	h.matcher = filter.NewMatcher(filter.WithLogger(slog.New(newLimitedHandler(h.log.Handler(), h.refusals)).With("component", "filter")))
 	h.inv = inventory.New(cfg.FactsFiles, cfg.ClassesFile, h.log.With("component", "inventory"))
 	h.spawner, h.catalog = newAgentSource(cfg, h.inv, h.log)
 	if h.rpcutil, err = h.newRPCUtil(); err != nil {
@@ -199,6 +210,23 @@ func newVerifier(cfg *config.Config, log *slog.Logger) (security.Verifier, error
 	}
 }
 
+// orphanSweepInterval is how often orphans of agents that nobody else is
+// stopping are looked for (see proc.Sweep).
+const orphanSweepInterval = 2 * time.Second
+
+func sweepOrphans(done <-chan struct{}) {
+	t := time.NewTicker(orphanSweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			proc.Sweep()
+		}
+	}
+}
+
 // newAgentSource builds the spawner and the catalog that uses it for
 // activation checks.
 func newAgentSource(cfg *config.Config, inv *inventory.Inventory, log *slog.Logger) (*spawn.Spawner, *runner.Catalog) {
@@ -206,6 +234,7 @@ func newAgentSource(cfg *config.Config, inv *inventory.Inventory, log *slog.Logg
 		PluginConfigDir: cfg.PluginConfigDir(),
 		Facts:           inv.Facts,
 		MaxReplyBytes:   int64(cfg.ReplyMaxBytes),
+		LeaveLeftovers:  !cfg.StopLeftovers,
 	}, spawn.WithLogger(log.With("component", "spawn")))
 	cat := runner.NewCatalog(runner.CatalogConfig{
 		Libdirs:    cfg.AgentLibdirs,
@@ -250,8 +279,14 @@ func (h *Host) Run(ctx context.Context) error {
 
 	// Agents' descendants that leave their session come back to the host
 	// when their parent dies, rather than to init, so they can be stopped.
-	if err := proc.BecomeSubreaper(); err != nil {
-		h.log.Warn("agents' descendants that leave their process group cannot be stopped on this system", "error", err)
+	if h.cfg.StopLeftovers {
+		if err := proc.BecomeSubreaper(); err != nil {
+			h.log.Warn("agents' descendants that leave their process group cannot be stopped on this system", "error", err)
+		} else {
+			sweeps := make(chan struct{})
+			defer close(sweeps)
+			go sweepOrphans(sweeps)
+		}
 	}
 	if err := h.catalog.Load(ctx); err != nil {
 		return fmt.Errorf("host: loading agents: %w", err)
@@ -336,19 +371,20 @@ func (h *Host) startWorkers() *workers {
 	return w
 }
 
-// stop takes no more requests and winds the pipeline down in order:
-// everything the broker delivered is decoded, what will not run is
-// answered that the node is shutting down, and running requests get the
-// shutdown grace before their agents are killed.
+// stop takes no more requests and winds the pipeline down in order: no
+// queued request starts any more, everything the broker delivered is
+// decoded, what will not run is answered that the node is shutting down,
+// and running requests get the shutdown grace before their agents are
+// killed.
 func (h *Host) stop(w *workers) {
 	h.stopping.Store(true)
+	for _, r := range h.queue.close() {
+		h.refuse(r, h.shuttingDownMessage())
+	}
 	h.drainSubscriptions()
 	close(w.stopMover)
 	w.mover.Wait()
 	w.decoders.Wait()
-	for _, r := range h.queue.close() {
-		h.refuse(r, h.shuttingDownMessage())
-	}
 
 	slotsDone := make(chan struct{})
 	go func() { w.slots.Wait(); close(slotsDone) }()

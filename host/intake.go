@@ -24,10 +24,16 @@ type intake struct {
 
 	mu     sync.Mutex
 	cond   *sync.Cond
-	msgs   []*nats.Msg // msgs[head:] are waiting
+	msgs   []pending // msgs[head:] are waiting
 	head   int
 	bytes  int
 	closed bool
+}
+
+// pending is a buffered message and the bytes it is counted as.
+type pending struct {
+	msg  *nats.Msg
+	size int
 }
 
 func newIntake(maxMsgs, maxBytes int) *intake {
@@ -66,15 +72,19 @@ func (q *intake) move(stop <-chan struct{}, drop func(*nats.Msg)) {
 	}
 }
 
-// push buffers m, or reports false when that would exceed a limit.
+// push buffers m, or reports false when that would exceed a limit. A
+// message counts with everything it came with, headers included, though
+// Choria sends none; they are dropped, as nothing reads them.
 func (q *intake) push(m *nats.Msg) bool {
+	size := m.Size()
+	m.Header = nil
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.msgs)-q.head >= q.maxMsgs || q.bytes+len(m.Data) > q.maxBytes {
+	if len(q.msgs)-q.head >= q.maxMsgs || q.bytes+size > q.maxBytes {
 		return false
 	}
-	q.msgs = append(q.msgs, m)
-	q.bytes += len(m.Data)
+	q.msgs = append(q.msgs, pending{m, size})
+	q.bytes += size
 	q.cond.Signal()
 	return true
 }
@@ -89,10 +99,10 @@ func (q *intake) pop() (m *nats.Msg, ok bool) {
 		}
 		q.cond.Wait()
 	}
-	m = q.msgs[q.head]
-	q.msgs[q.head] = nil
+	p := q.msgs[q.head]
+	q.msgs[q.head] = pending{}
 	q.head++
-	q.bytes -= len(m.Data)
+	q.bytes -= p.size
 	// Reuse the slice from the start once it is empty, or move the waiting
 	// messages down once most of it is spent, so it does not grow forever.
 	switch {
@@ -103,5 +113,5 @@ func (q *intake) pop() (m *nats.Msg, ok bool) {
 		clear(q.msgs[n:])
 		q.msgs, q.head = q.msgs[:n], 0
 	}
-	return m, true
+	return p.msg, true
 }

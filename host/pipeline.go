@@ -101,7 +101,9 @@ func (h *Host) handle(msg *nats.Msg) {
 		}
 		return
 	}
-	r := &request{transport: t, req: req, agent: agent, table: table, size: len(msg.Data), log: log}
+	// Only the headers of the transport are needed from here on.
+	t.Data = nil
+	r := &request{transport: t, req: req, agent: agent, table: table, log: log}
 	rpc, err := protocol.DecodeRPCRequest(req.Body())
 	if err != nil {
 		log.Warn("refusing a request whose body cannot be read", "error", err)
@@ -110,6 +112,8 @@ func (h *Host) handle(msg *nats.Msg) {
 	}
 	r.rpc = rpc
 	r.log = log.With("action", rpc.Action)
+	// What a waiting request holds on to: the request text and its data.
+	r.size = len(req.Message) + len(rpc.Data)
 
 	// Built-in agents answer in microseconds and must keep answering
 	// however busy the agents are, or the node would vanish from
@@ -171,7 +175,7 @@ func (h *Host) runQueued(r *request) {
 	// The wait may have outlasted the request's TTL; the caller has most
 	// likely given up, but it is told if not.
 	if err := h.checkTTL(&r.req.Envelope); err != nil {
-		h.counters.ttlExpired.Add(1)
+		h.counters.expiredWaiting.Add(1)
 		waited := h.now().Sub(r.queued).Round(time.Millisecond)
 		r.log.Warn("a request expired while waiting for a slot; not running it", "waited", waited, "ttl", r.req.Envelope.TTL)
 		h.refuse(r, fmt.Sprintf("%s is busy: the request expired after waiting %s for a free slot; try again later", h.cfg.Identity, waited))

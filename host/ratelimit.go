@@ -1,6 +1,8 @@
 package host
 
 import (
+	"context"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -38,4 +40,34 @@ func (l *logLimit) allow(now time.Time) (ok bool, suppressed int) {
 	l.used++
 	suppressed, l.suppressed = l.suppressed, 0
 	return true, suppressed
+}
+
+// limitedHandler passes records to its handler within a logLimit, adding
+// how many were held back to the next one passed.
+type limitedHandler struct {
+	slog.Handler
+	limit *logLimit
+}
+
+func newLimitedHandler(h slog.Handler, limit *logLimit) slog.Handler {
+	return &limitedHandler{Handler: h, limit: limit}
+}
+
+func (h *limitedHandler) Handle(ctx context.Context, r slog.Record) error {
+	ok, suppressed := h.limit.allow(time.Now())
+	if !ok {
+		return nil
+	}
+	if suppressed > 0 {
+		r.AddAttrs(slog.Int("suppressed_since_last", suppressed))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *limitedHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &limitedHandler{Handler: h.Handler.WithAttrs(attrs), limit: h.limit}
+}
+
+func (h *limitedHandler) WithGroup(name string) slog.Handler {
+	return &limitedHandler{Handler: h.Handler.WithGroup(name), limit: h.limit}
 }

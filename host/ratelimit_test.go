@@ -1,6 +1,9 @@
 package host
 
 import (
+	"bytes"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 )
@@ -26,5 +29,19 @@ func TestLogLimit(t *testing.T) {
 		if ok != s.wantOK || suppressed != s.wantSuppressed {
 			t.Errorf("step %d at %s: allow = %v, %d; want %v, %d", i, s.at, ok, suppressed, s.wantOK, s.wantSuppressed)
 		}
+	}
+}
+
+func TestLimitedHandler(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(newLimitedHandler(slog.NewTextHandler(&buf, nil), newLogLimit(5, time.Hour))).With("component", "filter")
+	for range 100 {
+		log.Warn("cannot compile compound filter")
+	}
+	if n := strings.Count(buf.String(), "cannot compile compound filter"); n != 5 {
+		t.Errorf("%d lines logged, want the 5 of the burst:\n%s", n, buf.String())
+	}
+	if !strings.Contains(buf.String(), "component=filter") {
+		t.Errorf("attributes lost:\n%s", buf.String())
 	}
 }

@@ -13,6 +13,7 @@ type counters struct {
 	replies, replyFailed                                        atomic.Int64
 
 	unknownAgent, filterRefused, tooDeep, busy, refusedReplies atomic.Int64
+	expiredWaiting                                             atomic.Int64
 	pendingDropped                                             atomic.Int64
 	// natsDroppedGone keeps what NATS dropped on subscriptions since removed.
 	natsDroppedGone atomic.Int64
@@ -28,8 +29,7 @@ type Stats struct {
 	Unvalidated int64
 	// Filtered did not match this node; Passed did.
 	Filtered, Passed int64
-	// TTLExpired passed the filter but were too old or from the future,
-	// or expired while waiting for a slot.
+	// TTLExpired passed the filter but were too old or from the future.
 	TTLExpired int64
 	// Validated passed every check before the agent: Choria counts them
 	// after the TTL check.
@@ -46,8 +46,9 @@ type Stats struct {
 	// counted as Unvalidated too.
 	TooDeep int64
 	// Busy were refused, with a reply saying so, because the agent queue
-	// was full.
-	Busy int64
+	// was full; ExpiredWaiting because their TTL ran out while they
+	// waited in it (counted as Validated too, having passed every check).
+	Busy, ExpiredWaiting int64
 	// Refused got a reply saying why they were not run: busy, expired
 	// while waiting, or the node shutting down.
 	Refused int64
@@ -68,7 +69,7 @@ func (h *Host) Stats() Stats {
 		Filtered: c.filtered.Load(), Passed: c.passed.Load(), TTLExpired: c.ttlExpired.Load(), Validated: c.validated.Load(),
 		Replies: c.replies.Load(), ReplyFailed: c.replyFailed.Load(),
 		UnknownAgent: c.unknownAgent.Load(), FilterRefused: c.filterRefused.Load(), TooDeep: c.tooDeep.Load(),
-		Busy: c.busy.Load(), Refused: c.refusedReplies.Load(),
+		Busy: c.busy.Load(), ExpiredWaiting: c.expiredWaiting.Load(), Refused: c.refusedReplies.Load(),
 		Waiting: h.queue.waiting(), Running: h.queue.running(),
 		Dropped: c.pendingDropped.Load() + h.natsDropped(),
 	}

@@ -88,12 +88,16 @@ func reconnectDelay(attempts int) time.Duration {
 // natsError logs asynchronous NATS errors. A slow consumer means the NATS
 // client dropped messages because the hand-off to the intake was full.
 func (h *Host) natsError(_ *nats.Conn, sub *nats.Subscription, err error) {
-	if errors.Is(err, nats.ErrSlowConsumer) && sub != nil {
-		dropped, _ := sub.Dropped()
-		h.log.Error("requests dropped: the host cannot keep up reading messages", "subject", sub.Subject, "dropped_on_subject", dropped)
+	ok, suppressed := h.refusals.allow(time.Now())
+	if !ok {
 		return
 	}
-	h.log.Error("broker error", "error", err)
+	if errors.Is(err, nats.ErrSlowConsumer) && sub != nil {
+		dropped, _ := sub.Dropped()
+		h.log.Error("requests dropped: the host cannot keep up reading messages", "subject", sub.Subject, "dropped_on_subject", dropped, "suppressed_since_last", suppressed)
+		return
+	}
+	h.log.Error("broker error", "error", err, "suppressed_since_last", suppressed)
 }
 
 // syncSubscriptions makes the subscriptions match the agent table: the

@@ -66,7 +66,7 @@ type AgentReply struct {
 func DecodeAgentReply(b []byte) (*AgentReply, error) {
 	r := AgentReply{Statusmsg: "OK"}
 	if err := CheckDepth(b, MaxDataDepth); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidAgentReply, err)
+		return nil, fmt.Errorf("%w: it nests JSON more than %d levels deep", ErrInvalidAgentReply, MaxDataDepth)
 	}
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidAgentReply, err)

@@ -195,16 +195,27 @@ type result struct {
 	RSSEndKiB  int64 `json:"rss_end_kib,omitempty"`
 	// DaemonStats is the node's rpcutil daemon_stats at the end.
 	DaemonStats map[string]any `json:"daemon_stats,omitempty"`
+	// Unexpected counts replies to no request waiting for one: to a
+	// malformed message, or after a timeout.
+	Unexpected int64 `json:"unexpected_replies"`
 }
 
-// healthy says no reply was lost and the node is still up.
+// maxRSSGrowth is how much the node's memory may grow between warm-up and
+// the end of a healthy run, in percent.
+const maxRSSGrowth = 10
+
+// healthy says no reply was lost or unexpected, the node is still up and
+// its memory stayed flat.
 func (r *result) healthy() bool {
 	for _, k := range r.Kinds {
 		if k.NoReply > 0 {
 			return false
 		}
 	}
-	return r.NodeAlive == nil || *r.NodeAlive
+	if r.Unexpected > 0 || r.NodeAlive != nil && !*r.NodeAlive {
+		return false
+	}
+	return r.RSSWarmKiB == 0 || rssChange(r) <= maxRSSGrowth
 }
 
 func (r *result) String() string {
@@ -222,6 +233,7 @@ func (r *result) String() string {
 		fmt.Fprintf(&b, "  node alive at the end: %v; RSS after warm-up %d KiB, at the end %d KiB (%+.1f%%)\n",
 			*r.NodeAlive, r.RSSWarmKiB, r.RSSEndKiB, rssChange(r))
 	}
+	fmt.Fprintf(&b, "  unexpected replies: %d; healthy: %v\n", r.Unexpected, r.healthy())
 	return b.String()
 }
 
@@ -262,6 +274,7 @@ func run(ctx context.Context, o options) (*result, error) {
 	prefix := client.ReplySubject(o.collective, callerID, "")
 	var mu sync.Mutex
 	waiting := map[string]chan *protocol.RPCReply{}
+	var unexpected atomic.Int64
 	sub, err := nc.Subscribe(prefix+"*", func(m *nats.Msg) {
 		id := m.Subject[len(prefix):]
 		mu.Lock()
@@ -269,6 +282,7 @@ func run(ctx context.Context, o options) (*result, error) {
 		delete(waiting, id)
 		mu.Unlock()
 		if ch == nil {
+			unexpected.Add(1)
 			return
 		}
 		ch <- decodeReply(m.Data)
@@ -391,7 +405,7 @@ func run(ctx context.Context, o options) (*result, error) {
 	wg.Wait()
 	elapsed := time.Since(start)
 
-	res := &result{Node: o.identity, Concurrency: o.concurrency, Seconds: elapsed.Seconds()}
+	res := &result{Node: o.identity, Concurrency: o.concurrency, Seconds: elapsed.Seconds(), Unexpected: unexpected.Load()}
 	for _, k := range kinds {
 		s := byKind[k]
 		s.Sent, s.OK, s.Failed, s.NoReply = s.sent.Load(), s.ok.Load(), s.failed.Load(), s.noReply.Load()
@@ -487,11 +501,7 @@ func rssKiB(pid int) int64 {
 // decodeReply unwraps a reply; nil when any layer is malformed, which
 // counts as a failure.
 func decodeReply(data []byte) *protocol.RPCReply {
-	_, rep, err := v1.DecodeReply(data)
-	if err != nil {
-		return nil
-	}
-	r, err := protocol.DecodeRPCReply([]byte(rep.Message))
+	_, r, err := client.DecodeReply(data)
 	if err != nil {
 		return nil
 	}

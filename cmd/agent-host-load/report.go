@@ -45,8 +45,8 @@ func soakMarkdown(r *result) string {
 		fmt.Fprintf(&b, "| `%s` | %d | %d | %d | %d | %.2f | %.2f | %.2f |\n", k.Kind, k.Sent, k.OK, k.Failed, k.NoReply, k.P50ms, k.P99ms, k.MaxMs)
 	}
 	if r.NodeAlive != nil {
-		fmt.Fprintf(&b, "\nNode alive at the end: %v. Host RSS after warm-up %.1f MiB, at the end %.1f MiB (%+.1f %%).\n",
-			*r.NodeAlive, float64(r.RSSWarmKiB)/1024, float64(r.RSSEndKiB)/1024, rssChange(r))
+		fmt.Fprintf(&b, "\nNode alive at the end: %v. Host RSS after warm-up %.1f MiB, at the end %.1f MiB (%+.1f %%). Replies to malformed messages or after a timeout: %d.\n",
+			*r.NodeAlive, float64(r.RSSWarmKiB)/1024, float64(r.RSSEndKiB)/1024, rssChange(r), r.Unexpected)
 	}
 	if s := r.DaemonStats; s != nil {
 		n := func(key string) int64 { f, _ := s[key].(float64); return int64(f) }

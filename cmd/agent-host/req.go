@@ -24,6 +24,7 @@ import (
 	"github.com/agent-host/agent-host/protocol/ddl"
 	"github.com/agent-host/agent-host/protocol/filter"
 	"github.com/agent-host/agent-host/protocol/security"
+	v1 "github.com/agent-host/agent-host/protocol/v1"
 )
 
 type reqCommand struct {
@@ -71,12 +72,16 @@ func (c *reqCommand) execute(ctx context.Context, out, warn io.Writer) (int, err
 		return 1, err
 	}
 	d := findDDL(cfg, c.agent)
-	if d == nil && c.agent != "discovery" {
-		fmt.Fprintf(warn, "warning: no DDL found for agent %s (looked in --plugins, plugin.agent_host.plugins and the libdirs); inputs are typed by how they look: whole numbers, true/false and JSON objects or arrays as such, everything else as text\n", c.agent)
-	}
-	data, err := parseInputs(c.args, d, c.action)
+	data, guessed, err := parseInputs(c.args, d, c.action)
 	if err != nil {
 		return 1, err
+	}
+	if d == nil && c.agent != "discovery" && len(c.args) > 0 {
+		what := "all as text"
+		if len(guessed) > 0 {
+			what = strings.Join(guessed, ", ") + ", the rest as text"
+		}
+		fmt.Fprintf(warn, "warning: no DDL found for agent %s (looked in --plugins, plugin.agent_host.plugins and the libdirs), so inputs are typed by how they look: %s\n", c.agent, what)
 	}
 	f, err := c.filter()
 	if err != nil {
@@ -227,33 +232,48 @@ func findDDL(cfg *config.Config, agent string) *ddl.DDL {
 }
 
 // parseInputs turns key=value arguments into request data, typed by the
-// DDL's input types when there is one and by how they look otherwise.
-func parseInputs(args []string, d *ddl.DDL, action string) (json.RawMessage, error) {
+// DDL's input types when there is one and by how they look otherwise;
+// guessed says which inputs were sent as something other than text
+// without a DDL to say so.
+func parseInputs(args []string, d *ddl.DDL, action string) (data json.RawMessage, guessed []string, err error) {
 	var inputs map[string]*ddl.InputItem
 	if d != nil {
 		if a := d.Action(action); a != nil {
 			inputs = a.Input
 		}
 	}
-	data := map[string]any{}
+	values := map[string]any{}
 	for _, arg := range args {
 		k, v, ok := strings.Cut(arg, "=")
 		if !ok || k == "" {
-			return nil, fmt.Errorf("input %q is not key=value", arg)
+			return nil, nil, fmt.Errorf("input %q is not key=value", arg)
 		}
 		var typed any
-		var err error
 		if item := inputs[k]; item != nil || d != nil {
-			typed, err = typeInput(item, v)
-		} else {
-			typed = guessInput(v)
+			if typed, err = typeInput(item, v); err != nil {
+				return nil, nil, fmt.Errorf("input %s: %w", k, err)
+			}
+		} else if typed = guessInput(v); typed != any(v) {
+			guessed = append(guessed, fmt.Sprintf("%s as %s", k, kindOf(typed)))
 		}
-		if err != nil {
-			return nil, fmt.Errorf("input %s: %w", k, err)
-		}
-		data[k] = typed
+		values[k] = typed
 	}
-	return json.Marshal(data)
+	data, err = json.Marshal(values)
+	return data, guessed, err
+}
+
+// kindOf names the JSON type guessInput chose.
+func kindOf(v any) string {
+	switch v.(type) {
+	case int64:
+		return "a number"
+	case bool:
+		return "a boolean"
+	case []any:
+		return "an array"
+	default:
+		return "an object"
+	}
 }
 
 // typeInput reads v as the DDL declares item; an input the DDL does not
@@ -338,7 +358,7 @@ func report(out io.Writer, asJSON bool, d *ddl.DDL, action string, asked int, re
 		for _, r := range res.Replies {
 			jr := jsonReply{Sender: r.Sender, Statuscode: uint8(r.Body.Statuscode), Statusmsg: r.Body.Statusmsg, Data: r.Body.Data}
 			if r.Err != nil {
-				jr.Error = r.Err.Error()
+				jr.Error = unreadable(r.Err)
 				jr.Statuscode = uint8(protocol.UnknownError)
 			}
 			if jr.Data == nil {
@@ -363,7 +383,7 @@ func report(out io.Writer, asJSON bool, d *ddl.DDL, action string, asked int, re
 	for _, r := range res.Replies {
 		switch {
 		case r.Err != nil:
-			fmt.Fprintf(out, "%-40s sent a reply that could not be read: %s\n\n", r.Sender, r.Err)
+			fmt.Fprintf(out, "%-40s sent a reply that could not be read: %s\n\n", r.Sender, unreadable(r.Err))
 			continue
 		case r.Body.Statuscode != protocol.OK:
 			fmt.Fprintf(out, "%-40s %s\n\n", r.Sender, r.Body.Statusmsg)
@@ -394,6 +414,18 @@ func report(out io.Writer, asJSON bool, d *ddl.DDL, action string, asked int, re
 	}
 	fmt.Fprintf(out, "Finished processing %d / %d hosts in %s\n", len(res.Replies), asked, took.Round(time.Millisecond))
 	return code, nil
+}
+
+// unreadable says why a reply could not be read, in the user's terms.
+func unreadable(err error) string {
+	switch {
+	case errors.Is(err, v1.ErrHashMismatch):
+		return "its hash does not match its content"
+	case errors.Is(err, v1.ErrInvalidSecureReply), errors.Is(err, v1.ErrInvalidReply), errors.Is(err, v1.ErrInvalidTransport):
+		return "it is not a Choria v1 reply"
+	default:
+		return "its body is not a SimpleRPC reply"
+	}
 }
 
 func nonNil(s []string) []string {

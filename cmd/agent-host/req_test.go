@@ -42,7 +42,7 @@ func TestParseInputs(t *testing.T) {
 			`{"count":3,"list":[1,"a"],"neg":-2,"on":true,"text":"hello","version":"1.10","zip":"01234"}`, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseInputs(tc.args, tc.d, "go")
+			got, guessed, err := parseInputs(tc.args, tc.d, "go")
 			if tc.wantErr != "" {
 				if err == nil || err.Error() != tc.wantErr {
 					t.Fatalf("error %v, want %q", err, tc.wantErr)
@@ -54,6 +54,9 @@ func TestParseInputs(t *testing.T) {
 			}
 			if err != nil || string(got) != tc.want {
 				t.Errorf("parseInputs = %s, %v; want %s", got, err, tc.want)
+			}
+			if tc.d == nil && strings.Join(guessed, ", ") != "count as a number, neg as a number, on as a boolean, list as an array" {
+				t.Errorf("guessed %q: want each input sent as other than text named", guessed)
 			}
 		})
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/agent-host/agent-host/host/config"
 	"github.com/agent-host/agent-host/protocol"
 	"github.com/agent-host/agent-host/protocol/ddl"
+	"github.com/agent-host/agent-host/protocol/filter"
 	"github.com/agent-host/agent-host/runner"
 )
 
@@ -115,13 +116,23 @@ func (n Node) rpcutil(_ context.Context, req *protocol.AgentRequest) (*protocol.
 	case "collective_info":
 		data = map[string]any{"main_collective": n.Config.MainCollective, "collectives": n.Config.Collectives}
 	case "get_fact":
+		if err := filter.CheckFactPath(input.Fact); err != nil {
+			return failReply(protocol.Aborted, factPathRefused), nil
+		}
 		facts, _ := n.Inventory()
 		data = map[string]any{"fact": input.Fact, "value": factValue(facts, input.Fact)}
 	case "get_facts":
+		names := strings.Split(input.Facts, ",")
+		if len(names) > maxFacts {
+			return failReply(protocol.Aborted, fmt.Sprintf("Cannot look up %d facts at once; the most is %d", len(names), maxFacts)), nil
+		}
 		facts, _ := n.Inventory()
 		values := map[string]any{}
-		for _, f := range strings.Split(input.Facts, ",") {
+		for _, f := range names {
 			f = strings.TrimSpace(f)
+			if err := filter.CheckFactPath(f); err != nil {
+				return failReply(protocol.Aborted, factPathRefused), nil
+			}
 			values[f] = factValue(facts, f)
 		}
 		data = map[string]any{"values": values}
@@ -160,6 +171,13 @@ func (n Node) rpcutil(_ context.Context, req *protocol.AgentRequest) (*protocol.
 	}
 	return &protocol.AgentReply{Statuscode: protocol.OK, Statusmsg: "OK", Data: b}, nil
 }
+
+// factPathRefused answers a fact path filter.CheckFactPath refuses.
+const factPathRefused = "Cannot look up the fact: its path is longer (1 KiB), more deeply nested (8 brackets) or uses more of gjson's syntax (modifiers, pipes) than agent-host allows"
+
+// maxFacts bounds the facts one get_facts request looks up: each lookup
+// reads the whole facts document.
+const maxFacts = 256
 
 func failReply(code protocol.StatusCode, msg string) *protocol.AgentReply {
 	return &protocol.AgentReply{Statuscode: code, Statusmsg: msg, Data: json.RawMessage("{}")}

@@ -153,12 +153,19 @@ type Config struct {
 	// The longest TTL honoured: a request's ttl is cut to this before its time window is
 	// checked, so a request created long ago with a huge ttl is refused as expired. Choria's
 	// clients send 60 seconds.
-	MaxTTL time.Duration `confkey:"plugin.agent_host.max_ttl" type:"duration" default:"24h"`
+	MaxTTL time.Duration `confkey:"plugin.agent_host.max_ttl" type:"duration" default:"24h" validate:"min_duration=1s"`
 
 	// How long requests still running at shutdown may take to finish before their agents are
 	// killed. Requests still waiting for a slot are answered at once that the node is
 	// shutting down.
-	ShutdownGrace time.Duration `confkey:"plugin.agent_host.shutdown_grace" type:"duration" default:"10s"`
+	ShutdownGrace time.Duration `confkey:"plugin.agent_host.shutdown_grace" type:"duration" default:"10s" validate:"min_duration=1ms"`
+
+	// Whether what an agent leaves running when it exits is stopped: SIGTERM, then SIGKILL a
+	// second later, including processes that left its process group or session (on Linux the
+	// host becomes a child subreaper to find them). Set it to false for agents that start
+	// daemons themselves, which Choria leaves running; an agent that times out still takes
+	// its process group with it.
+	StopLeftovers bool `confkey:"plugin.agent_host.stop_leftovers" default:"true"`
 
 	// The largest reply, in bytes, an agent may write; a larger reply fails the request. The
 	// signed and encoded reply sent to the client is bigger than this and must still fit the

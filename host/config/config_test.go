@@ -113,6 +113,7 @@ func TestDefault(t *testing.T) {
 		PendingBytes:              64 << 20,
 		MaxTTL:                    24 * time.Hour,
 		ShutdownGrace:             10 * time.Second,
+		StopLeftovers:             true,
 		ReplyMaxBytes:             1 << 20,
 		EmbeddedBroker:            "127.0.0.1:4222",
 		AgentSettle:               2 * time.Second,
@@ -344,6 +345,7 @@ func TestInvalid(t *testing.T) {
 	}{
 		{"ttl not an integer", "identity = n1\n\n\n\n\n# ttl\nttl = abc", nil, "ttl", 7, `"abc" is not an integer`},
 		{"ttl zero", "ttl = 0", nil, "ttl", 1, "0 is less than the minimum 1"},
+		{"max_ttl zero", "plugin.agent_host.max_ttl = 0", nil, "plugin.agent_host.max_ttl", 1, "0s is less than the minimum 1s"},
 		{"loglevel", "loglevel = verbose", nil, "loglevel", 1, `"verbose" is not supported, use one of: debug, info, warn, error, fatal`},
 		{"choria security provider", "\nplugin.security.provider = puppet", nil, "plugin.security.provider", 2, `"puppet" is not supported, use one of: file, insecure`},
 		{"bool", "plugin.choria.use_srv = maybe", nil, "plugin.choria.use_srv", 1, `"maybe" is not a boolean, use true or false`},

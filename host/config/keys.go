@@ -173,6 +173,9 @@ func (f *field) set(c *Config, value string) error {
 		if err != nil {
 			return err
 		}
+		if err := f.rule.checkDuration(d); err != nil {
+			return err
+		}
 		v.SetInt(int64(d))
 	default:
 		switch v.Kind() {

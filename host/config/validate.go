@@ -16,6 +16,7 @@ import (
 //
 //	enum=a,b,c  the value is one of the listed words
 //	min=N       the integer is at least N
+//	min_duration=D  the duration is at least D (Go syntax)
 //	hostport    a listen address host:port; the host may be empty, port 0 picks one
 //	broker_url  host:port, nats://host:port or tls://host:port
 //	regexp      a Go regular expression
@@ -24,9 +25,10 @@ import (
 //
 // For lists the rule applies to each entry.
 type rule struct {
-	name string
-	enum []string
-	min  int
+	name        string
+	enum        []string
+	min         int
+	minDuration time.Duration
 }
 
 func parseRule(tag string) (rule, error) {
@@ -44,6 +46,12 @@ func parseRule(tag string) (rule, error) {
 			return r, fmt.Errorf("validation %q: bad minimum", tag)
 		}
 		r.min = n
+	case "min_duration":
+		d, err := time.ParseDuration(arg)
+		if err != nil {
+			return r, fmt.Errorf("validation %q: bad minimum", tag)
+		}
+		r.minDuration = d
 	case "hostport", "broker_url", "regexp", "token", "subject":
 		if hasArg {
 			return r, fmt.Errorf("validation %q takes no argument", tag)
@@ -57,6 +65,13 @@ func parseRule(tag string) (rule, error) {
 func (r rule) checkInt(n int) error {
 	if r.name == "min" && n < r.min {
 		return fmt.Errorf("%d is less than the minimum %d", n, r.min)
+	}
+	return nil
+}
+
+func (r rule) checkDuration(d time.Duration) error {
+	if r.name == "min_duration" && d < r.minDuration {
+		return fmt.Errorf("%s is less than the minimum %s", d, r.minDuration)
 	}
 	return nil
 }

@@ -35,11 +35,12 @@ type Inventory struct {
 	classesFile string
 	log         *slog.Logger
 
-	mu      sync.Mutex
-	checked time.Time
-	stamp   string
-	facts   json.RawMessage
-	classes []string
+	mu         sync.Mutex
+	checked    time.Time
+	refreshing bool // one caller is looking at the files
+	stamp      string
+	facts      json.RawMessage
+	classes    []string
 }
 
 // New reads the facts files (later files win, as in Choria) and the
@@ -49,24 +50,36 @@ func New(factFiles []string, classesFile string, log *slog.Logger) *Inventory {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	inv := &Inventory{factFiles: factFiles, classesFile: classesFile, log: log}
-	inv.mu.Lock()
-	inv.refreshLocked(time.Now())
-	inv.mu.Unlock()
+	inv := &Inventory{factFiles: factFiles, classesFile: classesFile, log: log, checked: time.Now()}
+	inv.stamp = inv.fileStamp()
+	inv.facts, inv.classes = loadFacts(factFiles, log), loadClasses(classesFile, log)
 	return inv
 }
 
 // Snapshot returns the current facts (a JSON object normalized as Choria
 // matches it, {} at least) and the sorted classes. Callers must not
-// modify them.
+// modify them. About once a second one caller looks at the files and,
+// when they changed, reads them again; the others meanwhile get the
+// previous facts rather than wait.
 func (i *Inventory) Snapshot() (json.RawMessage, []string) {
 	now := time.Now()
 	i.mu.Lock()
-	defer i.mu.Unlock()
-	if now.Sub(i.checked) >= recheck {
-		i.refreshLocked(now)
+	due := !i.refreshing && now.Sub(i.checked) >= recheck
+	if due {
+		i.refreshing, i.checked = true, now
 	}
-	return i.facts, i.classes
+	facts, classes, stamp := i.facts, i.classes, i.stamp
+	i.mu.Unlock()
+	if !due {
+		return facts, classes
+	}
+	if fresh := i.fileStamp(); fresh != stamp {
+		facts, classes, stamp = loadFacts(i.factFiles, i.log), loadClasses(i.classesFile, i.log), fresh
+	}
+	i.mu.Lock()
+	i.facts, i.classes, i.stamp, i.refreshing = facts, classes, stamp, false
+	i.mu.Unlock()
+	return facts, classes
 }
 
 // Facts returns the facts of Snapshot.
@@ -75,15 +88,8 @@ func (i *Inventory) Facts() []byte {
 	return f
 }
 
-func (i *Inventory) refreshLocked(now time.Time) {
-	i.checked = now
-	stamp := fileStamp(append(slices.Clone(i.factFiles), i.classesFile))
-	if stamp == i.stamp && i.facts != nil {
-		return
-	}
-	i.stamp = stamp
-	i.facts = loadFacts(i.factFiles, i.log)
-	i.classes = loadClasses(i.classesFile, i.log)
+func (i *Inventory) fileStamp() string {
+	return fileStamp(append(slices.Clone(i.factFiles), i.classesFile))
 }
 
 // fileStamp summarises the size and mtime of files so a change is noticed.

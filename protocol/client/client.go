@@ -94,7 +94,7 @@ func (c *Client) Discover(ctx context.Context, f *protocol.Filter, wait time.Dur
 	var nodes []string
 	err := c.exchange(ctx, "discovery", []byte(base64.StdEncoding.EncodeToString([]byte("ping"))), f,
 		[]string{c.cfg.Collective + ".broadcast.agent.discovery"},
-		func(t *v1.Transport, _ []byte, _ time.Duration) bool {
+		func(t *v1.Transport, _ time.Duration) bool {
 			if !slices.Contains(nodes, t.Headers.MCSender) {
 				nodes = append(nodes, t.Headers.MCSender)
 			}
@@ -132,7 +132,7 @@ func (c *Client) Request(ctx context.Context, nodes []string, agent, action stri
 	for _, n := range nodes {
 		asked[n] = true
 	}
-	err = c.exchange(ctx, agent, body, f, subjects, func(t *v1.Transport, payload []byte, rtt time.Duration) bool {
+	err = c.exchange(ctx, agent, body, f, subjects, func(t *v1.Transport, rtt time.Duration) bool {
 		sender := t.Headers.MCSender
 		switch {
 		case !asked[sender]:
@@ -144,7 +144,7 @@ func (c *Client) Request(ctx context.Context, nodes []string, agent, action stri
 		default:
 			answered[sender] = true
 			r := Reply{Sender: sender, RTT: rtt}
-			if b, err := decodeReply(agent, payload); err != nil {
+			if b, err := decodeBody(agent, t); err != nil {
 				r.Err = err
 			} else {
 				r.Body = *b
@@ -168,9 +168,8 @@ func (c *Client) Request(ctx context.Context, nodes []string, agent, action stri
 }
 
 // exchange publishes one request to subjects and feeds every reply
-// transport to onReply, with the payload it came in, until onReply
-// returns true or ctx ends.
-func (c *Client) exchange(ctx context.Context, agent string, body []byte, f *protocol.Filter, subjects []string, onReply func(*v1.Transport, []byte, time.Duration) bool) error {
+// transport to onReply until it returns true or ctx ends.
+func (c *Client) exchange(ctx context.Context, agent string, body []byte, f *protocol.Filter, subjects []string, onReply func(*v1.Transport, time.Duration) bool) error {
 	id, err := v1.NewRequestID()
 	if err != nil {
 		return err
@@ -223,7 +222,7 @@ func (c *Client) exchange(ctx context.Context, agent string, body []byte, f *pro
 			// Without a transport there is no sender to account it to.
 			continue
 		}
-		if onReply(t, m.Data, time.Since(start)) {
+		if onReply(t, time.Since(start)) {
 			return nil
 		}
 	}
@@ -232,9 +231,20 @@ func (c *Client) exchange(ctx context.Context, agent string, body []byte, f *pro
 // maxPendingReplies bounds the replies buffered before they are read.
 const maxPendingReplies = 1 << 20
 
-// decodeReply reads a node's answer to agent down to its SimpleRPC body.
-func decodeReply(agent string, payload []byte) (*protocol.RPCReply, error) {
-	_, r, err := v1.DecodeReply(payload)
+// DecodeReply unwraps a node's reply payload down to its SimpleRPC body;
+// the transport holds the sender and routing headers.
+func DecodeReply(payload []byte) (*v1.Transport, *protocol.RPCReply, error) {
+	t, err := v1.DecodeTransport(payload)
+	if err != nil {
+		return nil, nil, err
+	}
+	body, err := decodeBody("", t)
+	return t, body, err
+}
+
+// decodeBody reads a node's answer to agent down to its SimpleRPC body.
+func decodeBody(agent string, t *v1.Transport) (*protocol.RPCReply, error) {
+	r, err := t.Reply()
 	if err != nil {
 		return nil, err
 	}

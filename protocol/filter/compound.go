@@ -3,10 +3,12 @@ package filter
 import (
 	"container/list"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
 	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/vm"
 	"github.com/tidwall/gjson"
 
@@ -21,7 +23,7 @@ import (
 func (m *Matcher) matchCompound(entries [][]map[string]string, n *Node) bool {
 	expressions, ok := compoundExpressions(entries)
 	if !ok {
-		m.log.Warn("malformed compound filter", "filter", entries)
+		m.log.Warn("malformed compound filter", "entries", len(entries))
 		return false
 	}
 
@@ -70,18 +72,19 @@ const (
 func (m *Matcher) judge(expression string, env map[string]any) verdict {
 	prog, err := m.programs.get(expression)
 	if err != nil {
-		m.log.Warn("cannot compile compound filter", "expr", expression, "error", err)
+		m.log.Warn("cannot compile compound filter", "expr", clip(expression), "error", clip(err.Error()))
 		return verdictFailed
 	}
 
-	out, err := expr.Run(prog, env)
+	machine := vm.VM{MemoryBudget: exprMemoryBudget}
+	out, err := machine.Run(prog, env)
 	b, isBool := out.(bool)
 	switch {
 	case err != nil:
-		m.log.Warn("cannot evaluate compound filter", "expr", expression, "error", err)
+		m.log.Warn("cannot evaluate compound filter", "expr", clip(expression), "error", clip(err.Error()))
 		return verdictFailed
 	case !isBool:
-		m.log.Warn("cannot evaluate compound filter", "expr", expression, "error", fmt.Sprintf("result is %T, not a boolean", out))
+		m.log.Warn("cannot evaluate compound filter", "expr", clip(expression), "error", fmt.Sprintf("result is %T, not a boolean", out))
 		return verdictFailed
 	case b:
 		return verdictTrue
@@ -103,21 +106,68 @@ func (m *Matcher) judge(expression string, env map[string]any) verdict {
 // map as nil, as Choria relies on with AllowUndefinedVariables, but fails
 // on names missing from a struct, and $env must stay a map.
 func exprEnv(m *Matcher, n *Node) map[string]any {
+	b := &evalBudget{calls: MaxFunctionCalls, with: MaxWithBytes}
 	return map[string]any{
 		"agents":  n.Agents,
 		"classes": n.Classes,
 		"facts":   n.Facts,
-		"fact":    func(path string) (any, error) { return factLookup(n.Facts, path) },
-		"with":    func(query string) (bool, error) { return m.with(query, n) },
-		"include": include,
-		"semver":  semverSatisfies,
+		"fact": func(path string) (any, error) {
+			if err := b.call(); err != nil {
+				return nil, err
+			}
+			return factLookup(n.Facts, path)
+		},
+		"with": func(query string) (bool, error) {
+			if err := b.withQuery(query); err != nil {
+				return false, err
+			}
+			return m.with(query, n)
+		},
+		"include": func(list []any, x any) (bool, error) {
+			if err := b.call(); err != nil {
+				return false, err
+			}
+			return include(list, x), nil
+		},
+		"semver": func(version string, constraint string) (bool, error) {
+			if err := b.call(); err != nil {
+				return false, err
+			}
+			return semverSatisfies(version, constraint)
+		},
 	}
+}
+
+// evalBudget bounds what the compound expressions of one filter may do
+// through the functions agent-host provides, each of which looks at the
+// node's facts or compiles a regular expression: expr-lang's closures can
+// call them in loops.
+type evalBudget struct {
+	calls int // function calls left
+	with  int // bytes of with() queries left
+}
+
+func (b *evalBudget) call() error {
+	if b.calls--; b.calls < 0 {
+		return fmt.Errorf("%w: more than %d calls of fact(), with(), include() and semver() in one filter", ErrFilterTooComplex, MaxFunctionCalls)
+	}
+	return nil
+}
+
+func (b *evalBudget) withQuery(q string) error {
+	if err := b.call(); err != nil {
+		return err
+	}
+	if b.with -= len(q); b.with < 0 {
+		return fmt.Errorf("%w: with() queries of more than %d bytes in one filter", ErrFilterTooComplex, MaxWithBytes)
+	}
+	return nil
 }
 
 // factLookup implements fact(path); a path beyond the limits is an
 // evaluation error rather than a gjson query.
 func factLookup(facts []byte, path string) (any, error) {
-	if err := checkFactPath(path); err != nil {
+	if err := CheckFactPath(path); err != nil {
 		return nil, err
 	}
 	return gjson.GetBytes(facts, path).Value(), nil
@@ -128,7 +178,7 @@ func factLookup(facts []byte, path string) (any, error) {
 // beyond the limits is an evaluation error, which vetoes the expression.
 func (m *Matcher) with(q string, n *Node) (bool, error) {
 	if ff, err := ParseFactFilter(q); err == nil {
-		if err := checkFactPath(ff.Fact); err != nil {
+		if err := CheckFactPath(ff.Fact); err != nil {
 			return false, err
 		}
 		return m.matchFacts([]protocol.FactFilter{ff}, n.Facts), nil
@@ -151,12 +201,98 @@ func compileExpr(expression string) (prog *vm.Program, err error) {
 		return nil, err
 	}
 	env := exprEnv(nil, withDefaults(nil))
-	prog, err = expr.Compile(expression, expr.Env(env), expr.AsBool(), expr.AllowUndefinedVariables(), expr.MaxNodes(MaxExpressionNodes))
+	opts := []expr.Option{expr.Env(env), expr.AsBool(), expr.AllowUndefinedVariables(), expr.MaxNodes(MaxExpressionNodes), expr.DisableAllBuiltins()}
+	for _, name := range allowedBuiltins {
+		opts = append(opts, expr.EnableBuiltin(name))
+	}
+	policy := &exprPolicy{}
+	opts = append(opts, expr.Patch(policy))
+	prog, err = expr.Compile(expression, opts...)
+	if err == nil {
+		err = policy.err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("compiling compound filter: %w", err)
 	}
 
 	return prog, nil
+}
+
+// exprMemoryBudget bounds what one evaluation may allocate in ranges,
+// arrays and maps, in expr-lang's units (elements); its default is 100
+// times this.
+const exprMemoryBudget = 10_000
+
+// allowedBuiltins are the expr-lang builtins a compound expression may
+// call: those whose result is no larger than their arguments. The others
+// (repeat, replace, join, map, reduce, groupBy, sortBy, concat, flatten,
+// toJSON, fromJSON, toBase64, fromBase64, toPairs, fromPairs) can build
+// values far larger than the expression, exponentially so when nested,
+// and are refused.
+var allowedBuiltins = []string{
+	"all", "none", "any", "one", "filter", "find", "findIndex", "findLast", "findLastIndex", "count", "sum",
+	"len", "type", "abs", "ceil", "floor", "round", "int", "float", "string",
+	"trim", "trimPrefix", "trimSuffix", "upper", "lower", "split", "splitAfter",
+	"indexOf", "lastIndexOf", "hasPrefix", "hasSuffix", "max", "min", "mean", "median",
+	"now", "duration", "date", "timezone", "first", "last", "get", "take", "keys", "values",
+	"reverse", "uniq", "sort", "bitnot",
+}
+
+// exprPolicy refuses, while an expression compiles, what would make its
+// evaluation cost more than linear in its size: variables (let), which
+// can double a value at every use, and closures inside closures, which
+// multiply their loops.
+type exprPolicy struct{ err error }
+
+func (p *exprPolicy) Visit(node *ast.Node) {
+	if p.err != nil {
+		return
+	}
+	switch n := (*node).(type) {
+	case *ast.BuiltinNode:
+		// The closure builtins (map, reduce...) are parsed whatever is
+		// disabled, so the allow-list is applied here too.
+		if !slices.Contains(allowedBuiltins, n.Name) {
+			p.err = fmt.Errorf("%w: %s() is not allowed in a compound filter", ErrFilterTooComplex, n.Name)
+		}
+	case *ast.VariableDeclaratorNode:
+		p.err = fmt.Errorf("%w: let is not allowed in a compound filter", ErrFilterTooComplex)
+	case *ast.PredicateNode:
+		inner := &closureBody{}
+		ast.Walk(&n.Node, inner)
+		switch {
+		case inner.closures > 0:
+			p.err = fmt.Errorf("%w: closures may not nest in a compound filter", ErrFilterTooComplex)
+		case inner.dynamicMatches > 0:
+			p.err = fmt.Errorf("%w: inside a closure, matches needs a literal pattern", ErrFilterTooComplex)
+		}
+	}
+}
+
+// closureBody looks at what a closure runs for every element: more
+// closures, or regular expressions it would compile each time.
+type closureBody struct{ closures, dynamicMatches int }
+
+func (c *closureBody) Visit(node *ast.Node) {
+	switch n := (*node).(type) {
+	case *ast.PredicateNode:
+		c.closures++
+	case *ast.BinaryNode:
+		if n.Operator == "matches" {
+			if _, literal := n.Right.(*ast.StringNode); !literal {
+				c.dynamicMatches++
+			}
+		}
+	}
+}
+
+// clip shortens a filter for a log line.
+func clip(s string) string {
+	const max = 200
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + fmt.Sprintf("… (%d bytes)", len(s))
 }
 
 // maxCachedExprLen bounds the expressions kept in the cache, so that the

@@ -146,7 +146,7 @@ func ParseClasses(data []byte) []string {
 func (m *Matcher) matchFacts(filters []protocol.FactFilter, facts json.RawMessage) bool {
 	for _, ff := range filters {
 		// with() reaches here with fact paths Check has not seen.
-		if err := checkFactPath(ff.Fact); err != nil {
+		if err := CheckFactPath(ff.Fact); err != nil {
 			m.log.Warn("cannot evaluate fact filter", "error", err)
 			return false
 		}

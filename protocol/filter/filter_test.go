@@ -701,7 +701,7 @@ func TestInclude(t *testing.T) {
 	runMatchCases(t, []matchCase{
 		{name: "dates are equal at the same instant", filter: compoundFilter(`include([date("2024-05-01T12:00:00Z")], date("2024-05-01T14:00:00+02:00"))`), want: true},
 		{name: "dates at different instants", filter: compoundFilter(`include([date("2024-05-01T12:00:00Z")], date("2024-05-01T12:00:00+02:00"))`), want: false},
-		{name: "NaN is not equal to itself inside a shared array", filter: compoundFilter(`let a = [0/0]; include([a], a)`), want: false},
+		{name: "NaN is not equal to itself", filter: compoundFilter(`include([0/0], 0/0)`), want: false},
 		{name: "a timezone cannot be compared", filter: compoundFilter(`include([timezone("UTC")], timezone("UTC"))`), want: false},
 		{name: "functions are never equal", filter: compoundFilter(`include([$env], $env)`), want: false},
 		{name: "objects compare by content", filter: compoundFilter(`include([fact("app")], fact("app"))`), want: true},

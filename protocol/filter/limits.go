@@ -3,6 +3,7 @@ package filter
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/parser/lexer"
@@ -25,8 +26,15 @@ const (
 	// MaxFilterStringBytes bounds one identity, agent, class or fact entry
 	// (fact name or value), most of which may be regular expressions.
 	MaxFilterStringBytes = 16 << 10
-	// MaxFilterEntries bounds the entries of one category.
-	MaxFilterEntries = 4096
+	// MaxFilterEntries bounds the identity, agent and class entries of
+	// one category.
+	MaxFilterEntries = 1024
+	// MaxFactFilters bounds the fact filters, each a lookup in the facts.
+	MaxFactFilters = 256
+	// MaxFilterBytes bounds the text of a whole filter, every entry and
+	// expression together: each is a regular expression or a program to
+	// compile.
+	MaxFilterBytes = 256 << 10
 	// MaxCompoundEntries bounds the compound expressions of one filter.
 	MaxCompoundEntries = 64
 	// MaxExpressionBytes bounds one compound expression.
@@ -45,6 +53,13 @@ const (
 	// the type checker's and compiler's recursion shallow for long chains
 	// of binary operators, which the parser builds in a loop.
 	MaxExpressionNodes = 10_000
+	// MaxFunctionCalls bounds the calls of fact(), with(), include() and
+	// semver() while the compound expressions of one filter run: a
+	// closure can call them once per element of an array.
+	MaxFunctionCalls = 256
+	// MaxWithBytes bounds the text of the with() queries run for one
+	// filter, each a fact filter or regular expression to compile.
+	MaxWithBytes = 64 << 10
 	// MaxFactPathBytes bounds the gjson path of a fact lookup.
 	MaxFactPathBytes = 1 << 10
 	// MaxFactPathDepth bounds brackets open at once in a gjson path, whose
@@ -76,28 +91,41 @@ func (m *Matcher) Check(f *protocol.Filter) error {
 			return err
 		}
 	}
-	if len(f.Fact) > MaxFilterEntries {
-		return fmt.Errorf("%w: %d fact filters, more than %d", ErrFilterTooComplex, len(f.Fact), MaxFilterEntries)
+	if len(f.Fact) > MaxFactFilters {
+		return fmt.Errorf("%w: %d fact filters, more than %d", ErrFilterTooComplex, len(f.Fact), MaxFactFilters)
+	}
+	total := 0
+	for _, s := range [][]string{f.Identity, f.Agent, f.Class} {
+		for _, e := range s {
+			total += len(e)
+		}
 	}
 	for _, ff := range f.Fact {
-		if err := checkFactPath(ff.Fact); err != nil {
+		if err := CheckFactPath(ff.Fact); err != nil {
 			return err
 		}
 		if len(ff.Value) > MaxFilterStringBytes {
 			return fmt.Errorf("%w: fact filter value of %d bytes, more than %d", ErrFilterTooComplex, len(ff.Value), MaxFilterStringBytes)
 		}
+		total += len(ff.Fact) + len(ff.Value)
 	}
 	if len(f.Compound) > MaxCompoundEntries {
 		return fmt.Errorf("%w: %d compound expressions, more than %d", ErrFilterTooComplex, len(f.Compound), MaxCompoundEntries)
 	}
 	for _, entry := range f.Compound {
-		for _, kv := range entry {
-			for _, expression := range kv {
-				if err := checkExpression(expression); err != nil {
-					return err
-				}
-			}
+		// Only an entry of one map is evaluated, and only its expr key;
+		// anything else selects nothing without being parsed.
+		if len(entry) != 1 {
+			continue
 		}
+		expression := entry[0]["expr"]
+		if err := checkExpression(expression); err != nil {
+			return err
+		}
+		total += len(expression)
+	}
+	if total > MaxFilterBytes {
+		return fmt.Errorf("%w: %d bytes of filter, more than %d", ErrFilterTooComplex, total, MaxFilterBytes)
 	}
 	return nil
 }
@@ -155,11 +183,16 @@ func checkExpression(expression string) error {
 	}
 }
 
-// checkFactPath bounds a gjson path. Escapes are not interpreted, so an
-// escaped bracket counts too: the bound errs on the safe side.
-func checkFactPath(path string) error {
+// CheckFactPath bounds a gjson path: its size and nesting, and no
+// modifiers (@reverse, @this...) or pipes, each of which makes gjson
+// process the whole facts document again. Escapes are not interpreted,
+// so an escaped character counts too: the check errs on the safe side.
+func CheckFactPath(path string) error {
 	if len(path) > MaxFactPathBytes {
 		return fmt.Errorf("%w: fact path of %d bytes, more than %d", ErrFilterTooComplex, len(path), MaxFactPathBytes)
+	}
+	if strings.ContainsAny(path, "@|") {
+		return fmt.Errorf("%w: fact path %q uses a gjson modifier or pipe", ErrFilterTooComplex, clip(path))
 	}
 	depth := 0
 	for i := 0; i < len(path); i++ {

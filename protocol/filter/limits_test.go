@@ -192,3 +192,86 @@ func BenchmarkCompileLargest(b *testing.B) {
 		})
 	}
 }
+
+// TestExpressionPolicy: what would let a small expression cost far more
+// than its size to run is refused when it compiles; the rest of the
+// language Choria's filters use still works.
+func TestExpressionPolicy(t *testing.T) {
+	m := NewMatcher()
+	for _, tc := range []struct {
+		expression string
+		want       bool
+	}{
+		// Refused: they select nothing.
+		{`repeat("x", 10) == "xxxxxxxxxx"`, false},
+		{`replace("a", "a", "b") == "b"`, false},
+		{`join(["a", "b"], "") == "ab"`, false},
+		{`map([1], {# + 1})[0] == 2`, false},
+		{`reduce([1, 2], #acc + #) == 3`, false},
+		{`toJSON(1) == "1"`, false},
+		{`let x = 1; x == 1`, false},
+		{`any([1], {any([1], {true})})`, false},
+		{`none(1..999, {any(1..999, {with("/(a|b)/")})})`, false},
+		{`any(1..9999, {"x" matches upper("(a|b)")})`, false},
+		// Allowed.
+		{`any(fact("ports"), {# > 50})`, true},
+		{`count(fact("nics"), {# startsWith "eth"}) == 1`, true},
+		{`any(fact("nics"), {# matches "^e"})`, true},
+		{`len(fact("nics")) == 2 && upper("a") == "A"`, true},
+		{`2 in 1..3 && any(["a"], {# == "a"}) && all([1], {# == 1})`, true},
+		{`fact("app.version") matches "^1\\." && semver(fact("app.version"), ">= 1")`, true},
+	} {
+		got, err := m.Match(compoundFilter(tc.expression), testNode())
+		if err != nil || got != tc.want {
+			t.Errorf("%s: Match = %v, %v; want %v", tc.expression, got, err, tc.want)
+		}
+	}
+}
+
+// TestEvaluationBudget: a closure can call agent-host's functions once per
+// element, so their calls and the size of what they compile are bounded
+// per filter; so is what the expression allocates.
+func TestEvaluationBudget(t *testing.T) {
+	m := NewMatcher()
+	for _, tc := range []struct {
+		name, expression string
+		want             bool
+	}{
+		{"calls within the budget", `count(1..100, {fact("name") == "Web01"}) == 100`, true},
+		{"too many calls", `all(1..1000, {fact("name") == "Web01"})`, false},
+		{"too many with() calls", `none(1..1000, {with("puppet")})`, false},
+		{"with() queries too large", `none(1..200, {with("/` + strings.Repeat("a", 1000) + `/")})`, false},
+		{"range within the memory budget", `len(1..5000) == 5000`, true},
+		{"range beyond the memory budget", `len(1..20000) == 20000`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := m.Match(compoundFilter(tc.expression), testNode())
+			if err != nil || got != tc.want {
+				t.Errorf("Match = %v, %v; want %v", got, err, tc.want)
+			}
+		})
+	}
+	// The budget is per filter, across its expressions.
+	many := make([]string, 3)
+	for i := range many {
+		many[i] = `count(1..100, {fact("name") == "Web01"}) == 100`
+	}
+	if mustMatch(t, m, compoundFilter(many...), testNode()) {
+		t.Error("three expressions of 100 calls each passed a budget of 256 calls")
+	}
+}
+
+// TestFactPathModifiers: gjson modifiers and pipes re-process the whole
+// facts document, so fact paths may not use them.
+func TestFactPathModifiers(t *testing.T) {
+	m := NewMatcher()
+	for _, path := range []string{"@reverse", "nics|@reverse", "os.@this.family", "ports|0"} {
+		ok, err := m.Match(factFilter(path, "==", "x"), testNode())
+		if ok || !errors.Is(err, ErrFilterTooComplex) {
+			t.Errorf("fact path %q: Match = %v, %v; want refused", path, ok, err)
+		}
+		if mustMatch(t, m, compoundFilter(`fact("`+path+`") != "x"`), testNode()) {
+			t.Errorf("fact(%q) was evaluated", path)
+		}
+	}
+}

@@ -288,15 +288,18 @@ func DecodeReply(payload []byte) (*Transport, *Reply, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	r, err := t.Reply()
+	return t, r, err
+}
+
+// Reply decodes the transport's data as a secure reply, checks its hash
+// and returns the reply inside.
+func (t *Transport) Reply() (*Reply, error) {
 	s, err := t.SecureReply()
 	if err != nil {
-		return t, nil, err
+		return nil, err
 	}
-	r, err := s.Reply()
-	if err != nil {
-		return t, nil, err
-	}
-	return t, r, nil
+	return s.Reply()
 }
 
 func hashOf(message string) string {

@@ -13,18 +13,25 @@ import (
 // alone. The kernel's subreaper setting is per process, and so is this.
 var tracker struct {
 	// starting is held for reading while a process starts and is
-	// recorded, and for writing by a sweep, so that a sweep never mistakes
-	// a process just started for an orphan.
+	// recorded, and for writing by a sweep while it lists this process's
+	// children, so that a sweep never mistakes a process just started
+	// for an orphan.
 	starting sync.RWMutex
 
 	mu      sync.Mutex
-	started map[int]struct{}
+	started map[int]*exec.Cmd
 	// stopping holds the sessions whose leftovers are being stopped, by
 	// the one leftoverStop that owns each.
 	stopping map[int]bool
-	// killAt is when an orphan in a session nobody owns, such as one that
-	// called setsid, gets SIGKILL: a grace after its first SIGTERM.
-	killAt map[int]time.Time
+	// orphans are the orphans found in sessions nobody owns (they called
+	// setsid): when each gets SIGKILL, and the stop that saw it first
+	// and waits for it.
+	orphans map[int]*orphan
+}
+
+type orphan struct {
+	killAt  time.Time
+	claimer *sweep
 }
 
 func startTracked(cmd *exec.Cmd) error {
@@ -35,16 +42,19 @@ func startTracked(cmd *exec.Cmd) error {
 	}
 	tracker.mu.Lock()
 	if tracker.started == nil {
-		tracker.started = map[int]struct{}{}
+		tracker.started = map[int]*exec.Cmd{}
 	}
-	tracker.started[cmd.Process.Pid] = struct{}{}
+	tracker.started[cmd.Process.Pid] = cmd
 	tracker.mu.Unlock()
 	return nil
 }
 
-func untrack(pid int) {
+// untrack forgets cmd once it is reaped; its pid may already be another's.
+func untrack(cmd *exec.Cmd) {
 	tracker.mu.Lock()
-	delete(tracker.started, pid)
+	if tracker.started[cmd.Process.Pid] == cmd {
+		delete(tracker.started, cmd.Process.Pid)
+	}
 	tracker.mu.Unlock()
 }
 
@@ -63,20 +73,21 @@ func tracked(pid int) bool {
 type leftoverStop struct {
 	sweep                sweep
 	termUntil, killUntil time.Time
-	alive                int
 	group                bool
 }
 
-// sweep is one leftoverStop's view of the orphans it has signalled.
+// sweep is one leftoverStop's part in sweeping for orphans.
 type sweep struct {
 	session int
 	sig     syscall.Signal
 	grace   time.Duration
-	// seen maps each orphan signalled to whether it had left the group.
+	// seen maps each orphan it waits for to whether it had left the
+	// process group.
 	seen map[int]bool
 }
 
-// beginStopLeftovers sends the first signals.
+// beginStopLeftovers signals the group of the session's leader, which
+// has just been reaped; finish does the rest.
 func beginStopLeftovers(session int, grace time.Duration, immediate bool) *leftoverStop {
 	s := &leftoverStop{sweep: sweep{session: session, sig: syscall.SIGTERM, grace: grace, seen: map[int]bool{}}}
 	if immediate {
@@ -91,27 +102,45 @@ func beginStopLeftovers(session int, grace time.Duration, immediate bool) *lefto
 	s.termUntil = time.Now().Add(grace)
 	s.killUntil = s.termUntil.Add(grace)
 	s.group = syscall.Kill(-session, s.sweep.sig) == nil
-	s.alive = sweepOrphans(&s.sweep)
 	return s
 }
 
 // finish returns once every leftover is gone, or a grace after SIGKILL.
+// It ends only after a sweep that found nothing following one in which
+// the group was already empty: a descendant comes to this process only
+// when its parent has died, which may be the last thing the previous
+// sweep saw.
 func (s *leftoverStop) finish() Leftovers {
 	l := Leftovers{Group: s.group}
-	for pause := time.Millisecond; s.group && groupAlive(s.sweep.session) || s.alive > 0; pause = min(2*pause, 50*time.Millisecond) {
+	quiet := 0
+	for pause := time.Millisecond; quiet < 2; pause = min(2*pause, 50*time.Millisecond) {
+		groupLeft := s.group && groupAlive(s.sweep.session)
+		if s.sweep.sig == syscall.SIGTERM && time.Now().After(s.termUntil) {
+			s.sweep.sig = syscall.SIGKILL
+			if groupLeft {
+				_ = syscall.Kill(-s.sweep.session, s.sweep.sig)
+			}
+		}
+		if alive := sweepOrphans(&s.sweep); alive > 0 || groupLeft {
+			quiet = 0
+		} else {
+			quiet++
+			continue
+		}
 		if time.Now().After(s.killUntil) {
 			l.Unstoppable = true
 			break
 		}
 		time.Sleep(pause)
-		if s.sweep.sig == syscall.SIGTERM && time.Now().After(s.termUntil) {
-			s.sweep.sig = syscall.SIGKILL
-			_ = syscall.Kill(-s.sweep.session, s.sweep.sig)
-		}
-		s.alive = sweepOrphans(&s.sweep)
 	}
 	tracker.mu.Lock()
 	delete(tracker.stopping, s.sweep.session)
+	for pid, o := range tracker.orphans {
+		if o.claimer == &s.sweep {
+			o.claimer = nil
+			tracker.orphans[pid] = o
+		}
+	}
 	tracker.mu.Unlock()
 	for _, escaped := range s.sweep.seen {
 		if escaped {

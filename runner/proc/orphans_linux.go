@@ -35,26 +35,27 @@ func BecomeSubreaper() error {
 
 // sweepOrphans signals this process's children that are orphans of
 // supervised processes, reaps those already dead, and returns how many
-// are still alive. An orphan is a child proc did not start whose session
-// is neither this process's own (another part of the program started it)
-// nor one led by a process proc started and has not reaped.
+// of those s waits for are alive. An orphan is a child proc did not start
+// whose session is neither this process's own (another part of the
+// program started it) nor one led by a process proc started and has not
+// reaped. s may be nil: a sweep on behalf of nobody (Sweep).
 //
 // Orphans in s's session get s's signal, once, and SIGKILL whenever s
 // sends it. Those in the session of another leftoverStop are left to it.
 // The rest left every session proc knows (setsid): no one can tell whose
-// they are, so every sweep counts them as alive, the first to see one
-// sends SIGTERM, and one a grace later SIGKILL.
+// they are. The first sweep to see one sends SIGTERM and waits for it;
+// any sweep a grace later, or any in its SIGKILL phase, sends SIGKILL.
 func sweepOrphans(s *sweep) (alive int) {
 	if !subreaper.Load() {
 		return 0
 	}
-	tracker.starting.Lock()
-	defer tracker.starting.Unlock()
 	own, err := unix.Getsid(0)
 	if err != nil {
 		return 0
 	}
-	now := time.Now()
+	type found struct{ pid, session, pgrp int }
+	var orphans []found
+	tracker.starting.Lock()
 	for _, pid := range children() {
 		if tracked(pid) {
 			continue
@@ -70,51 +71,72 @@ func sweepOrphans(s *sweep) (alive int) {
 			}
 			continue
 		}
-		if session == s.session {
-			if _, signalled := s.seen[pid]; !signalled || s.sig == syscall.SIGKILL {
-				_ = syscall.Kill(pid, s.sig)
+		orphans = append(orphans, found{pid, session, pgrp})
+	}
+	tracker.starting.Unlock()
+
+	now := time.Now()
+	for _, o := range orphans {
+		switch {
+		case s != nil && o.session == s.session:
+			if _, signalled := s.seen[o.pid]; !signalled || s.sig == syscall.SIGKILL {
+				_ = syscall.Kill(o.pid, s.sig)
 			}
-			s.seen[pid] = pgrp != s.session
+			s.seen[o.pid] = o.pgrp != s.session
 			alive++
-			continue
+		case stoppedByOther(o.session, s):
+		case killOrphan(o.pid, now, s):
+			s.seen[o.pid] = true
+			alive++
 		}
-		if stoppedByOther(session) {
-			continue
-		}
-		s.seen[pid] = true
-		alive++
-		killOrphan(pid, now, s.grace)
 	}
 	return alive
 }
 
-func stoppedByOther(session int) bool {
+// Sweep stops orphans nobody else is stopping (see sweepOrphans), for a
+// program that calls it now and then: an orphan that ignores SIGTERM gets
+// SIGKILL from the first sweep a grace after it, even if no supervised
+// process exits in the meantime.
+func Sweep() { sweepOrphans(nil) }
+
+func stoppedByOther(session int, s *sweep) bool {
 	tracker.mu.Lock()
 	defer tracker.mu.Unlock()
-	return tracker.stopping[session]
+	return tracker.stopping[session] && (s == nil || session != s.session)
 }
 
-// killOrphan sends an orphan nobody owns SIGTERM the first time and
-// SIGKILL once a grace has passed since.
-func killOrphan(pid int, now time.Time, grace time.Duration) {
+// killOrphan signals an orphan in a session nobody owns: SIGTERM the
+// first time, SIGKILL once its grace has passed or when s is killing. It
+// reports whether s claimed it, and so waits for it.
+func killOrphan(pid int, now time.Time, s *sweep) (claimed bool) {
 	tracker.mu.Lock()
 	defer tracker.mu.Unlock()
-	if tracker.killAt == nil {
-		tracker.killAt = map[int]time.Time{}
+	if tracker.orphans == nil {
+		tracker.orphans = map[int]*orphan{}
 	}
-	at, known := tracker.killAt[pid]
+	o, known := tracker.orphans[pid]
 	switch {
 	case !known:
-		tracker.killAt[pid] = now.Add(grace)
-		_ = syscall.Kill(pid, syscall.SIGTERM)
-	case now.After(at):
+		grace := DefaultKillGrace
+		if s != nil {
+			grace = s.grace
+		}
+		o = &orphan{killAt: now.Add(grace), claimer: s}
+		tracker.orphans[pid] = o
+		sig := syscall.SIGTERM
+		if s != nil && s.sig == syscall.SIGKILL {
+			sig = syscall.SIGKILL
+		}
+		_ = syscall.Kill(pid, sig)
+	case now.After(o.killAt) || s != nil && s.sig == syscall.SIGKILL:
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
+	return s != nil && o.claimer == s
 }
 
 func forget(pid int) {
 	tracker.mu.Lock()
-	delete(tracker.killAt, pid)
+	delete(tracker.orphans, pid)
 	tracker.mu.Unlock()
 }
 

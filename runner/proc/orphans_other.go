@@ -10,3 +10,6 @@ import "errors"
 func BecomeSubreaper() error { return errors.ErrUnsupported }
 
 func sweepOrphans(*sweep) int { return 0 }
+
+// Sweep does nothing where BecomeSubreaper is not supported.
+func Sweep() {}

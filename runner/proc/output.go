@@ -135,10 +135,15 @@ func (o *outputLog) spend(line []byte) bool {
 	n := int64(len(line))
 	o.mu.Lock()
 	if o.rate > 0 {
+		// Credit whole bytes only, and move the refill time on by what
+		// they are worth, so that frequent lines do not lose the fractions.
 		now := time.Now()
-		if elapsed := now.Sub(o.refilled); elapsed > 0 {
-			o.budget = min(o.limit, o.budget+int64(elapsed.Seconds()*float64(o.rate)))
-			o.refilled = now
+		if credit := int64(now.Sub(o.refilled).Seconds() * float64(o.rate)); credit > 0 {
+			o.budget += credit
+			o.refilled = o.refilled.Add(time.Duration(float64(credit) / float64(o.rate) * float64(time.Second)))
+			if o.budget >= o.limit {
+				o.budget, o.refilled = o.limit, now
+			}
 		}
 	}
 	if o.budget < n {

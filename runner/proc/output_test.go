@@ -3,9 +3,11 @@ package proc
 import (
 	"bytes"
 	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 type line struct {
@@ -126,4 +128,24 @@ func FuzzReadLines(f *testing.F) {
 			t.Fatalf("maxLine %d, reads %v: got %+v, want %+v", m, chunks, got, want)
 		}
 	})
+}
+
+// TestLogBudgetKeepsFractions: lines coming faster than the refill earns
+// a whole byte still get the refill rate, not nothing.
+func TestLogBudgetKeepsFractions(t *testing.T) {
+	o := newOutputLog(t.Context(), slog.New(slog.DiscardHandler), 100, 10_000)
+	line := make([]byte, 100)
+	logged := 0
+	start := time.Now()
+	for time.Since(start) < 500*time.Millisecond {
+		// Lines far closer together than one byte's worth of refill.
+		if o.spend(line) {
+			logged++
+		}
+	}
+	// 10 000 bytes a second for half a second is 50 lines of 100 bytes,
+	// plus the first from the full bucket; losing fractions gave almost none.
+	if logged < 25 {
+		t.Errorf("%d lines logged in 0.5 s at 10 000 bytes/s, want about 50", logged)
+	}
 }

@@ -76,6 +76,10 @@ type Spec struct {
 	// LogBytesPerSecond is how fast the log budget refills. Zero means
 	// DefaultLogBytesPerSecond; negative means it never refills.
 	LogBytesPerSecond int64
+	// LeaveLeftovers lets what the process leaves running when it exits
+	// by itself live on, as Choria does, for agents that start daemons.
+	// A process that is stopped still takes its process group with it.
+	LeaveLeftovers bool
 }
 
 // LineFunc receives one line of output without its line ending ("\n" or
@@ -185,6 +189,7 @@ type Process struct {
 
 	log      *slog.Logger
 	group    *sync.WaitGroup
+	leave    bool // Spec.LeaveLeftovers
 	killOnce sync.Once
 	kill     chan struct{}
 
@@ -270,6 +275,7 @@ func Start(ctx context.Context, spec Spec, opts ...Option) (*Process, error) {
 	}
 
 	p := &Process{
+		leave:  spec.LeaveLeftovers,
 		cmd:    cmd,
 		pid:    cmd.Process.Pid,
 		grace:  grace,
@@ -386,20 +392,25 @@ wait:
 	if grace != nil {
 		grace.Stop()
 	}
-	untrack(p.pid)
+	untrack(p.cmd)
 	p.res = result(p.cmd.ProcessState, stop)
 	var exitErr *exec.ExitError
 	if waitErr != nil && !errors.As(waitErr, &exitErr) {
 		p.err = fmt.Errorf("waiting for %s: %w", p.cmd.Path, waitErr)
 	}
 
-	// A stopped process's leftovers get no grace: the stop had one.
-	leftovers := beginStopLeftovers(p.pid, p.grace, stop != NotStopped)
+	var leftovers *leftoverStop
+	if stop != NotStopped || !p.leave {
+		// A stopped process's leftovers get no grace: the stop had one.
+		leftovers = beginStopLeftovers(p.pid, p.grace, stop != NotStopped)
+	}
 	// What the process printed last is logged before WaitExit returns,
 	// unless a leftover holds the output open and ignores SIGTERM.
 	read := p.awaitOutput(readers, exitOutputWait)
 	close(p.exited)
-	p.leftovers = leftovers.finish()
+	if leftovers != nil {
+		p.leftovers = leftovers.finish()
+	}
 	if l := p.leftovers; l.Group || l.Escaped > 0 {
 		p.log.Warn("the process left others running when it exited; they were stopped",
 			"pid", p.pid, "in_group", l.Group, "escaped_group", l.Escaped, "unstoppable", l.Unstoppable)

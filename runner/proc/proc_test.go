@@ -465,6 +465,11 @@ sleep 0.2`, escapes: true},
 sleep 0.2`, escapes: true},
 		{name: "double fork into a new session", script: `(setsid sh -c 'echo $$; exec sleep 300' &)
 sleep 0.2`, escapes: true},
+		// The child in the new session reaches this process only once its
+		// parent, which ignores SIGTERM too, is killed at the end of the
+		// grace.
+		{name: "new session below a child ignoring SIGTERM", script: `sh -c 'trap "" TERM; setsid sh -c "trap \"\" TERM; echo \$\$; exec sleep 300" & exec sleep 300' &
+sleep 0.3`, escapes: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -485,6 +490,25 @@ sleep 0.2`, escapes: true},
 				t.Errorf("Leftovers = %+v, want a descendant that escaped the group", l)
 			}
 		})
+	}
+}
+
+// Children that other code of this program started, in its own session,
+// are never taken for orphans.
+func TestSweepsSpareOtherChildren(t *testing.T) {
+	other := exec.Command(tool(t, "sleep"), "300")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Process.Kill(); _ = other.Wait() })
+	p := start(t, t.Context(), proc.Spec{Path: tool(t, "sh"), Args: []string{"sh", "-c", "setsid sleep 300 & sleep 0.1"}, KillGrace: 100 * time.Millisecond})
+	wait(t, p)
+	proc.Sweep()
+	if err := other.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("a child started outside proc was signalled or reaped: %v", err)
+	}
+	if p.Leftovers().Escaped != 1 {
+		t.Errorf("Leftovers = %+v, want the one escaped leftover", p.Leftovers())
 	}
 }
 

@@ -16,9 +16,10 @@
 // the third argument names the rpc_request protocol even for activation
 // checks, activation checks get an empty facts file, and
 // CHORIA_EXTERNAL_CONFIG names <plugin.d>/<agent> without ".cfg". Where
-// Choria can hang or leak it is not followed: the agent runs in its own
-// process group, which is killed as a whole on timeout, and output lines
-// are bounded and always drained.
+// Choria can hang or leak it is not followed: the agent runs in a session
+// and process group of its own, which is killed as a whole on timeout and
+// after the agent exits (see runner/proc), and output lines are bounded
+// and always drained.
 package spawn
 
 import (
@@ -87,6 +88,9 @@ type Config struct {
 	// ActivationTimeout bounds an activation check. Zero means
 	// DefaultActivationTimeout.
 	ActivationTimeout time.Duration
+	// LeaveLeftovers lets what an agent leaves running when it exits live
+	// on, as Choria does (see proc.Spec.LeaveLeftovers).
+	LeaveLeftovers bool
 }
 
 // Option changes a Spawner.
@@ -111,7 +115,9 @@ type Spawner struct {
 	pathEnv string // "PATH=..." handed to every agent
 	log     *slog.Logger
 
-	mu     sync.Mutex // guards closed against procs.Add
+	// mu guards closed: starts hold it for reading, so they run at once,
+	// and Close for writing, so no start adds to procs once it waits.
+	mu     sync.RWMutex
 	closed bool
 	procs  sync.WaitGroup
 }
@@ -259,10 +265,11 @@ func (s *Spawner) execute(ctx context.Context, exe, agent, proto string, body, f
 			"CHORIA_EXTERNAL_FACTS=" + factsFile,
 			s.pathEnv,
 		},
-		Dir:          s.cfg.TempDir,
-		MaxLineBytes: s.cfg.MaxLineBytes,
-		MaxLogBytes:  s.cfg.MaxLogBytes,
-		KillGrace:    s.cfg.KillGrace,
+		Dir:            s.cfg.TempDir,
+		MaxLineBytes:   s.cfg.MaxLineBytes,
+		MaxLogBytes:    s.cfg.MaxLogBytes,
+		KillGrace:      s.cfg.KillGrace,
+		LeaveLeftovers: s.cfg.LeaveLeftovers,
 	}, proc.WithLogger(s.log.With("agent", agent)))
 	if errors.Is(err, ErrClosed) {
 		return nil, err
@@ -302,8 +309,8 @@ func (s *Spawner) execute(ctx context.Context, exe, agent, proto string, body, f
 
 // start starts an agent process in the spawner's group, unless closed.
 func (s *Spawner) start(ctx context.Context, spec proc.Spec, opts ...proc.Option) (*proc.Process, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if s.closed {
 		return nil, ErrClosed
 	}
