@@ -101,9 +101,11 @@ func (h *Host) handle(msg *nats.Msg) {
 		}
 		return
 	}
-	// Only the headers of the transport are needed from here on.
-	t.Data = nil
-	r := &request{transport: t, req: req, agent: agent, table: table, log: log}
+	// Only the headers of the transport are needed from here on, and the
+	// filter has done its work.
+	t.Data, e.Filter = nil, nil
+	// A waiting request holds its parts decoded, about what it arrived as.
+	r := &request{transport: t, req: req, agent: agent, table: table, size: msg.Size(), log: log}
 	rpc, err := protocol.DecodeRPCRequest(req.Body())
 	if err != nil {
 		log.Warn("refusing a request whose body cannot be read", "error", err)
@@ -112,8 +114,6 @@ func (h *Host) handle(msg *nats.Msg) {
 	}
 	r.rpc = rpc
 	r.log = log.With("action", rpc.Action)
-	// What a waiting request holds on to: the request text and its data.
-	r.size = len(req.Message) + len(rpc.Data)
 
 	// Built-in agents answer in microseconds and must keep answering
 	// however busy the agents are, or the node would vanish from

@@ -3,9 +3,11 @@ package filter
 import (
 	"container/list"
 	"fmt"
+	"regexp"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
@@ -106,11 +108,15 @@ func (m *Matcher) judge(expression string, env map[string]any) verdict {
 // map as nil, as Choria relies on with AllowUndefinedVariables, but fails
 // on names missing from a struct, and $env must stay a map.
 func exprEnv(m *Matcher, n *Node) map[string]any {
-	b := &evalBudget{calls: MaxFunctionCalls, with: MaxWithBytes}
+	b := &evalBudget{calls: MaxFunctionCalls, with: MaxWithBytes, steps: MaxClosureSteps, match: MaxMatchCost, until: time.Now().Add(MaxEvaluation)}
 	return map[string]any{
 		"agents":  n.Agents,
 		"classes": n.Classes,
 		"facts":   n.Facts,
+		// The closures of an expression call this for every element; see
+		// exprPolicy.
+		tickFunc:  func(v any) (any, error) { return v, b.step() },
+		matchFunc: b.matches,
 		"fact": func(path string) (any, error) {
 			if err := b.call(); err != nil {
 				return nil, err
@@ -143,13 +149,68 @@ func exprEnv(m *Matcher, n *Node) map[string]any {
 // node's facts or compiles a regular expression: expr-lang's closures can
 // call them in loops.
 type evalBudget struct {
-	calls int // function calls left
-	with  int // bytes of with() queries left
+	calls int       // function calls left
+	with  int       // bytes of with() queries left
+	steps int       // closure steps left
+	match int       // matching cost left: subject bytes times pattern bytes
+	until time.Time // when the filter has run for too long
+
+	regexps map[string]*regexp.Regexp // the filter's patterns, compiled
+}
+
+// matches implements expr-lang's matches operator, which exprPolicy turns
+// into a call of this, with a literal pattern: the same results, but
+// charged against the budget, since the cost of matching is the size of
+// the subject times the size of the pattern.
+func (b *evalBudget) matches(subject any, pattern string) (bool, error) {
+	var text []byte
+	switch s := subject.(type) {
+	case nil:
+		return false, nil
+	case string:
+		text = []byte(s)
+	case []byte:
+		text = s
+	default:
+		return false, fmt.Errorf("matches needs a string, not %T", subject)
+	}
+	if b.match -= len(text) * max(len(pattern), 1); b.match < 0 {
+		return false, fmt.Errorf("%w: matching more than %d bytes × pattern bytes in one filter", ErrFilterTooComplex, MaxMatchCost)
+	}
+	if err := b.inTime(); err != nil {
+		return false, err
+	}
+	re, ok := b.regexps[pattern]
+	if !ok {
+		var err error
+		if re, err = regexp.Compile(pattern); err != nil {
+			return false, err
+		}
+		if b.regexps == nil {
+			b.regexps = map[string]*regexp.Regexp{}
+		}
+		b.regexps[pattern] = re
+	}
+	return re.Match(text), nil
 }
 
 func (b *evalBudget) call() error {
 	if b.calls--; b.calls < 0 {
 		return fmt.Errorf("%w: more than %d calls of fact(), with(), include() and semver() in one filter", ErrFilterTooComplex, MaxFunctionCalls)
+	}
+	return b.inTime()
+}
+
+func (b *evalBudget) step() error {
+	if b.steps--; b.steps < 0 {
+		return fmt.Errorf("%w: closures ran more than %d steps in one filter", ErrFilterTooComplex, MaxClosureSteps)
+	}
+	return b.inTime()
+}
+
+func (b *evalBudget) inTime() error {
+	if time.Now().After(b.until) {
+		return fmt.Errorf("%w: evaluating the filter took more than %s", ErrFilterTooComplex, MaxEvaluation)
 	}
 	return nil
 }
@@ -157,6 +218,9 @@ func (b *evalBudget) call() error {
 func (b *evalBudget) withQuery(q string) error {
 	if err := b.call(); err != nil {
 		return err
+	}
+	if len(q) > MaxRegexBytes {
+		return fmt.Errorf("%w: a with() query of %d bytes, more than %d", ErrFilterTooComplex, len(q), MaxRegexBytes)
 	}
 	if b.with -= len(q); b.with < 0 {
 		return fmt.Errorf("%w: with() queries of more than %d bytes in one filter", ErrFilterTooComplex, MaxWithBytes)
@@ -238,10 +302,20 @@ var allowedBuiltins = []string{
 	"reverse", "uniq", "sort", "bitnot",
 }
 
+// The functions exprPolicy has expressions call: tickFunc for every
+// element a closure visits, so that closures run within evalBudget's
+// steps and time, and matchFunc in place of the matches operator.
+const (
+	tickFunc  = "__agent_host_step"
+	matchFunc = "__agent_host_matches"
+)
+
 // exprPolicy refuses, while an expression compiles, what would make its
 // evaluation cost more than linear in its size: variables (let), which
-// can double a value at every use, and closures inside closures, which
-// multiply their loops.
+// can double a value at every use, closures inside closures, which
+// multiply their loops, regular expressions that are not literals or are
+// large, and the raw facts document, which costs its whole size to turn
+// into anything. It also makes every closure count its steps.
 type exprPolicy struct{ err error }
 
 func (p *exprPolicy) Visit(node *ast.Node) {
@@ -249,6 +323,27 @@ func (p *exprPolicy) Visit(node *ast.Node) {
 		return
 	}
 	switch n := (*node).(type) {
+	case *ast.IdentifierNode:
+		if n.Value == "facts" || n.Value == "$env" {
+			p.err = fmt.Errorf("%w: %s is not allowed in a compound filter; use fact() or with()", ErrFilterTooComplex, n.Value)
+		}
+	case *ast.BinaryNode:
+		if n.Operator == "matches" {
+			pattern, literal := n.Right.(*ast.StringNode)
+			switch {
+			case !literal:
+				p.err = fmt.Errorf("%w: matches needs a literal pattern", ErrFilterTooComplex)
+				return
+			case len(pattern.Value) > MaxRegexBytes:
+				p.err = fmt.Errorf("%w: a pattern of %d bytes, more than %d", ErrFilterTooComplex, len(pattern.Value), MaxRegexBytes)
+				return
+			}
+			if _, err := regexp.Compile(pattern.Value); err != nil {
+				p.err = fmt.Errorf("compiling the pattern of matches: %w", err)
+				return
+			}
+			*node = &ast.CallNode{Callee: &ast.IdentifierNode{Value: matchFunc}, Arguments: []ast.Node{n.Left, n.Right}}
+		}
 	case *ast.BuiltinNode:
 		// The closure builtins (map, reduce...) are parsed whatever is
 		// disabled, so the allow-list is applied here too.
@@ -258,31 +353,21 @@ func (p *exprPolicy) Visit(node *ast.Node) {
 	case *ast.VariableDeclaratorNode:
 		p.err = fmt.Errorf("%w: let is not allowed in a compound filter", ErrFilterTooComplex)
 	case *ast.PredicateNode:
-		inner := &closureBody{}
+		inner := &closureCount{}
 		ast.Walk(&n.Node, inner)
-		switch {
-		case inner.closures > 0:
+		if inner.n > 0 {
 			p.err = fmt.Errorf("%w: closures may not nest in a compound filter", ErrFilterTooComplex)
-		case inner.dynamicMatches > 0:
-			p.err = fmt.Errorf("%w: inside a closure, matches needs a literal pattern", ErrFilterTooComplex)
+			return
 		}
+		n.Node = &ast.CallNode{Callee: &ast.IdentifierNode{Value: tickFunc}, Arguments: []ast.Node{n.Node}}
 	}
 }
 
-// closureBody looks at what a closure runs for every element: more
-// closures, or regular expressions it would compile each time.
-type closureBody struct{ closures, dynamicMatches int }
+type closureCount struct{ n int }
 
-func (c *closureBody) Visit(node *ast.Node) {
-	switch n := (*node).(type) {
-	case *ast.PredicateNode:
-		c.closures++
-	case *ast.BinaryNode:
-		if n.Operator == "matches" {
-			if _, literal := n.Right.(*ast.StringNode); !literal {
-				c.dynamicMatches++
-			}
-		}
+func (c *closureCount) Visit(node *ast.Node) {
+	if _, ok := (*node).(*ast.PredicateNode); ok {
+		c.n++
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/parser/lexer"
@@ -36,7 +37,7 @@ const (
 	// compile.
 	MaxFilterBytes = 256 << 10
 	// MaxCompoundEntries bounds the compound expressions of one filter.
-	MaxCompoundEntries = 64
+	MaxCompoundEntries = 8
 	// MaxExpressionBytes bounds one compound expression.
 	MaxExpressionBytes = 16 << 10
 	// MaxExpressionTokens bounds the tokens of one compound expression.
@@ -59,7 +60,25 @@ const (
 	MaxFunctionCalls = 256
 	// MaxWithBytes bounds the text of the with() queries run for one
 	// filter, each a fact filter or regular expression to compile.
-	MaxWithBytes = 64 << 10
+	MaxWithBytes = 16 << 10
+	// MaxClosureSteps bounds the elements the closures of one filter's
+	// expressions visit together.
+	MaxClosureSteps = 100_000
+	// MaxEvaluation bounds the time the compound expressions of one
+	// filter run, checked at every function call and every few closure
+	// steps: a backstop for whatever the other limits let through.
+	MaxEvaluation = 100 * time.Millisecond
+	// MaxRegexBytes bounds one regular expression: a /re/ identity,
+	// agent, class or fact value, or a matches pattern. Matching costs
+	// the pattern's size for every byte matched.
+	MaxRegexBytes = 4 << 10
+	// MaxRegexTotal bounds the regular expressions of one filter's
+	// identity, agent, class and fact entries together.
+	MaxRegexTotal = 16 << 10
+	// MaxMatchCost bounds the matches of one filter's compound
+	// expressions: the sum over every match of the subject's bytes times
+	// the pattern's, a measure of what matching costs (some 10 ns each).
+	MaxMatchCost = 4 << 20
 	// MaxFactPathBytes bounds the gjson path of a fact lookup.
 	MaxFactPathBytes = 1 << 10
 	// MaxFactPathDepth bounds brackets open at once in a gjson path, whose
@@ -94,10 +113,24 @@ func (m *Matcher) Check(f *protocol.Filter) error {
 	if len(f.Fact) > MaxFactFilters {
 		return fmt.Errorf("%w: %d fact filters, more than %d", ErrFilterTooComplex, len(f.Fact), MaxFactFilters)
 	}
-	total := 0
+	total, regexes := 0, 0
+	regex := func(s string) error {
+		if len(s) > MaxRegexBytes {
+			return fmt.Errorf("%w: a regular expression of %d bytes, more than %d", ErrFilterTooComplex, len(s), MaxRegexBytes)
+		}
+		if regexes += len(s); regexes > MaxRegexTotal {
+			return fmt.Errorf("%w: regular expressions of more than %d bytes", ErrFilterTooComplex, MaxRegexTotal)
+		}
+		return nil
+	}
 	for _, s := range [][]string{f.Identity, f.Agent, f.Class} {
 		for _, e := range s {
 			total += len(e)
+			if _, isRegex := slashed(e); isRegex {
+				if err := regex(e); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	for _, ff := range f.Fact {
@@ -106,6 +139,11 @@ func (m *Matcher) Check(f *protocol.Filter) error {
 		}
 		if len(ff.Value) > MaxFilterStringBytes {
 			return fmt.Errorf("%w: fact filter value of %d bytes, more than %d", ErrFilterTooComplex, len(ff.Value), MaxFilterStringBytes)
+		}
+		if ff.Operator == "=~" || strings.HasPrefix(ff.Value, "/") {
+			if err := regex(ff.Value); err != nil {
+				return err
+			}
 		}
 		total += len(ff.Fact) + len(ff.Value)
 	}

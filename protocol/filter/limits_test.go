@@ -213,7 +213,13 @@ func TestExpressionPolicy(t *testing.T) {
 		{`any([1], {any([1], {true})})`, false},
 		{`none(1..999, {any(1..999, {with("/(a|b)/")})})`, false},
 		{`any(1..9999, {"x" matches upper("(a|b)")})`, false},
+		{`string(facts) == ""`, false},
+		{`len($env) > 0`, false},
+		{`"x" matches upper("a")`, false},
+		{`"x" matches "` + strings.Repeat("x", MaxRegexBytes+1) + `"`, false},
+		{`all(1..9999, {not ("` + strings.Repeat("y", 1000) + `" matches "` + strings.Repeat(".*", 2000) + `z")})`, false},
 		// Allowed.
+		{`fact("name") matches "^W" && "abc" not matches "^b" && !(fact("nothing") matches "x")`, true},
 		{`any(fact("ports"), {# > 50})`, true},
 		{`count(fact("nics"), {# startsWith "eth"}) == 1`, true},
 		{`any(fact("nics"), {# matches "^e"})`, true},

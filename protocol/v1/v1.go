@@ -123,6 +123,14 @@ type SecureReply struct {
 
 var requestIDRe = regexp.MustCompile(`^[a-zA-Z0-9]{32}$`)
 
+// Bounds on the transport headers, which a reply copies: Choria records a
+// hop per broker a message crosses, and its federation brokers address at
+// most 200 nodes per message.
+const (
+	MaxHops              = 64
+	MaxFederationTargets = 1024
+)
+
 // DecodeTransport parses a NATS payload as a v1 transport.
 func DecodeTransport(b []byte) (*Transport, error) {
 	if err := protocol.CheckDepth(b, protocol.MaxEnvelopeDepth); err != nil {
@@ -137,6 +145,12 @@ func DecodeTransport(b []byte) (*Transport, error) {
 	}
 	if len(t.Data) == 0 {
 		return nil, fmt.Errorf("%w: no data", ErrInvalidTransport)
+	}
+	if len(t.Headers.SeenBy) > MaxHops {
+		return nil, fmt.Errorf("%w: %d seen-by hops, more than %d", ErrInvalidTransport, len(t.Headers.SeenBy), MaxHops)
+	}
+	if f := t.Headers.Federation; f != nil && len(f.Targets) > MaxFederationTargets {
+		return nil, fmt.Errorf("%w: %d federation targets, more than %d", ErrInvalidTransport, len(f.Targets), MaxFederationTargets)
 	}
 	return &t, nil
 }

@@ -174,6 +174,9 @@ func TestDecodeErrors(t *testing.T) {
 		{"no caller", reqWith(func(r *v1.Request) { r.Envelope.CallerID = "" }), v1.ErrInvalidRequest},
 		{"zero ttl", reqWith(func(r *v1.Request) { r.Envelope.TTL = 0 }), v1.ErrInvalidRequest},
 		{"wrong request protocol", reqWith(func(r *v1.Request) { r.Protocol = "choria:request:2" }), v1.ErrInvalidRequest},
+		{"transport nested too deeply", `{"protocol":"choria:transport:1","data":"e30=","headers":{"seen-by":` + strings.Repeat("[", 20) + strings.Repeat("]", 20) + `}}`, protocol.ErrTooDeep},
+		{"too many hops", `{"protocol":"choria:transport:1","data":"e30=","headers":{"seen-by":[` + strings.Repeat(`["a","b","c"],`, v1.MaxHops) + `["a","b","c"]]}}`, v1.ErrInvalidTransport},
+		{"too many federation targets", `{"protocol":"choria:transport:1","data":"e30=","headers":{"federation":{"target":[` + strings.Repeat(`"x",`, v1.MaxFederationTargets) + `"x"]}}}`, v1.ErrInvalidTransport},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
