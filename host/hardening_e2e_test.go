@@ -109,8 +109,11 @@ func TestAgentsLeaveNothingBehind(t *testing.T) {
 func TestLeftoversMayBeKept(t *testing.T) {
 	h := start(t, setup{agents: []string{"shagent"}, configure: func(c *config.Config) { c.StopLeftovers = false }})
 	wantStatus(t, h.call("shagent", "detach", `{}`), protocol.OK, "OK")
-	detached := h.pidFile(t, "detached.pid")
-	t.Cleanup(func() { _ = syscall.Kill(detached, syscall.SIGKILL) })
+	detached, escaped := h.pidFile(t, "detached.pid"), h.pidFile(t, "escaped.pid")
+	t.Cleanup(func() {
+		_ = syscall.Kill(detached, syscall.SIGKILL)
+		_ = syscall.Kill(escaped, syscall.SIGKILL)
+	})
 	time.Sleep(1500 * time.Millisecond) // longer than the grace a stop would give
 	if !alive(detached) {
 		t.Error("the agent's child was stopped although stop_leftovers is off")

@@ -210,23 +210,6 @@ func newVerifier(cfg *config.Config, log *slog.Logger) (security.Verifier, error
 	}
 }
 
-// orphanSweepInterval is how often orphans of agents that nobody else is
-// stopping are looked for (see proc.Sweep).
-const orphanSweepInterval = 2 * time.Second
-
-func sweepOrphans(done <-chan struct{}) {
-	t := time.NewTicker(orphanSweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
-			return
-		case <-t.C:
-			proc.Sweep()
-		}
-	}
-}
-
 // newAgentSource builds the spawner and the catalog that uses it for
 // activation checks.
 func newAgentSource(cfg *config.Config, inv *inventory.Inventory, log *slog.Logger) (*spawn.Spawner, *runner.Catalog) {
@@ -282,10 +265,6 @@ func (h *Host) Run(ctx context.Context) error {
 	if h.cfg.StopLeftovers {
 		if err := proc.BecomeSubreaper(); err != nil {
 			h.log.Warn("agents' descendants that leave their process group cannot be stopped on this system", "error", err)
-		} else {
-			sweeps := make(chan struct{})
-			defer close(sweeps)
-			go sweepOrphans(sweeps)
 		}
 	}
 	if err := h.catalog.Load(ctx); err != nil {

@@ -8,146 +8,165 @@ import (
 )
 
 // tracker knows the processes this package started and has not yet
-// reaped. Each leads a session of its own, so it also knows which sessions
-// are still led by a running process; a sweep for orphans leaves those
-// alone. The kernel's subreaper setting is per process, and so is this.
+// reaped, and the sessions whose leftovers are being stopped. Each process
+// leads a session of its own, so tracker also knows which sessions are
+// still led by a running process; the sweeper leaves those alone. The
+// kernel's subreaper setting is per process, and so is this.
 var tracker struct {
-	// starting is held for reading while a process starts and is
-	// recorded, and for writing by a sweep while it lists this process's
-	// children, so that a sweep never mistakes a process just started
-	// for an orphan.
-	starting sync.RWMutex
+	mu   sync.Mutex
+	cond *sync.Cond // signalled when a sweep completes
 
-	mu      sync.Mutex
 	started map[int]*exec.Cmd
-	// stopping holds the sessions whose leftovers are being stopped, by
-	// the one leftoverStop that owns each.
-	stopping map[int]bool
-	// orphans are the orphans found in sessions nobody owns (they called
-	// setsid): when each gets SIGKILL, and the stop that saw it first
-	// and waits for it.
+	// starting counts starts between the fork and their being recorded:
+	// while it is not zero, a child in a session of its own that is not
+	// recorded may be one of them.
+	starting int
+	stopping map[int]*stopState // by session
+	// orphans are the processes found in sessions nobody owns (they
+	// called setsid) and not yet reaped.
 	orphans map[int]*orphan
+	// lastKill is when the sweeper last had to SIGKILL such an orphan:
+	// orphans that turn up soon after are its descendants, and get no
+	// grace of their own.
+	lastKill time.Time
+
+	sweepsBegun, sweepsDone uint64
+	wake                    chan struct{}
+}
+
+// stopState is what the sweeper does, and found, for a session being
+// stopped.
+type stopState struct {
+	sig   syscall.Signal
+	since time.Time
+	// signalled maps each orphan of the session to the signal it got.
+	signalled map[int]syscall.Signal
+	// escaped are orphans of the session that had left its group.
+	escaped map[int]bool
+	// alive counts, after each sweep, the session's orphans alive and
+	// the unowned orphans first seen since the stop began.
+	alive int
+	// unowned are those unowned orphans.
+	unowned map[int]bool
 }
 
 type orphan struct {
-	killAt  time.Time
-	claimer *sweep
+	seen   time.Time
+	killAt time.Time
+	killed bool // it has had SIGKILL
 }
 
+func init() { tracker.cond = sync.NewCond(&tracker.mu) }
+
 func startTracked(cmd *exec.Cmd) error {
-	tracker.starting.RLock()
-	defer tracker.starting.RUnlock()
-	if err := cmd.Start(); err != nil {
+	tracker.mu.Lock()
+	tracker.starting++
+	tracker.mu.Unlock()
+	err := cmd.Start()
+	tracker.mu.Lock()
+	defer tracker.mu.Unlock()
+	tracker.starting--
+	if err != nil {
 		return err
 	}
-	tracker.mu.Lock()
 	if tracker.started == nil {
 		tracker.started = map[int]*exec.Cmd{}
 	}
 	tracker.started[cmd.Process.Pid] = cmd
-	tracker.mu.Unlock()
 	return nil
 }
 
-// untrack forgets cmd once it is reaped; its pid may already be another's.
-func untrack(cmd *exec.Cmd) {
-	tracker.mu.Lock()
-	if tracker.started[cmd.Process.Pid] == cmd {
-		delete(tracker.started, cmd.Process.Pid)
-	}
-	tracker.mu.Unlock()
-}
-
-func tracked(pid int) bool {
+// untrack forgets cmd once it is reaped (its pid may already be
+// another's) and, unless leave, starts stopping what its session left:
+// in one step, so that no sweep in between takes the session's orphans
+// for nobody's.
+func untrack(cmd *exec.Cmd, immediate, leave bool) *stopState {
+	pid := cmd.Process.Pid
 	tracker.mu.Lock()
 	defer tracker.mu.Unlock()
-	_, ok := tracker.started[pid]
-	return ok
-}
-
-// leftoverStop stops what the leader of a session left running: the
-// members of its process group and, where sweepOrphans can find them,
-// descendants that left the group or the session. They get SIGTERM
-// (SIGKILL when immediate) as soon as the leader has exited and, still
-// there after grace, SIGKILL.
-type leftoverStop struct {
-	sweep                sweep
-	termUntil, killUntil time.Time
-	group                bool
-}
-
-// sweep is one leftoverStop's part in sweeping for orphans.
-type sweep struct {
-	session int
-	sig     syscall.Signal
-	grace   time.Duration
-	// seen maps each orphan it waits for to whether it had left the
-	// process group.
-	seen map[int]bool
-}
-
-// beginStopLeftovers signals the group of the session's leader, which
-// has just been reaped; finish does the rest.
-func beginStopLeftovers(session int, grace time.Duration, immediate bool) *leftoverStop {
-	s := &leftoverStop{sweep: sweep{session: session, sig: syscall.SIGTERM, grace: grace, seen: map[int]bool{}}}
+	if tracker.started[pid] == cmd {
+		delete(tracker.started, pid)
+	}
+	if leave {
+		return nil
+	}
+	s := &stopState{sig: syscall.SIGTERM, since: time.Now(), signalled: map[int]syscall.Signal{}, escaped: map[int]bool{}, unowned: map[int]bool{}}
 	if immediate {
-		s.sweep.sig = syscall.SIGKILL
+		s.sig = syscall.SIGKILL
 	}
-	tracker.mu.Lock()
 	if tracker.stopping == nil {
-		tracker.stopping = map[int]bool{}
+		tracker.stopping = map[int]*stopState{}
 	}
-	tracker.stopping[session] = true
-	tracker.mu.Unlock()
-	s.termUntil = time.Now().Add(grace)
-	s.killUntil = s.termUntil.Add(grace)
-	s.group = syscall.Kill(-session, s.sweep.sig) == nil
+	tracker.stopping[pid] = s
 	return s
 }
 
-// finish returns once every leftover is gone, or a grace after SIGKILL.
-// It ends only after a sweep that found nothing following one in which
-// the group was already empty: a descendant comes to this process only
-// when its parent has died, which may be the last thing the previous
-// sweep saw.
-func (s *leftoverStop) finish() Leftovers {
-	l := Leftovers{Group: s.group}
-	quiet := 0
-	for pause := time.Millisecond; quiet < 2; pause = min(2*pause, 50*time.Millisecond) {
-		groupLeft := s.group && groupAlive(s.sweep.session)
-		if s.sweep.sig == syscall.SIGTERM && time.Now().After(s.termUntil) {
-			s.sweep.sig = syscall.SIGKILL
-			if groupLeft {
-				_ = syscall.Kill(-s.sweep.session, s.sweep.sig)
-			}
+// stopLeftovers stops what the leader of session left running: the
+// members of its process group and, as the sweeper finds them, its other
+// descendants (Linux, after BecomeSubreaper). They get SIGTERM (SIGKILL
+// when the stop was immediate), and, still there after grace, SIGKILL.
+// It returns once they are gone, or a grace after SIGKILL.
+func stopLeftovers(session int, s *stopState, grace time.Duration) Leftovers {
+	l := Leftovers{Group: syscall.Kill(-session, s.sig) == nil}
+	termUntil := s.since.Add(grace)
+	killUntil := termUntil.Add(grace)
+	for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
+		alive := awaitSweep(s)
+		groupLeft := l.Group && groupAlive(session)
+		if alive == 0 && !groupLeft {
+			break
 		}
-		if alive := sweepOrphans(&s.sweep); alive > 0 || groupLeft {
-			quiet = 0
-		} else {
-			quiet++
-			continue
-		}
-		if time.Now().After(s.killUntil) {
+		if time.Now().After(killUntil) {
 			l.Unstoppable = true
 			break
 		}
 		time.Sleep(pause)
+		if time.Now().After(termUntil) && setKill(s) && groupLeft {
+			_ = syscall.Kill(-session, syscall.SIGKILL)
+		}
 	}
 	tracker.mu.Lock()
-	delete(tracker.stopping, s.sweep.session)
-	for pid, o := range tracker.orphans {
-		if o.claimer == &s.sweep {
-			o.claimer = nil
-			tracker.orphans[pid] = o
-		}
-	}
+	delete(tracker.stopping, session)
+	l.Escaped, l.Orphans = len(s.escaped), len(s.unowned)
 	tracker.mu.Unlock()
-	for _, escaped := range s.sweep.seen {
-		if escaped {
-			l.Escaped++
-		}
-	}
 	return l
+}
+
+// setKill moves a stop to SIGKILL; it reports whether it was not yet.
+func setKill(s *stopState) bool {
+	tracker.mu.Lock()
+	defer tracker.mu.Unlock()
+	if s.sig == syscall.SIGKILL {
+		return false
+	}
+	s.sig = syscall.SIGKILL
+	return true
+}
+
+// awaitSweep asks the sweeper for a sweep, waits for one that began
+// after the request, and returns how many orphans s waits for are alive.
+// Without the sweeper (no subreaper) there are none it can see.
+func awaitSweep(s *stopState) int {
+	if !subreaper.Load() {
+		return 0
+	}
+	tracker.mu.Lock()
+	defer tracker.mu.Unlock()
+	target := tracker.sweepsBegun + 1
+	select {
+	case tracker.wake <- struct{}{}:
+	default:
+	}
+	for tracker.sweepsDone < target {
+		tracker.cond.Wait()
+	}
+	return s.alive
+}
+
+// Sweep waits for a sweep of this process's children for orphans (see
+// BecomeSubreaper); for tests, and for a program that wants one now.
+func Sweep() {
+	awaitSweep(&stopState{})
 }
 
 // groupAlive reports whether process group pgid has members. The group

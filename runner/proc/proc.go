@@ -168,10 +168,12 @@ type Result struct {
 type Leftovers struct {
 	// Group says its process group still had members.
 	Group bool
-	// Escaped counts descendants that had left the process group, found
-	// among this process's children once their parents died (Linux,
-	// after BecomeSubreaper, only).
-	Escaped int
+	// Escaped counts descendants in its session that had left its
+	// process group, and Orphans processes in sessions of their own
+	// (they called setsid) found while it was being stopped, which may
+	// also be another process's: both are found among this process's
+	// children once their parents died (Linux, after BecomeSubreaper).
+	Escaped, Orphans int
 	// Unstoppable says some were still there after SIGKILL and a second
 	// grace period (a process stuck in the kernel, or one proc may not
 	// signal).
@@ -392,28 +394,32 @@ wait:
 	if grace != nil {
 		grace.Stop()
 	}
-	untrack(p.cmd)
+	// A stopped process's leftovers get no grace: the stop had one.
+	stopping := untrack(p.cmd, stop != NotStopped, stop == NotStopped && p.leave)
 	p.res = result(p.cmd.ProcessState, stop)
 	var exitErr *exec.ExitError
 	if waitErr != nil && !errors.As(waitErr, &exitErr) {
 		p.err = fmt.Errorf("waiting for %s: %w", p.cmd.Path, waitErr)
 	}
 
-	var leftovers *leftoverStop
-	if stop != NotStopped || !p.leave {
-		// A stopped process's leftovers get no grace: the stop had one.
-		leftovers = beginStopLeftovers(p.pid, p.grace, stop != NotStopped)
+	if stopping != nil {
+		// At once, so that what holds the output open goes too.
+		_ = syscall.Kill(-p.pid, stopping.sig)
 	}
 	// What the process printed last is logged before WaitExit returns,
 	// unless a leftover holds the output open and ignores SIGTERM.
 	read := p.awaitOutput(readers, exitOutputWait)
 	close(p.exited)
-	if leftovers != nil {
-		p.leftovers = leftovers.finish()
+	if stopping != nil {
+		p.leftovers = stopLeftovers(p.pid, stopping, p.grace)
 	}
-	if l := p.leftovers; l.Group || l.Escaped > 0 {
+	switch l := p.leftovers; {
+	case l.Unstoppable:
+		p.log.Error("the process left others running when it exited, and some could not be stopped",
+			"pid", p.pid, "in_group", l.Group, "left_group", l.Escaped, "own_session", l.Orphans)
+	case l.Group || l.Escaped > 0 || l.Orphans > 0:
 		p.log.Warn("the process left others running when it exited; they were stopped",
-			"pid", p.pid, "in_group", l.Group, "escaped_group", l.Escaped, "unstoppable", l.Unstoppable)
+			"pid", p.pid, "in_group", l.Group, "left_group", l.Escaped, "own_session", l.Orphans)
 	}
 	p.drain(readers, read)
 	p.out.summarize()
