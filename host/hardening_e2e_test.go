@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -101,23 +100,6 @@ func TestAgentsLeaveNothingBehind(t *testing.T) {
 	eventually(t, 5*time.Second, "the leftovers were not logged", func() bool {
 		return strings.Contains(h.logs.String(), "the process left others running when it exited; they were stopped")
 	})
-}
-
-// TestLeftoversMayBeKept: with plugin.agent_host.stop_leftovers off, what
-// an agent starts and leaves running lives on, as under Choria, for
-// agents that start daemons.
-func TestLeftoversMayBeKept(t *testing.T) {
-	h := start(t, setup{agents: []string{"shagent"}, configure: func(c *config.Config) { c.StopLeftovers = false }})
-	wantStatus(t, h.call("shagent", "detach", `{}`), protocol.OK, "OK")
-	detached, escaped := h.pidFile(t, "detached.pid"), h.pidFile(t, "escaped.pid")
-	t.Cleanup(func() {
-		_ = syscall.Kill(detached, syscall.SIGKILL)
-		_ = syscall.Kill(escaped, syscall.SIGKILL)
-	})
-	time.Sleep(1500 * time.Millisecond) // longer than the grace a stop would give
-	if !alive(detached) {
-		t.Error("the agent's child was stopped although stop_leftovers is off")
-	}
 }
 
 func (h *harness) pidFile(t *testing.T, name string) int {

@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -76,39 +78,7 @@ func TestQuickStart(t *testing.T) {
 		t.Fatalf("py-mco-agent is not importable by python3 on PATH (run `make test`): %v\n%s", err, out)
 	}
 	conf := devConfig(t)
-	run := agentHost("run", "--config", conf, "--plugins", "testdata/agents")
-	stderr, err := run.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var logs bytes.Buffer
-	serving := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		once := false
-		for sc.Scan() {
-			logs.WriteString(sc.Text() + "\n")
-			if !once && strings.Contains(sc.Text(), "agent-host serving") {
-				once = true
-				close(serving)
-			}
-		}
-	}()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = run.Process.Kill()
-			_ = run.Wait()
-		}
-	})
-	select {
-	case <-serving:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("agent-host run did not start serving:\n%s", logs.String())
-	}
+	run, logs := startRun(t, "run", "--config", conf, "--plugins", "testdata/agents")
 
 	out, err := agentHost("req", "parrot", "echo", "message=hello", "--config", conf).CombinedOutput()
 	if err != nil {
@@ -144,23 +114,144 @@ func TestQuickStart(t *testing.T) {
 		t.Errorf("req with an invalid input: exit %d\n%s", code, out)
 	}
 
-	if err := run.Process.Signal(syscall.SIGTERM); err != nil {
+	run.stop(t)
+	if !strings.Contains(logs.String(), "started an embedded NATS broker") || !strings.Contains(logs.String(), "SECURITY DISABLED") {
+		t.Errorf("run did not announce the embedded broker and insecure mode:\n%s", logs.String())
+	}
+}
+
+// running is an `agent-host run` started by a test.
+type running struct {
+	cmd     *exec.Cmd
+	done    chan error
+	logs    *syncBuffer
+	stopped bool
+}
+
+// syncBuffer is a log buffer the reader goroutine writes while the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) WriteString(s string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.WriteString(s)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startRun starts agent-host with args and waits until it serves; it is
+// killed when the test ends unless stopped first.
+func startRun(t *testing.T, args ...string) (*running, *syncBuffer) {
+	t.Helper()
+	r := &running{cmd: agentHost(args...), done: make(chan error, 1), logs: &syncBuffer{}}
+	stderr, err := r.cmd.StderrPipe()
+	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- run.Wait() }()
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	serving := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		once := false
+		for sc.Scan() {
+			r.logs.WriteString(sc.Text() + "\n")
+			if !once && strings.Contains(sc.Text(), "agent-host serving") {
+				once = true
+				close(serving)
+			}
+		}
+		r.done <- r.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if !r.stopped {
+			_ = r.cmd.Process.Kill()
+			<-r.done
+		}
+	})
 	select {
-	case err := <-done:
-		stopped = true
+	case <-serving:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("agent-host run did not start serving:\n%s", r.logs.String())
+	}
+	return r, r.logs
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-r.done:
+		r.stopped = true
 		if err != nil {
-			t.Errorf("agent-host run exited with %v after SIGTERM:\n%s", err, logs.String())
+			t.Errorf("agent-host run exited with %v after SIGTERM:\n%s", err, r.logs.String())
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatalf("agent-host run did not stop after SIGTERM")
 	}
-	if !strings.Contains(logs.String(), "started an embedded NATS broker") || !strings.Contains(logs.String(), "SECURITY DISABLED") {
-		t.Errorf("run did not announce the embedded broker and insecure mode:\n%s", logs.String())
+}
+
+// TestLeftoversMayBeKept: with plugin.agent_host.stop_leftovers off, what
+// an agent starts and leaves running lives on, as under Choria, for
+// agents that start daemons; the host does not become a subreaper.
+func TestLeftoversMayBeKept(t *testing.T) {
+	plugins := t.TempDir()
+	src := filepath.Join(repoRoot, "testdata", "e2e", "agents", "shagent")
+	for _, f := range []string{"shagent", "shagent.json"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(plugins, "shagent"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(plugins, "shagent", f), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
+	conf := devConfig(t)
+	f, err := os.OpenFile(conf, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(f, "plugin.agent_host.stop_leftovers = false")
+	f.Close()
+	run, logs := startRun(t, "run", "--config", conf, "--plugins", plugins)
+	out, err := agentHost("req", "shagent", "detach", "--config", conf, "--plugins", plugins).CombinedOutput()
+	if err != nil {
+		t.Fatalf("req shagent detach: %v\n%s", err, out)
+	}
+	var pids []int
+	for _, name := range []string{"detached.pid", "escaped.pid"} {
+		b, err := os.ReadFile(filepath.Join(plugins, "shagent", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, pid)
+		t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	}
+	time.Sleep(2500 * time.Millisecond) // longer than a stop's grace and a sweep
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); err != nil {
+			t.Errorf("the agent's child %d was stopped although stop_leftovers is off: %v\n%s", pid, err, logs.String())
+		}
+	}
+	run.stop(t)
 }
 
 func exitCode(err error) int {
