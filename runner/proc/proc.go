@@ -79,6 +79,9 @@ type Spec struct {
 	// LeaveLeftovers lets what the process leaves running when it exits
 	// by itself live on, as Choria does, for agents that start daemons.
 	// A process that is stopped still takes its process group with it.
+	// It cannot keep the sweeper (see BecomeSubreaper) from stopping what
+	// comes back to this process: a program that leaves leftovers should
+	// not become a subreaper.
 	LeaveLeftovers bool
 }
 
