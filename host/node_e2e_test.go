@@ -243,6 +243,32 @@ func TestOverloadGetsBusyReplies(t *testing.T) {
 	}
 }
 
+// TestIntakeCountsWholeMessages: what a message came with counts against
+// plugin.agent_host.pending_bytes, headers included, though Choria sends
+// none: a flood of small requests with large headers is dropped too.
+func TestIntakeCountsWholeMessages(t *testing.T) {
+	h := start(t, setup{configure: func(c *config.Config) {
+		c.PendingLimit = 1 << 20
+		c.PendingBytes = 1 << 20
+	}})
+	sreq, _ := unsigned(t, "rpcutil", `{"agent":"rpcutil","action":"ping","data":{}}`, nil)
+	payload, err := v1.EncodeRequest(sreq, nats.NewInbox(), "rip.mcollective")
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := nats.Header{"X-Padding": []string{strings.Repeat("x", 100<<10)}}
+	const sent = 1000
+	for range sent {
+		if err := h.nc.PublishMsg(&nats.Msg{Subject: "mcollective.node." + node, Data: payload, Header: header}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 20*time.Second, "the flood was not taken in", func() bool { s := h.host.Stats(); return s.Total+s.Dropped == sent })
+	if h.host.Stats().Dropped == 0 {
+		t.Fatal("100 MB of headers in 1 MiB of intake: nothing was dropped")
+	}
+}
+
 // TestIntakeOverflowIsCounted: messages arriving faster than they can be
 // decoded, beyond plugin.agent_host.pending_limit, are dropped unread,
 // counted and logged, as NATS drops them for a slow consumer.

@@ -215,7 +215,7 @@ func TestExpressionPolicy(t *testing.T) {
 		{`any(1..9999, {"x" matches upper("(a|b)")})`, false},
 		{`string(facts) == ""`, false},
 		{`len($env) > 0`, false},
-		{`"x" matches upper("a")`, false},
+		{`"A" matches upper("a")`, false},
 		{`"x" matches "` + strings.Repeat("x", MaxRegexBytes+1) + `"`, false},
 		{`all(1..9999, {not ("` + strings.Repeat("y", 1000) + `" matches "` + strings.Repeat(".*", 2000) + `z")})`, false},
 		// Allowed.
