@@ -56,9 +56,10 @@ type Stats struct {
 	// hold one.
 	Waiting, Running int
 	// Dropped were discarded unread because the host could not keep up:
-	// by the intake (plugin.agent_host.pending_limit, pending_bytes) or
-	// by the NATS client. Each episode is also logged.
-	Dropped int64
+	// by the intake (plugin.agent_host.pending_limit, pending_bytes),
+	// counted in IntakeDropped too, or by the NATS client. Each episode is
+	// also logged.
+	Dropped, IntakeDropped int64
 }
 
 // Stats returns the current counters.
@@ -71,7 +72,7 @@ func (h *Host) Stats() Stats {
 		UnknownAgent: c.unknownAgent.Load(), FilterRefused: c.filterRefused.Load(), TooDeep: c.tooDeep.Load(),
 		Busy: c.busy.Load(), ExpiredWaiting: c.expiredWaiting.Load(), Refused: c.refusedReplies.Load(),
 		Waiting: h.queue.waiting(), Running: h.queue.running(),
-		Dropped: c.pendingDropped.Load() + h.natsDropped(),
+		Dropped: c.pendingDropped.Load() + h.natsDropped(), IntakeDropped: c.pendingDropped.Load(),
 	}
 }
 
