@@ -262,9 +262,7 @@ func Start(ctx context.Context, spec Spec, opts ...Option) (*Process, error) {
 		Stdin:  spec.Stdin,
 		Stdout: outW,
 		Stderr: errW,
-		// A session of its own is also a process group of its own; the
-		// session survives descendants that leave the group.
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+		SysProcAttr: sysProcAttr(),
 		// Bounds the stdin copy when a descendant keeps the pipe open.
 		WaitDelay: grace,
 	}

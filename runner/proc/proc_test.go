@@ -30,6 +30,22 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// A process proc starts is set to die with this one, even by SIGKILL
+// (Linux): it asks the kernel which signal its parent's death sends it.
+func TestChildrenDieWithTheParent(t *testing.T) {
+	out := newLines()
+	script := `import ctypes, signal
+libc = ctypes.CDLL(None)
+sig = ctypes.c_int()
+libc.prctl(2, ctypes.byref(sig))  # PR_GET_PDEATHSIG
+print(sig.value)`
+	p := start(t, t.Context(), proc.Spec{Path: tool(t, "python3"), Args: []string{"python3", "-c", script}}, proc.WithStdout(out.add))
+	wait(t, p)
+	if got := out.first(t); got != strconv.Itoa(int(syscall.SIGKILL)) {
+		t.Errorf("parent-death signal %s, want SIGKILL (%d)", got, syscall.SIGKILL)
+	}
+}
+
 // patience bounds every wait for something that should happen soon, so
 // that a bug fails the test instead of hanging it; it is no speed target.
 const patience = 30 * time.Second
