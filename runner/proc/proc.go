@@ -255,13 +255,13 @@ func Start(ctx context.Context, spec Spec, opts ...Option) (*Process, error) {
 		return nil, fmt.Errorf("creating stderr pipe: %w", err)
 	}
 	cmd := &exec.Cmd{
-		Path:   spec.Path,
-		Args:   spec.Args,
-		Env:    env,
-		Dir:    spec.Dir,
-		Stdin:  spec.Stdin,
-		Stdout: outW,
-		Stderr: errW,
+		Path:        spec.Path,
+		Args:        spec.Args,
+		Env:         env,
+		Dir:         spec.Dir,
+		Stdin:       spec.Stdin,
+		Stdout:      outW,
+		Stderr:      errW,
 		SysProcAttr: sysProcAttr(),
 		// Bounds the stdin copy when a descendant keeps the pipe open.
 		WaitDelay: grace,
