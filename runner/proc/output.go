@@ -231,3 +231,38 @@ func structuredLine(line []byte) (level slog.Level, msg string, attrs []slog.Att
 	}
 	return level, msg, attrs, true
 }
+
+// The size of the stderr tail kept for StderrTail.
+const (
+	TailLines     = 10
+	TailLineBytes = 512
+)
+
+// tail keeps the last lines of a stream.
+type tail struct {
+	mu   sync.Mutex
+	ring [TailLines]string
+	next int
+	full bool
+}
+
+// record wraps fn to keep each line it is given.
+func (t *tail) record(fn LineFunc) LineFunc {
+	return func(line []byte, truncated bool) {
+		t.mu.Lock()
+		t.ring[t.next] = string(line[:min(len(line), TailLineBytes)])
+		t.next = (t.next + 1) % TailLines
+		t.full = t.full || t.next == 0
+		t.mu.Unlock()
+		fn(line, truncated)
+	}
+}
+
+func (t *tail) lines() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.full {
+		return append([]string(nil), t.ring[:t.next]...)
+	}
+	return append(append([]string(nil), t.ring[t.next:]...), t.ring[:t.next]...)
+}

@@ -57,6 +57,9 @@ type Spec struct {
 	// handed to the process as is; any other reader is copied in by a
 	// goroutine of os/exec that Wait waits for.
 	Stdin io.Reader
+	// ExtraFiles are handed to the process as descriptors 3, 4, ... as
+	// they are; the caller keeps its copies and closes them.
+	ExtraFiles []*os.File
 
 	// MaxLineBytes caps one line of stdout or stderr. A longer line is
 	// delivered truncated to its first MaxLineBytes bytes and the rest of
@@ -198,6 +201,7 @@ type Process struct {
 	killOnce sync.Once
 	kill     chan struct{}
 
+	tail      tail          // the last lines of stderr
 	exited    chan struct{} // closed when res and err are final
 	res       Result
 	err       error
@@ -262,6 +266,7 @@ func Start(ctx context.Context, spec Spec, opts ...Option) (*Process, error) {
 		Stdin:       spec.Stdin,
 		Stdout:      outW,
 		Stderr:      errW,
+		ExtraFiles:  spec.ExtraFiles,
 		SysProcAttr: sysProcAttr(),
 		// Bounds the stdin copy when a descendant keeps the pipe open.
 		WaitDelay: grace,
@@ -301,6 +306,7 @@ func Start(ctx context.Context, spec Spec, opts ...Option) (*Process, error) {
 	if stderrFn == nil {
 		stderrFn = p.out.lineFunc(slog.LevelError, "stderr")
 	}
+	stderrFn = p.tail.record(stderrFn)
 	readers := make(chan struct{}, 2)
 	go func() { readLines(outR, maxLine, stdoutFn); readers <- struct{}{} }()
 	go func() { readLines(errR, maxLine, stderrFn); readers <- struct{}{} }()
@@ -329,6 +335,9 @@ func (p *Process) WaitExit() (Result, error) {
 	return p.res, p.err
 }
 
+// Exited is closed once WaitExit would return.
+func (p *Process) Exited() <-chan struct{} { return p.exited }
+
 // Wait blocks until the process has exited, everything it left running
 // is gone and its output has been read, and says how it ended, as
 // WaitExit does. Wait may be called any number of times.
@@ -336,6 +345,11 @@ func (p *Process) Wait() (Result, error) {
 	<-p.done
 	return p.res, p.err
 }
+
+// StderrTail returns the last lines the process wrote to stderr (at most
+// TailLines, each cut to TailLineBytes), oldest first: what a failure
+// report needs.
+func (p *Process) StderrTail() []string { return p.tail.lines() }
 
 // Leftovers reports what the process left running; it is final once Wait
 // has returned.

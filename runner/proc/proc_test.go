@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -773,5 +774,29 @@ func TestNoGoroutineLeak(t *testing.T) {
 			t.Fatalf("%d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestStderrTailAndExtraFiles(t *testing.T) {
+	t.Parallel()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p := start(t, t.Context(), proc.Spec{
+		Path:       tool(t, "sh"),
+		Args:       []string{"sh", "-c", "for i in $(seq 1 15); do echo line$i >&2; done; echo to-fd3 >&3"},
+		ExtraFiles: []*os.File{w},
+	})
+	w.Close()
+	wait(t, p)
+	want := []string{"line6", "line7", "line8", "line9", "line10", "line11", "line12", "line13", "line14", "line15"}
+	if got := p.StderrTail(); !slices.Equal(got, want) {
+		t.Errorf("StderrTail = %q, want %q", got, want)
+	}
+	b, _ := io.ReadAll(r)
+	if string(b) != "to-fd3\n" {
+		t.Errorf("fd 3 got %q", b)
 	}
 }
