@@ -38,7 +38,8 @@ type Stats struct {
 	Replies, ReplyFailed int64
 	// UnknownAgent were addressed to an agent this node does not serve.
 	UnknownAgent int64
-	// FilterRefused carried a filter beyond filter.Check's limits; they
+	// FilterRefused carried a filter beyond filter.Check's limits, or one
+	// whose matching went beyond the budgets filter.Match keeps; they
 	// are counted as Filtered too, as Choria counts a filter it cannot
 	// evaluate.
 	FilterRefused int64

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
@@ -22,17 +22,17 @@ import (
 // strictly more than half of the entries are true and none failed to
 // compile or run. A malformed filter (an entry that is not exactly one map
 // with an "expr" key) selects nothing.
-func (m *Matcher) matchCompound(entries [][]map[string]string, n *Node) bool {
+func (m *Matcher) matchCompound(entries [][]map[string]string, n *Node, b *budget) bool {
 	expressions, ok := compoundExpressions(entries)
 	if !ok {
 		m.log.Warn("malformed compound filter", "entries", len(entries))
 		return false
 	}
 
-	env := exprEnv(m, n)
+	env := exprEnv(m, n, b)
 	trues := 0
 	for _, expression := range expressions {
-		switch m.judge(expression, env) {
+		switch m.judge(expression, env, b) {
 		case verdictFailed:
 			return false
 		case verdictTrue:
@@ -71,16 +71,22 @@ const (
 )
 
 // judge compiles (or fetches from the cache) and runs one expression.
-func (m *Matcher) judge(expression string, env map[string]any) verdict {
+func (m *Matcher) judge(expression string, env map[string]any, b *budget) verdict {
 	prog, err := m.programs.get(expression)
 	if err != nil {
 		m.log.Warn("cannot compile compound filter", "expr", clip(expression), "error", clip(err.Error()))
 		return verdictFailed
 	}
 
+	b.start()
 	machine := vm.VM{MemoryBudget: exprMemoryBudget}
 	out, err := machine.Run(prog, env)
-	b, isBool := out.(bool)
+	if err == nil {
+		// What runs between the budget's checks, such as a builtin, can
+		// overrun the time; the filter then fails all the same.
+		err = b.inTime()
+	}
+	result, isBool := out.(bool)
 	switch {
 	case err != nil:
 		m.log.Warn("cannot evaluate compound filter", "expr", clip(expression), "error", clip(err.Error()))
@@ -88,7 +94,7 @@ func (m *Matcher) judge(expression string, env map[string]any) verdict {
 	case !isBool:
 		m.log.Warn("cannot evaluate compound filter", "expr", clip(expression), "error", fmt.Sprintf("result is %T, not a boolean", out))
 		return verdictFailed
-	case b:
+	case result:
 		return verdictTrue
 	default:
 		return verdictFalse
@@ -107,8 +113,7 @@ func (m *Matcher) judge(expression string, env map[string]any) verdict {
 // It is a plain map rather than a struct: expr reads names missing from a
 // map as nil, as Choria relies on with AllowUndefinedVariables, but fails
 // on names missing from a struct, and $env must stay a map.
-func exprEnv(m *Matcher, n *Node) map[string]any {
-	b := &evalBudget{calls: MaxFunctionCalls, with: MaxWithBytes, steps: MaxClosureSteps, match: MaxMatchCost, until: time.Now().Add(MaxEvaluation)}
+func exprEnv(m *Matcher, n *Node, b *budget) map[string]any {
 	return map[string]any{
 		"agents":  n.Agents,
 		"classes": n.Classes,
@@ -116,7 +121,8 @@ func exprEnv(m *Matcher, n *Node) map[string]any {
 		// The closures of an expression call this for every element; see
 		// exprPolicy.
 		tickFunc:  func(v any) (any, error) { return v, b.step() },
-		matchFunc: b.matches,
+		costFunc:  func(v any) (any, error) { return v, b.charge(v) },
+		matchFunc: func(subject any, pattern string) (bool, error) { return exprMatches(subject, pattern, b) },
 		"fact": func(path string) (any, error) {
 			if err := b.call(); err != nil {
 				return nil, err
@@ -127,7 +133,7 @@ func exprEnv(m *Matcher, n *Node) map[string]any {
 			if err := b.withQuery(query); err != nil {
 				return false, err
 			}
-			return m.with(query, n)
+			return m.with(query, n, b)
 		},
 		"include": func(list []any, x any) (bool, error) {
 			if err := b.call(); err != nil {
@@ -144,90 +150,6 @@ func exprEnv(m *Matcher, n *Node) map[string]any {
 	}
 }
 
-// evalBudget bounds what the compound expressions of one filter may do
-// through the functions agent-host provides, each of which looks at the
-// node's facts or compiles a regular expression: expr-lang's closures can
-// call them in loops.
-type evalBudget struct {
-	calls int       // function calls left
-	with  int       // bytes of with() queries left
-	steps int       // closure steps left
-	match int       // matching cost left: subject bytes times pattern bytes
-	until time.Time // when the filter has run for too long
-
-	regexps map[string]*regexp.Regexp // the filter's patterns, compiled
-}
-
-// matches implements expr-lang's matches operator, which exprPolicy turns
-// into a call of this, with a literal pattern: the same results, but
-// charged against the budget, since the cost of matching is the size of
-// the subject times the size of the pattern.
-func (b *evalBudget) matches(subject any, pattern string) (bool, error) {
-	var text []byte
-	switch s := subject.(type) {
-	case nil:
-		return false, nil
-	case string:
-		text = []byte(s)
-	case []byte:
-		text = s
-	default:
-		return false, fmt.Errorf("matches needs a string, not %T", subject)
-	}
-	if b.match -= len(text) * max(len(pattern), 1); b.match < 0 {
-		return false, fmt.Errorf("%w: matching more than %d bytes × pattern bytes in one filter", ErrFilterTooComplex, MaxMatchCost)
-	}
-	if err := b.inTime(); err != nil {
-		return false, err
-	}
-	re, ok := b.regexps[pattern]
-	if !ok {
-		var err error
-		if re, err = regexp.Compile(pattern); err != nil {
-			return false, err
-		}
-		if b.regexps == nil {
-			b.regexps = map[string]*regexp.Regexp{}
-		}
-		b.regexps[pattern] = re
-	}
-	return re.Match(text), nil
-}
-
-func (b *evalBudget) call() error {
-	if b.calls--; b.calls < 0 {
-		return fmt.Errorf("%w: more than %d calls of fact(), with(), include() and semver() in one filter", ErrFilterTooComplex, MaxFunctionCalls)
-	}
-	return b.inTime()
-}
-
-func (b *evalBudget) step() error {
-	if b.steps--; b.steps < 0 {
-		return fmt.Errorf("%w: closures ran more than %d steps in one filter", ErrFilterTooComplex, MaxClosureSteps)
-	}
-	return b.inTime()
-}
-
-func (b *evalBudget) inTime() error {
-	if time.Now().After(b.until) {
-		return fmt.Errorf("%w: evaluating the filter took more than %s", ErrFilterTooComplex, MaxEvaluation)
-	}
-	return nil
-}
-
-func (b *evalBudget) withQuery(q string) error {
-	if err := b.call(); err != nil {
-		return err
-	}
-	if len(q) > MaxRegexBytes {
-		return fmt.Errorf("%w: a with() query of %d bytes, more than %d", ErrFilterTooComplex, len(q), MaxRegexBytes)
-	}
-	if b.with -= len(q); b.with < 0 {
-		return fmt.Errorf("%w: with() queries of more than %d bytes in one filter", ErrFilterTooComplex, MaxWithBytes)
-	}
-	return nil
-}
-
 // factLookup implements fact(path); a path beyond the limits is an
 // evaluation error rather than a gjson query.
 func factLookup(facts []byte, path string) (any, error) {
@@ -240,15 +162,38 @@ func factLookup(facts []byte, path string) (any, error) {
 // with implements with(q): q is a fact filter in command-line syntax if
 // it parses as one, else a class filter, else an agent filter. A fact path
 // beyond the limits is an evaluation error, which vetoes the expression.
-func (m *Matcher) with(q string, n *Node) (bool, error) {
+func (m *Matcher) with(q string, n *Node, b *budget) (bool, error) {
 	if ff, err := ParseFactFilter(q); err == nil {
 		if err := CheckFactPath(ff.Fact); err != nil {
 			return false, err
 		}
-		return m.matchFacts([]protocol.FactFilter{ff}, n.Facts), nil
+		matched := m.matchFacts([]protocol.FactFilter{ff}, n.Facts, b)
+		return matched, b.err
 	}
 
-	return matchClasses([]string{q}, n.Classes) || matchAgents([]string{q}, n.Agents), nil
+	matched := matchClasses([]string{q}, n.Classes, b) || matchAgents([]string{q}, n.Agents, b)
+	return matched, b.err
+}
+
+// exprMatches implements expr-lang's matches operator, which exprPolicy
+// turns into a call of this with a literal pattern: the same results, but
+// charged against the budget.
+func exprMatches(subject any, pattern string, b *budget) (bool, error) {
+	var text []byte
+	switch s := subject.(type) {
+	case nil:
+		return false, nil
+	case string:
+		text = []byte(s)
+	case []byte:
+		text = s
+	default:
+		return false, fmt.Errorf("matches needs a string, not %T", subject)
+	}
+	if err := b.inTime(); err != nil {
+		return false, err
+	}
+	return b.regexpMatch(pattern, text)
 }
 
 // compileExpr compiles a compound expression against exprEnv's types.
@@ -264,7 +209,7 @@ func compileExpr(expression string) (prog *vm.Program, err error) {
 	if err := checkExpression(expression); err != nil {
 		return nil, err
 	}
-	env := exprEnv(nil, withDefaults(nil))
+	env := exprEnv(nil, withDefaults(nil), newBudget())
 	opts := []expr.Option{expr.Env(env), expr.AsBool(), expr.AllowUndefinedVariables(), expr.MaxNodes(MaxExpressionNodes), expr.DisableAllBuiltins()}
 	for _, name := range allowedBuiltins {
 		opts = append(opts, expr.EnableBuiltin(name))
@@ -288,26 +233,31 @@ func compileExpr(expression string) (prog *vm.Program, err error) {
 const exprMemoryBudget = 10_000
 
 // allowedBuiltins are the expr-lang builtins a compound expression may
-// call: those whose result is no larger than their arguments. The others
-// (repeat, replace, join, map, reduce, groupBy, sortBy, concat, flatten,
-// toJSON, fromJSON, toBase64, fromBase64, toPairs, fromPairs) can build
-// values far larger than the expression, exponentially so when nested,
-// and are refused.
+// call: those whose result is no larger than their arguments and whose
+// work is linear in them, or n log n for sort. The others (repeat,
+// replace, join, map, reduce, groupBy, sortBy, concat, flatten, toJSON,
+// fromJSON, toBase64, fromBase64, toPairs, fromPairs) can build values
+// far larger than the expression, exponentially so when nested, and uniq
+// compares every element with every other; they are refused.
 var allowedBuiltins = []string{
 	"all", "none", "any", "one", "filter", "find", "findIndex", "findLast", "findLastIndex", "count", "sum",
 	"len", "type", "abs", "ceil", "floor", "round", "int", "float", "string",
 	"trim", "trimPrefix", "trimSuffix", "upper", "lower", "split", "splitAfter",
 	"indexOf", "lastIndexOf", "hasPrefix", "hasSuffix", "max", "min", "mean", "median",
 	"now", "duration", "date", "timezone", "first", "last", "get", "take", "keys", "values",
-	"reverse", "uniq", "sort", "bitnot",
+	"reverse", "sort", "bitnot",
 }
 
 // The functions exprPolicy has expressions call: tickFunc for every
-// element a closure visits, so that closures run within evalBudget's
-// steps and time, and matchFunc in place of the matches operator.
+// element a closure visits, so that closures run within the budget's
+// steps and time, costFunc on what builtins take and return, and
+// matchFunc in place of the matches operator. Expressions may not name
+// them.
 const (
-	tickFunc  = "__agent_host_step"
-	matchFunc = "__agent_host_matches"
+	reservedPrefix = "__agent_host"
+	tickFunc       = reservedPrefix + "_step"
+	costFunc       = reservedPrefix + "_cost"
+	matchFunc      = reservedPrefix + "_matches"
 )
 
 // exprPolicy refuses, while an expression compiles, what would make its
@@ -324,10 +274,19 @@ func (p *exprPolicy) Visit(node *ast.Node) {
 	}
 	switch n := (*node).(type) {
 	case *ast.IdentifierNode:
-		if n.Value == "facts" || n.Value == "$env" {
+		switch {
+		case n.Value == "facts" || n.Value == "$env":
 			p.err = fmt.Errorf("%w: %s is not allowed in a compound filter; use fact() or with()", ErrFilterTooComplex, n.Value)
+		case strings.HasPrefix(n.Value, reservedPrefix):
+			// Calling the budget's functions directly would skip what
+			// they are inserted to check.
+			p.err = fmt.Errorf("%w: %s is reserved", ErrFilterTooComplex, n.Value)
 		}
 	case *ast.BinaryNode:
+		if n.Operator == "+" {
+			*node = costed(n)
+			return
+		}
 		if n.Operator == "matches" {
 			pattern, literal := n.Right.(*ast.StringNode)
 			switch {
@@ -342,14 +301,23 @@ func (p *exprPolicy) Visit(node *ast.Node) {
 				p.err = fmt.Errorf("compiling the pattern of matches: %w", err)
 				return
 			}
-			*node = &ast.CallNode{Callee: &ast.IdentifierNode{Value: matchFunc}, Arguments: []ast.Node{n.Left, n.Right}}
+			*node = call(matchFunc, n.Left, n.Right)
 		}
 	case *ast.BuiltinNode:
 		// The closure builtins (map, reduce...) are parsed whatever is
 		// disabled, so the allow-list is applied here too.
 		if !slices.Contains(allowedBuiltins, n.Name) {
 			p.err = fmt.Errorf("%w: %s() is not allowed in a compound filter", ErrFilterTooComplex, n.Name)
+			return
 		}
+		// Builtins do not count steps: what they take and return is
+		// charged instead, which is what their work is proportional to.
+		for i, arg := range n.Arguments {
+			if _, closure := arg.(*ast.PredicateNode); !closure {
+				n.Arguments[i] = costed(arg)
+			}
+		}
+		*node = costed(n)
 	case *ast.VariableDeclaratorNode:
 		p.err = fmt.Errorf("%w: let is not allowed in a compound filter", ErrFilterTooComplex)
 	case *ast.PredicateNode:
@@ -359,9 +327,16 @@ func (p *exprPolicy) Visit(node *ast.Node) {
 			p.err = fmt.Errorf("%w: closures may not nest in a compound filter", ErrFilterTooComplex)
 			return
 		}
-		n.Node = &ast.CallNode{Callee: &ast.IdentifierNode{Value: tickFunc}, Arguments: []ast.Node{n.Node}}
+		n.Node = call(tickFunc, n.Node)
 	}
 }
+
+func call(function string, args ...ast.Node) ast.Node {
+	return &ast.CallNode{Callee: &ast.IdentifierNode{Value: function}, Arguments: args}
+}
+
+// costed wraps n so that its value is charged against the budget.
+func costed(n ast.Node) ast.Node { return call(costFunc, n) }
 
 type closureCount struct{ n int }
 
@@ -379,11 +354,6 @@ func clip(s string) string {
 	}
 	return s[:max] + fmt.Sprintf("… (%d bytes)", len(s))
 }
-
-// maxCachedExprLen bounds the expressions kept in the cache, so that the
-// cache holds at most programCacheSize small programs however large the
-// requests; longer expressions are compiled on every use.
-const maxCachedExprLen = 4 << 10
 
 // programCache is a bounded least-recently-used cache of compiled
 // expressions, compile errors included. Two goroutines missing on the
@@ -414,7 +384,9 @@ func newProgramCache(size int) *programCache {
 
 // get returns the compiled program for expression, compiling it on a miss.
 func (c *programCache) get(expression string) (*vm.Program, error) {
-	cacheable := c.size > 0 && len(expression) <= maxCachedExprLen
+	// Match checks expressions against the limits first, so the cache
+	// holds at most programCacheSize programs of MaxExpressionBytes.
+	cacheable := c.size > 0
 
 	if cacheable {
 		c.mu.Lock()

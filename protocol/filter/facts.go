@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -143,14 +142,14 @@ func ParseClasses(data []byte) []string {
 // matchFacts reports whether every fact filter holds for facts. A filter
 // that cannot be evaluated (bad number, bad regex, unknown operator) fails
 // the whole category.
-func (m *Matcher) matchFacts(filters []protocol.FactFilter, facts json.RawMessage) bool {
+func (m *Matcher) matchFacts(filters []protocol.FactFilter, facts json.RawMessage, b *budget) bool {
 	for _, ff := range filters {
 		// with() reaches here with fact paths Check has not seen.
 		if err := CheckFactPath(ff.Fact); err != nil {
 			m.log.Warn("cannot evaluate fact filter", "error", err)
 			return false
 		}
-		ok, err := lookupFact(facts, ff.Fact).satisfies(ff.Operator, ff.Value)
+		ok, err := lookupFact(facts, ff.Fact).satisfies(ff.Operator, ff.Value, b)
 		if err != nil {
 			m.log.Warn("cannot evaluate fact filter", "fact", ff.Fact, "operator", ff.Operator, "value", ff.Value, "error", err)
 			return false
@@ -218,7 +217,7 @@ func lookupFact(facts json.RawMessage, path string) factValue {
 //     and is true whenever the word is false, whatever the fact holds.
 //   - Booleans, null, arrays and objects cannot be ordered (an error);
 //     null, arrays and objects equal and match nothing.
-func (f factValue) satisfies(op string, value string) (bool, error) {
+func (f factValue) satisfies(op string, value string, b *budget) (bool, error) {
 	if f.kind == factMissing {
 		return false, nil
 	}
@@ -245,12 +244,12 @@ func (f factValue) satisfies(op string, value string) (bool, error) {
 	case "=~":
 		switch f.kind {
 		case factString:
-			return regexMatch(f.text, value)
+			return regexMatch(f.text, value, b)
 		case factNumber:
 			if floatValue {
-				return regexMatch(fmt.Sprintf("%.4f", f.num), value)
+				return regexMatch(fmt.Sprintf("%.4f", f.num), value, b)
 			}
-			return regexMatch(strconv.Itoa(f.whole), value)
+			return regexMatch(strconv.Itoa(f.whole), value, b)
 		case factBool:
 			return trueWord(strings.ToLower(value)) == f.truth, nil
 		default:
@@ -337,13 +336,12 @@ func ordered(op string, c int) bool {
 
 // regexMatch matches subject against a fact filter pattern: any leading
 // and trailing slashes are dropped and the match ignores case.
-func regexMatch(subject string, pattern string) (bool, error) {
-	re, err := regexp.Compile("(?i)" + strings.Trim(pattern, "/"))
-	if err != nil {
+func regexMatch(subject string, pattern string, b *budget) (bool, error) {
+	matched, err := b.regexpMatch("(?i)"+strings.Trim(pattern, "/"), []byte(subject))
+	if err != nil && b.err == nil {
 		return false, fmt.Errorf("compiling fact pattern: %w", err)
 	}
-
-	return re.MatchString(subject), nil
+	return matched, err
 }
 
 // trueWord reports whether strconv.ParseBool reads s as true ("1", "t",

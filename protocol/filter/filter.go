@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -75,8 +74,10 @@ func NewMatcher(opts ...Option) *Matcher {
 // Match reports whether f selects n: an empty (or nil) filter selects
 // every node, otherwise every non-empty category must match. A filter that
 // cannot be evaluated does not match, as in Choria. A filter beyond the
-// limits Check enforces does not match either, and is not parsed: the
-// error, which wraps ErrFilterTooComplex, says why.
+// limits Check enforces does not match either, and is not parsed; nor
+// does one whose matching goes beyond the budget of regular expression
+// matching and expression evaluation a filter has. The error, which
+// wraps ErrFilterTooComplex, says why.
 func (m *Matcher) Match(f *protocol.Filter, n *Node) (bool, error) {
 	if f.Empty() {
 		return true, nil
@@ -84,31 +85,36 @@ func (m *Matcher) Match(f *protocol.Filter, n *Node) (bool, error) {
 	if err := m.Check(f); err != nil {
 		return false, err
 	}
-	return m.match(f, withDefaults(n)), nil
+	b := newBudget()
+	matched := m.match(f, withDefaults(n), b)
+	if b.err != nil {
+		return false, b.err
+	}
+	return matched, nil
 }
 
-func (m *Matcher) match(f *protocol.Filter, n *Node) bool {
-	if len(f.Identity) > 0 && !matchIdentity(f.Identity, n.Identity) {
+func (m *Matcher) match(f *protocol.Filter, n *Node, b *budget) bool {
+	if len(f.Identity) > 0 && !matchIdentity(f.Identity, n.Identity, b) {
 		m.log.Debug("filter does not select node", "category", "identity", "filter", f.Identity)
 		return false
 	}
 
-	if len(f.Agent) > 0 && !matchAgents(f.Agent, n.Agents) {
+	if len(f.Agent) > 0 && !matchAgents(f.Agent, n.Agents, b) {
 		m.log.Debug("filter does not select node", "category", "agent", "filter", f.Agent)
 		return false
 	}
 
-	if len(f.Class) > 0 && !matchClasses(f.Class, n.Classes) {
+	if len(f.Class) > 0 && !matchClasses(f.Class, n.Classes, b) {
 		m.log.Debug("filter does not select node", "category", "cf_class", "filter", f.Class)
 		return false
 	}
 
-	if len(f.Fact) > 0 && !m.matchFacts(f.Fact, n.Facts) {
+	if len(f.Fact) > 0 && !m.matchFacts(f.Fact, n.Facts, b) {
 		m.log.Debug("filter does not select node", "category", "fact", "filter", f.Fact)
 		return false
 	}
 
-	if len(f.Compound) > 0 && !m.matchCompound(f.Compound, n) {
+	if len(f.Compound) > 0 && !m.matchCompound(f.Compound, n, b) {
 		m.log.Debug("filter does not select node", "category", "compound", "filter", f.Compound)
 		return false
 	}
@@ -142,10 +148,11 @@ func withDefaults(n *Node) *Node {
 }
 
 // Regular expressions in identity, agent, class and fact filters are
-// compiled per use rather than cached: Go's RE2 engine compiles and
-// matches in time linear in the pattern and subject, a filter carries a
-// handful of short patterns, and not caching keeps request-supplied
-// patterns from being retained in memory.
+// compiled once per filter rather than cached across requests: a filter
+// carries a handful of short patterns, and not caching keeps
+// request-supplied patterns from being retained in memory. Go's RE2
+// engine matches in time linear in the subject, but also in the pattern
+// in the worst case, so every match is charged against the budget.
 
 // slashed reports whether s is written as /re/ and returns the pattern.
 // A lone "/" counts, and yields an empty pattern that matches anything.
@@ -160,10 +167,10 @@ func slashed(s string) (string, bool) {
 // matchIdentity selects the node if any entry matches its identity. A
 // /re/ entry that does not match as a regular expression still matches an
 // identity equal to the text between the slashes, as in Choria.
-func matchIdentity(filters []string, identity string) bool {
+func matchIdentity(filters []string, identity string, b *budget) bool {
 	for _, f := range filters {
 		if re, ok := slashed(f); ok {
-			if matched, _ := regexp.MatchString(re, identity); matched {
+			if matched, _ := b.regexpMatch(re, []byte(identity)); matched {
 				return true
 			}
 			f = re
@@ -179,10 +186,10 @@ func matchIdentity(filters []string, identity string) bool {
 
 // matchAgents selects the node if every entry names, or as /re/ matches,
 // one of its agents.
-func matchAgents(filters []string, agents []string) bool {
+func matchAgents(filters []string, agents []string, b *budget) bool {
 	for _, f := range filters {
 		if re, ok := slashed(f); ok {
-			if !anyMatches(re, agents) {
+			if !anyMatches(re, agents, b) {
 				return false
 			}
 			continue
@@ -199,10 +206,10 @@ func matchAgents(filters []string, agents []string) bool {
 // matchClasses selects the node if every entry names one of its classes
 // or matches one as /re/. Patterns ignore case; a plain entry is
 // lower-cased before it is compared, but the node's classes are not.
-func matchClasses(filters []string, classes []string) bool {
+func matchClasses(filters []string, classes []string, b *budget) bool {
 	for _, f := range filters {
 		if re, ok := slashed(f); ok {
-			if !anyMatches("(?i)"+re, classes) {
+			if !anyMatches("(?i)"+re, classes, b) {
 				return false
 			}
 			continue
@@ -218,14 +225,13 @@ func matchClasses(filters []string, classes []string) bool {
 
 // anyMatches reports whether pattern matches any of subjects; an invalid
 // pattern matches nothing.
-func anyMatches(pattern string, subjects []string) bool {
-	re, err := regexp.Compile(pattern)
-	if err != nil {
-		return false
-	}
-
+func anyMatches(pattern string, subjects []string, b *budget) bool {
 	for _, s := range subjects {
-		if re.MatchString(s) {
+		matched, err := b.regexpMatch(pattern, []byte(s))
+		if err != nil {
+			return false
+		}
+		if matched {
 			return true
 		}
 	}

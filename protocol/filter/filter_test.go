@@ -553,20 +553,6 @@ func TestCompoundCache(t *testing.T) {
 		}
 	})
 
-	t.Run("long expressions are not cached", func(t *testing.T) {
-		m := NewMatcher()
-		long := strings.Repeat("true && ", maxCachedExprLen/8) + "true"
-		f := compoundFilter(long)
-		for range 2 {
-			if !mustMatch(t, m, f, testNode()) {
-				t.Fatal("Match = false, want true")
-			}
-		}
-		if got := m.programs.compiles.Load(); got != 2 {
-			t.Errorf("compiles = %d, want 2", got)
-		}
-	})
-
 	t.Run("disabled cache", func(t *testing.T) {
 		c := newProgramCache(0)
 		for range 2 {

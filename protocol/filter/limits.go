@@ -75,10 +75,17 @@ const (
 	// MaxRegexTotal bounds the regular expressions of one filter's
 	// identity, agent, class and fact entries together.
 	MaxRegexTotal = 16 << 10
-	// MaxMatchCost bounds the matches of one filter's compound
-	// expressions: the sum over every match of the subject's bytes times
-	// the pattern's, a measure of what matching costs (some 10 ns each).
+	// MaxMatchCost bounds the regular expression matching one filter
+	// does, in every category and in with() and matches: the sum over
+	// every match of the subject's bytes times the pattern's, a measure
+	// of what matching costs (some 10 ns each).
 	MaxMatchCost = 4 << 20
+	// MaxBuiltBytes bounds what the builtins and string concatenations
+	// of one filter's compound expressions take and return, counted as
+	// the bytes of strings, 16 per element of an array and 48 per entry
+	// of a map: the work of the builtins, which do not count steps, is
+	// proportional to it.
+	MaxBuiltBytes = 16 << 20
 	// MaxFactPathBytes bounds the gjson path of a fact lookup.
 	MaxFactPathBytes = 1 << 10
 	// MaxFactPathDepth bounds brackets open at once in a gjson path, whose

@@ -1,7 +1,9 @@
 package filter
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -201,35 +203,39 @@ func TestExpressionPolicy(t *testing.T) {
 	for _, tc := range []struct {
 		expression string
 		want       bool
+		refused    bool // beyond the budget: Match says so
 	}{
 		// Refused: they select nothing.
-		{`repeat("x", 10) == "xxxxxxxxxx"`, false},
-		{`replace("a", "a", "b") == "b"`, false},
-		{`join(["a", "b"], "") == "ab"`, false},
-		{`map([1], {# + 1})[0] == 2`, false},
-		{`reduce([1, 2], #acc + #) == 3`, false},
-		{`toJSON(1) == "1"`, false},
-		{`let x = 1; x == 1`, false},
-		{`any([1], {any([1], {true})})`, false},
-		{`none(1..999, {any(1..999, {with("/(a|b)/")})})`, false},
-		{`any(1..9999, {"x" matches upper("(a|b)")})`, false},
-		{`string(facts) == ""`, false},
-		{`len($env) > 0`, false},
-		{`"A" matches upper("a")`, false},
-		{`"x" matches "` + strings.Repeat("x", MaxRegexBytes+1) + `"`, false},
-		{`all(1..9999, {not ("` + strings.Repeat("y", 1000) + `" matches "` + strings.Repeat(".*", 2000) + `z")})`, false},
+		{`repeat("x", 10) == "xxxxxxxxxx"`, false, false},
+		{`replace("a", "a", "b") == "b"`, false, false},
+		{`join(["a", "b"], "") == "ab"`, false, false},
+		{`map([1], {# + 1})[0] == 2`, false, false},
+		{`reduce([1, 2], #acc + #) == 3`, false, false},
+		{`toJSON(1) == "1"`, false, false},
+		{`let x = 1; x == 1`, false, false},
+		{`any([1], {any([1], {true})})`, false, false},
+		{`none(1..999, {any(1..999, {with("/(a|b)/")})})`, false, false},
+		{`any(1..9999, {"x" matches upper("(a|b)")})`, false, false},
+		{`string(facts) == ""`, false, false},
+		{`len($env) > 0`, false, false},
+		{`"A" matches upper("a")`, false, false},
+		{`"x" matches "` + strings.Repeat("x", MaxRegexBytes+1) + `"`, false, false},
+		{`all(1..9999, {not ("` + strings.Repeat("y", 1000) + `" matches "` + strings.Repeat(".*", 2000) + `z")})`, false, true},
+		{`__agent_host_step(true)`, false, false},
+		{`__agent_host_cost(true) && __agent_host_matches("a", "a")`, false, false},
+		{`uniq([1, 1]) == [1]`, false, false},
 		// Allowed.
-		{`fact("name") matches "^W" && "abc" not matches "^b" && !(fact("nothing") matches "x")`, true},
-		{`any(fact("ports"), {# > 50})`, true},
-		{`count(fact("nics"), {# startsWith "eth"}) == 1`, true},
-		{`any(fact("nics"), {# matches "^e"})`, true},
-		{`len(fact("nics")) == 2 && upper("a") == "A"`, true},
-		{`2 in 1..3 && any(["a"], {# == "a"}) && all([1], {# == 1})`, true},
-		{`fact("app.version") matches "^1\\." && semver(fact("app.version"), ">= 1")`, true},
+		{`fact("name") matches "^W" && "abc" not matches "^b" && !(fact("nothing") matches "x")`, true, false},
+		{`any(fact("ports"), {# > 50})`, true, false},
+		{`count(fact("nics"), {# startsWith "eth"}) == 1`, true, false},
+		{`any(fact("nics"), {# matches "^e"})`, true, false},
+		{`len(fact("nics")) == 2 && upper("a") == "A"`, true, false},
+		{`2 in 1..3 && any(["a"], {# == "a"}) && all([1], {# == 1})`, true, false},
+		{`fact("app.version") matches "^1\\." && semver(fact("app.version"), ">= 1")`, true, false},
 	} {
 		got, err := m.Match(compoundFilter(tc.expression), testNode())
-		if err != nil || got != tc.want {
-			t.Errorf("%s: Match = %v, %v; want %v", tc.expression, got, err, tc.want)
+		if got != tc.want || tc.refused != errors.Is(err, ErrFilterTooComplex) || (!tc.refused && err != nil) {
+			t.Errorf("%s: Match = %v, %v; want %v, refused %v", clip(tc.expression), got, err, tc.want, tc.refused)
 		}
 	}
 }
@@ -242,18 +248,25 @@ func TestEvaluationBudget(t *testing.T) {
 	for _, tc := range []struct {
 		name, expression string
 		want             bool
+		refused          bool // beyond the budget: Match says so
 	}{
-		{"calls within the budget", `count(1..100, {fact("name") == "Web01"}) == 100`, true},
-		{"too many calls", `all(1..1000, {fact("name") == "Web01"})`, false},
-		{"too many with() calls", `none(1..1000, {with("puppet")})`, false},
-		{"with() queries too large", `none(1..200, {with("/` + strings.Repeat("a", 1000) + `/")})`, false},
-		{"range within the memory budget", `len(1..5000) == 5000`, true},
-		{"range beyond the memory budget", `len(1..20000) == 20000`, false},
+		{"calls within the budget", `count(1..100, {fact("name") == "Web01"}) == 100`, true, false},
+		{"too many calls", `all(1..1000, {fact("name") == "Web01"})`, false, true},
+		{"too many with() calls", `none(1..1000, {with("puppet")})`, false, true},
+		{"with() queries too large", `none(1..200, {with("/` + strings.Repeat("a", 1000) + `/")})`, false, true},
+		{"range within the memory budget", `len(1..5000) == 5000`, true, false},
+		{"range beyond the memory budget", `len(1..20000) == 20000`, false, false},
+		{"builtins within the budget", `len(sort(1..3000)) == 3000 && len(split("` + strings.Repeat("a,", 1000) + `", ",")) == 1001`, true, false},
+		// Builtins count no steps; each split here takes 2 kB and
+		// returns 16 kB of array.
+		{"builtins beyond the budget", `all(1..9999, {len(split("` + strings.Repeat("a,", 1000) + `", ",")) > 0})`, false, true},
+		// Each step concatenates 8 kB.
+		{"concatenation beyond the budget", `any(1..9999, {"` + strings.Repeat("x", 4000) + `" + "` + strings.Repeat("y", 4000) + `" == ""})`, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := m.Match(compoundFilter(tc.expression), testNode())
-			if err != nil || got != tc.want {
-				t.Errorf("Match = %v, %v; want %v", got, err, tc.want)
+			if got != tc.want || tc.refused != errors.Is(err, ErrFilterTooComplex) || (!tc.refused && err != nil) {
+				t.Errorf("Match = %v, %v; want %v, refused %v", got, err, tc.want, tc.refused)
 			}
 		})
 	}
@@ -262,8 +275,8 @@ func TestEvaluationBudget(t *testing.T) {
 	for i := range many {
 		many[i] = `count(1..100, {fact("name") == "Web01"}) == 100`
 	}
-	if mustMatch(t, m, compoundFilter(many...), testNode()) {
-		t.Error("three expressions of 100 calls each passed a budget of 256 calls")
+	if ok, err := m.Match(compoundFilter(many...), testNode()); ok || !errors.Is(err, ErrFilterTooComplex) {
+		t.Errorf("three expressions of 100 calls each against a budget of 256 calls: Match = %v, %v; want refused", ok, err)
 	}
 }
 
@@ -279,5 +292,46 @@ func TestFactPathModifiers(t *testing.T) {
 		if mustMatch(t, m, compoundFilter(`fact("`+path+`") != "x"`), testNode()) {
 			t.Errorf("fact(%q) was evaluated", path)
 		}
+	}
+}
+
+// TestRegexpBudget: matching costs the pattern's size for every byte of
+// the subject, and the subjects are the node's, so what a filter's
+// patterns match is charged against one budget in every category.
+func TestRegexpBudget(t *testing.T) {
+	n := testNode()
+	for i := range 2000 {
+		n.Classes = append(n.Classes, fmt.Sprintf("profile::component_%04d", i))
+	}
+	n.Facts = json.RawMessage(`{"blob": "` + strings.Repeat("ab", 50_000) + `"}`)
+	long := strings.Repeat("(a|b)", 800) + "z" // 4 kB that match no class
+
+	m := NewMatcher()
+	for _, tc := range []struct {
+		name    string
+		filter  *protocol.Filter
+		refused bool
+	}{
+		{"a class pattern within the budget", classFilter("/component_1999$/"), false},
+		{"a class pattern beyond it", classFilter("/" + long + "/"), true},
+		{"an agent pattern beyond it", agentFilter("/" + long + "/"), false}, // three agents: within
+		{"a fact pattern within the budget", factFilter("blob", "=~", "/^(ab)+$/"), false},
+		{"fact patterns beyond it", factFilter("blob", "=~", "/"+strings.Repeat("(ab)", 20)+"z/"), true},
+		{"with() beyond it", compoundFilter(`with("/` + long + `/")`), true},
+		{"a class pattern within it alone", classFilter("/^profile::component_1999$|" + strings.Repeat("(a|b)", 10) + "z/"), false},
+		{"patterns beyond it together", func() *protocol.Filter {
+			// The class pattern costs 3.8 M, matching only the last class,
+			// and the fact pattern 1.2 M.
+			f := classFilter("/^profile::component_1999$|" + strings.Repeat("(a|b)", 10) + "z/")
+			f.Fact = factFilter("blob", "=~", "/^(ab)+$/").Fact
+			return f
+		}(), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := m.Match(tc.filter, n)
+			if tc.refused != errors.Is(err, ErrFilterTooComplex) || (!tc.refused && err != nil) {
+				t.Errorf("Match error %v, want refused %v", err, tc.refused)
+			}
+		})
 	}
 }

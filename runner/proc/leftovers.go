@@ -12,16 +12,23 @@ import (
 // leads a session of its own, so tracker also knows which sessions are
 // still led by a running process; the sweeper leaves those alone. The
 // kernel's subreaper setting is per process, and so is this.
-var tracker struct {
+var tracker registry
+
+type registry struct {
 	mu   sync.Mutex
 	cond *sync.Cond // signalled when a sweep completes
 
 	started map[int]*exec.Cmd
-	// starting counts starts between the fork and their being recorded:
-	// while it is not zero, a child in a session of its own that is not
-	// recorded may be one of them.
-	starting int
-	stopping map[int]*stopState // by session
+	// startsBegun numbers the starts; inflight holds the numbers of those
+	// between the fork and their being recorded in started. A child in a
+	// session of its own that is not recorded may be one of them: unsure
+	// holds such children, with the number of the last start begun when
+	// each was first seen. Once every start up to that number is
+	// recorded, the child is not one of them.
+	startsBegun uint64
+	inflight    map[uint64]bool
+	unsure      map[int]uint64
+	stopping    map[int]*stopState // by session
 	// orphans are the processes found in sessions nobody owns (they
 	// called setsid) and not yet reaped.
 	orphans map[int]*orphan
@@ -60,12 +67,17 @@ func init() { tracker.cond = sync.NewCond(&tracker.mu) }
 
 func startTracked(cmd *exec.Cmd) error {
 	tracker.mu.Lock()
-	tracker.starting++
+	tracker.startsBegun++
+	n := tracker.startsBegun
+	if tracker.inflight == nil {
+		tracker.inflight = map[uint64]bool{}
+	}
+	tracker.inflight[n] = true
 	tracker.mu.Unlock()
 	err := cmd.Start()
 	tracker.mu.Lock()
 	defer tracker.mu.Unlock()
-	tracker.starting--
+	delete(tracker.inflight, n)
 	if err != nil {
 		return err
 	}
@@ -74,6 +86,34 @@ func startTracked(cmd *exec.Cmd) error {
 	}
 	tracker.started[cmd.Process.Pid] = cmd
 	return nil
+}
+
+// maybeStarting says whether a child not recorded in started, alone in a
+// session of its own, may be a start not yet recorded. Call it with
+// r.mu held.
+func (r *registry) maybeStarting(pid, session int) bool {
+	if pid != session {
+		delete(r.unsure, pid)
+		return false
+	}
+	seen, ok := r.unsure[pid]
+	if !ok {
+		if len(r.inflight) == 0 {
+			return false
+		}
+		seen = r.startsBegun
+		if r.unsure == nil {
+			r.unsure = map[int]uint64{}
+		}
+		r.unsure[pid] = seen
+	}
+	for n := range r.inflight {
+		if n <= seen {
+			return true
+		}
+	}
+	delete(r.unsure, pid)
+	return false
 }
 
 // untrack forgets cmd once it is reaped (its pid may already be
@@ -110,12 +150,23 @@ func stopLeftovers(session int, s *stopState, grace time.Duration) Leftovers {
 	l := Leftovers{Group: syscall.Kill(-session, s.sig) == nil}
 	termUntil := s.since.Add(grace)
 	killUntil := termUntil.Add(grace)
+	// Once the group is seen empty its id is free, and may be a new
+	// group's: it is not looked at again.
+	groupLeft := l.Group
+	// The kernel's list of children may miss one that is changing
+	// parent as it is read, so a stop ends after two sweeps that found
+	// nothing.
+	quiet := 0
 	for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
 		alive := awaitSweep(s)
-		groupLeft := l.Group && groupAlive(session)
+		groupLeft = groupLeft && groupAlive(session)
 		if alive == 0 && !groupLeft {
-			break
+			if quiet++; quiet == 2 {
+				break
+			}
+			continue
 		}
+		quiet = 0
 		if time.Now().After(killUntil) {
 			l.Unstoppable = true
 			break
@@ -126,7 +177,10 @@ func stopLeftovers(session int, s *stopState, grace time.Duration) Leftovers {
 		}
 	}
 	tracker.mu.Lock()
-	delete(tracker.stopping, session)
+	// A new process may have the leader's pid, and a stop of its own.
+	if tracker.stopping[session] == s {
+		delete(tracker.stopping, session)
+	}
 	l.Escaped, l.Orphans = len(s.escaped), len(s.unowned)
 	tracker.mu.Unlock()
 	return l

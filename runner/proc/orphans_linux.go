@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -105,7 +106,7 @@ func sweep(own int) (busy bool) {
 	// goes in one sweep.
 	for pass := 0; ; pass++ {
 		listed, reaped := list(own)
-		busy, killed := classify(listed)
+		busy, killed := tracker.classify(listed, time.Now())
 		if !reaped && !killed || pass == maxPasses {
 			return busy
 		}
@@ -121,7 +122,7 @@ const maxPasses = 64
 // list reads this process's children, reaps the dead ones it may and
 // returns the live ones outside its own session.
 func list(own int) (listed []found, reaped bool) {
-	for _, pid := range children() {
+	for _, pid := range untracked(children()) {
 		session, pgrp, zombie, ok := readStat(pid)
 		switch {
 		case !ok || session == own:
@@ -141,25 +142,28 @@ func list(own int) (listed []found, reaped bool) {
 
 // classify signals the orphans among listed and counts them for the
 // stops waiting; killed says it sent an orphan SIGKILL.
-func classify(listed []found) (busy, killed bool) {
-	now := time.Now()
-	tracker.mu.Lock()
-	defer tracker.mu.Unlock()
-	for _, s := range tracker.stopping {
+func (r *registry) classify(listed []found, now time.Time) (busy, killed bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.stopping {
 		s.alive = 0
 	}
 	live := map[int]bool{}
+	unsure := false
 	for _, f := range listed {
-		_, startedHere := tracker.started[f.pid]
-		_, leaderRunning := tracker.started[f.session]
-		// A child alone in a session of its own may be a start not yet
-		// recorded.
-		maybeStarting := tracker.starting > 0 && f.session == f.pid
-		if startedHere || leaderRunning || maybeStarting {
+		_, startedHere := r.started[f.pid]
+		_, leaderRunning := r.started[f.session]
+		if startedHere || leaderRunning {
 			continue
 		}
 		live[f.pid] = true
-		if s, ok := tracker.stopping[f.session]; ok {
+		if _, known := r.orphans[f.pid]; !known && r.maybeStarting(f.pid, f.session) {
+			unsure = true
+			continue
+		}
+		// One alone in a session numbered like a stopped one is not its
+		// leader, who is gone: it is nobody's.
+		if s, ok := r.stopping[f.session]; ok && f.pid != f.session {
 			if s.signalled[f.pid] != s.sig {
 				_ = syscall.Kill(f.pid, s.sig)
 				s.signalled[f.pid] = s.sig
@@ -171,20 +175,20 @@ func classify(listed []found) (busy, killed bool) {
 			s.alive++
 			continue
 		}
-		o, known := tracker.orphans[f.pid]
+		o, known := r.orphans[f.pid]
 		if !known {
 			o = &orphan{seen: now, killAt: now.Add(DefaultKillGrace)}
-			if now.Sub(tracker.lastKill) < DefaultKillGrace {
+			if now.Sub(r.lastKill) < DefaultKillGrace {
 				o.killAt = now
 			}
-			if tracker.orphans == nil {
-				tracker.orphans = map[int]*orphan{}
+			if r.orphans == nil {
+				r.orphans = map[int]*orphan{}
 			}
-			tracker.orphans[f.pid] = o
+			r.orphans[f.pid] = o
 		}
 		// The stops begun before it turned up wait for it, and one that
 		// is killing kills it.
-		for _, s := range tracker.stopping {
+		for _, s := range r.stopping {
 			if !o.seen.Before(s.since) {
 				s.unowned[f.pid] = true
 			}
@@ -198,20 +202,45 @@ func classify(listed []found) (busy, killed bool) {
 		switch {
 		case !now.Before(o.killAt):
 			if !o.killed {
+				// One that outlives SIGKILL (stuck in the kernel) does
+				// not make every later orphan lose its grace.
 				o.killed, killed = true, true
+				r.lastKill = now
 			}
 			_ = syscall.Kill(f.pid, syscall.SIGKILL)
-			tracker.lastKill = now
 		case !known:
 			_ = syscall.Kill(f.pid, syscall.SIGTERM)
 		}
 	}
-	for pid := range tracker.orphans {
+	for pid := range r.orphans {
 		if !live[pid] {
-			delete(tracker.orphans, pid)
+			delete(r.orphans, pid)
 		}
 	}
-	return len(tracker.orphans) > 0 || len(tracker.stopping) > 0, killed
+	for pid := range r.unsure {
+		if !live[pid] {
+			delete(r.unsure, pid)
+		}
+	}
+	// A child not yet known to be a start may be an orphan a stop waits
+	// for: the stops do not take this sweep for a quiet one.
+	if unsure {
+		for _, s := range r.stopping {
+			s.alive++
+		}
+	}
+	return len(r.orphans) > 0 || len(r.stopping) > 0 || unsure, killed
+}
+
+// untracked drops from pids the processes proc started and has not
+// reaped, which the sweeper need not look at.
+func untracked(pids []int) []int {
+	tracker.mu.Lock()
+	defer tracker.mu.Unlock()
+	return slices.DeleteFunc(pids, func(pid int) bool {
+		_, startedHere := tracker.started[pid]
+		return startedHere
+	})
 }
 
 // reapable says a dead child is not one of proc's own, which os/exec
@@ -220,7 +249,7 @@ func reapable(pid, session int) bool {
 	tracker.mu.Lock()
 	defer tracker.mu.Unlock()
 	_, startedHere := tracker.started[pid]
-	return !startedHere && !(tracker.starting > 0 && session == pid)
+	return !startedHere && !tracker.maybeStarting(pid, session)
 }
 
 // childrenFiles says whether the kernel lists a thread's children in
@@ -243,7 +272,7 @@ func children() []int {
 	for _, task := range tasks {
 		// A thread that just ended has no file any more; it has no
 		// children either.
-		b, _ := os.ReadFile(filepath.Join("/proc/self/task", task.Name(), "children"))
+		b := readAtOnce(filepath.Join("/proc/self/task", task.Name(), "children"))
 		for _, f := range bytes.Fields(b) {
 			if pid, err := strconv.Atoi(string(f)); err == nil {
 				pids = append(pids, pid)
@@ -251,6 +280,27 @@ func children() []int {
 		}
 	}
 	return pids
+}
+
+// childrenBuf is the sweeper's buffer for children files.
+var childrenBuf = make([]byte, 16<<10)
+
+// readAtOnce reads a children file in a single read: the kernel builds
+// the list afresh for each read, so a list read in pieces can miss a
+// child or repeat one.
+func readAtOnce(path string) []byte {
+	for {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil
+		}
+		n, _ := f.Read(childrenBuf)
+		f.Close()
+		if n < len(childrenBuf) {
+			return childrenBuf[:n]
+		}
+		childrenBuf = make([]byte, 2*len(childrenBuf))
+	}
 }
 
 func scanChildren() []int {
