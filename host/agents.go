@@ -15,6 +15,11 @@ type agentEntry struct {
 	run  runner.Runner
 	// builtin agents run at once on the decoder, never queued.
 	builtin bool
+	// capacity, when set, bounds the requests of the agent that may hold
+	// slots: what its pool can run at once (0: no bound of its own).
+	// Those beyond it wait in the queue, where a full queue answers that
+	// the node is busy, rather than hold slots waiting for a worker.
+	capacity func() int
 }
 
 // agentTable is an immutable snapshot of the served agents, swapped
@@ -40,12 +45,6 @@ func (t *agentTable) builtinAgents() []builtin.Agent {
 	return out
 }
 
-// runnerFor chooses how an external agent runs. Every agent is spawned per
-// request for now; pooled workers and plugin agents will be chosen here.
-func (h *Host) runnerFor(a *runner.Agent) runner.Runner {
-	return h.spawner.Runner(a.Executable)
-}
-
 // buildTable combines the built-ins with the catalog's active agents.
 func (h *Host) buildTable() *agentTable {
 	t := &agentTable{byName: map[string]*agentEntry{h.rpcutil.name: h.rpcutil}}
@@ -56,7 +55,9 @@ func (h *Host) buildTable() *agentTable {
 		if _, taken := t.byName[a.Name]; taken || a.Name == builtin.Discovery {
 			continue
 		}
-		t.byName[a.Name] = &agentEntry{name: a.Name, ddl: a.DDL, run: h.runnerFor(a)}
+		e := &agentEntry{name: a.Name, ddl: a.DDL}
+		e.run, e.capacity = h.runners.runnerFor(a)
+		t.byName[a.Name] = e
 	}
 	t.names = append(t.names, builtin.Discovery)
 	for name := range t.byName {

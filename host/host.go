@@ -97,6 +97,7 @@ type Host struct {
 	inv      *inventory.Inventory
 	spawner  *spawn.Spawner
 	catalog  *runner.Catalog
+	runners  *agentRunners
 	rpcutil  *agentEntry
 	agents   atomic.Pointer[agentTable]
 
@@ -157,6 +158,7 @@ func New(cfg *config.Config, opts ...Option) (*Host, error) {
 	h.matcher = filter.NewMatcher(filter.WithLogger(slog.New(newLimitedHandler(h.log.Handler(), h.refusals)).With("component", "filter")))
 	h.inv = inventory.New(cfg.FactsFiles, cfg.ClassesFile, h.log.With("component", "inventory"))
 	h.spawner, h.catalog = newAgentSource(cfg, h.inv, h.log)
+	h.runners = newAgentRunners(cfg, h.spawner, h.inv, h.log)
 	if h.rpcutil, err = h.newRPCUtil(); err != nil {
 		return nil, err
 	}
@@ -223,7 +225,7 @@ func newAgentSource(cfg *config.Config, inv *inventory.Inventory, log *slog.Logg
 		Libdirs:    cfg.AgentLibdirs,
 		PluginDirs: cfg.Plugins,
 		Settle:     cfg.AgentSettle,
-		Activate: func(ctx context.Context, a *runner.Agent) (bool, error) {
+		Activate: func(ctx context.Context, a *runner.Agent) (runner.Activation, error) {
 			return sp.Activate(ctx, a.Executable, a.Name)
 		},
 	}, runner.WithLogger(log.With("component", "catalog")))
@@ -252,6 +254,8 @@ func (h *Host) Run(ctx context.Context) error {
 	h.reqCtx, h.reqCancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer h.reqCancel()
 	defer h.spawner.Close()
+	// After the requests: pools close once nothing runs on them.
+	defer h.runners.close()
 	go func() {
 		select {
 		case <-h.abort:
@@ -380,7 +384,10 @@ func (h *Host) stop(w *workers) {
 
 // applyChange is the catalog's hot-reload callback.
 func (h *Host) applyChange(ch runner.Change) {
-	h.agents.Store(h.buildTable())
+	table := h.buildTable()
+	h.agents.Store(table)
+	// Requests that found the old runners still finish on them.
+	h.runners.retired(table)
 	for _, a := range ch.Added {
 		h.log.Info("agent added", "agent", a.Name, "active", a.Active, "ddl", a.DDLPath)
 	}

@@ -9,8 +9,10 @@ import (
 // handoffSize is the capacity of the channel every subscription delivers
 // into. The mover empties it in constant time per message, so it only
 // absorbs scheduling hiccups; if it does fill, NATS drops the message as a
-// slow consumer and counts it.
-const handoffSize = 64
+// slow consumer and counts it. NATS never waits for room, so it must hold
+// a burst that arrives while the mover waits for a CPU busy with
+// decoding or agents: 64 dropped bursts of 100 on two loaded cores.
+const handoffSize = 512
 
 // intake holds received messages until a decoder takes them, within a
 // limit on their number and one on their bytes, both across every

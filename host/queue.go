@@ -124,7 +124,7 @@ func (q *agentQueue) takeLocked() *request {
 	for i := range len(q.ready) {
 		at := (q.next + i) % len(q.ready)
 		l := q.ready[at]
-		if l.inFlight >= q.limits.inFlightPerAgent {
+		if l.inFlight >= q.inFlightLimit(l.waiting[0].agent) {
 			continue
 		}
 		r := l.waiting[0]
@@ -150,6 +150,17 @@ func (q *agentQueue) takeLocked() *request {
 		return r
 	}
 	return nil
+}
+
+// inFlightLimit is how many slots an agent's requests may hold: what its
+// pool runs at once, when it has one, within the per-agent limit.
+func (q *agentQueue) inFlightLimit(a *agentEntry) int {
+	if a.capacity != nil {
+		if c := a.capacity(); c > 0 {
+			return min(c, q.limits.inFlightPerAgent)
+		}
+	}
+	return q.limits.inFlightPerAgent
 }
 
 // done gives back the slot r held.

@@ -97,4 +97,13 @@ func NewActivationRequest(agent string) *ActivationRequest {
 // ActivationReply is the agent's answer; a missing key means false.
 type ActivationReply struct {
 	Activate bool `json:"activate"`
+	// Worker is set by an agent that can also run as a pool worker, when
+	// the host asked (see PROTOCOL.md); Choria ignores it.
+	Worker *WorkerAdvert `json:"agent_host_worker,omitempty"`
+}
+
+// WorkerAdvert lists the versions of agent-host's worker protocol an
+// agent speaks.
+type WorkerAdvert struct {
+	Versions []int `json:"versions"`
 }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/agent-host/agent-host/protocol"
@@ -59,9 +60,38 @@ type Agent struct {
 	Active bool
 	// ActivationError is why the activation check failed, if it did.
 	ActivationError error
+	// WorkerVersions are the versions of agent-host's worker protocol the
+	// agent said, in its activation check, it speaks (PROTOCOL.md); none
+	// for an agent that only runs once per request.
+	WorkerVersions []int
 
 	hash     [sha256.Size]byte
 	exeFound bool
+	exeStamp exeStamp
+}
+
+// Activation is an agent's answer to its activation check.
+type Activation struct {
+	// Active says the agent is to be served on this node.
+	Active bool
+	// WorkerVersions are the worker protocol versions the agent speaks.
+	WorkerVersions []int
+}
+
+// exeStamp tells one executable file from another, so that a new build
+// of an agent is noticed.
+type exeStamp struct {
+	mtime time.Time
+	size  int64
+	inode uint64
+}
+
+func stampOf(fi os.FileInfo) exeStamp {
+	s := exeStamp{mtime: fi.ModTime(), size: fi.Size()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		s.inode = st.Ino
+	}
+	return s
 }
 
 // CatalogConfig says where agents live and how they are admitted.
@@ -76,7 +106,7 @@ type CatalogConfig struct {
 	// Activate decides whether an agent should be served on this node. It
 	// runs once each time an agent is added or updated, never per request.
 	// Default (nil): every agent is active.
-	Activate func(ctx context.Context, a *Agent) (bool, error)
+	Activate func(ctx context.Context, a *Agent) (Activation, error)
 	// ActivateTimeout bounds one Activate call. Default: 10 s.
 	ActivateTimeout time.Duration
 	// Settle is how long a DDL must stay unchanged before Watch loads it,
@@ -298,6 +328,14 @@ func (c *Catalog) reload(ctx context.Context, initial bool) (reloadResult, error
 			change.Added = append(change.Added, a)
 		case old.hash != a.hash || old.DDLPath != a.DDLPath || old.Executable != a.Executable || old.exeFound != a.exeFound:
 			change.Updated = append(change.Updated, a)
+		case old.exeStamp != a.exeStamp:
+			// A new build; like a DDL, it is loaded once it has settled,
+			// so that a half-written one is not started.
+			if settled := a.exeStamp.mtime.Add(c.cfg.Settle); initial || !now.Before(settled) {
+				change.Updated = append(change.Updated, a)
+			} else if res.recheck.IsZero() || settled.Before(res.recheck) {
+				res.recheck = settled
+			}
 		}
 	}
 	for name, old := range c.agents {
@@ -526,7 +564,7 @@ func describe(name string, cand candidate, acc *accepted) *Agent {
 	a := &Agent{Name: name, DDL: acc.ddl, DDLPath: cand.path, hash: acc.hash}
 	flat := filepath.Join(filepath.Dir(cand.path), name)
 	if fi, err := os.Stat(flat); err == nil && fi.Mode().IsRegular() {
-		a.Executable, a.exeFound, a.Layout = flat, true, LayoutFlat
+		a.Executable, a.exeFound, a.Layout, a.exeStamp = flat, true, LayoutFlat, stampOf(fi)
 		if cand.inSubdir {
 			a.Layout = LayoutDirectory
 		}
@@ -534,8 +572,11 @@ func describe(name string, cand candidate, acc *accepted) *Agent {
 	}
 	a.Executable = filepath.Join(flat, fmt.Sprintf("%s-%s_%s", name, runtime.GOOS, runtime.GOARCH))
 	a.Layout = LayoutMultiarch
-	_, err := os.Stat(a.Executable)
+	fi, err := os.Stat(a.Executable)
 	a.exeFound = err == nil
+	if a.exeFound {
+		a.exeStamp = stampOf(fi)
+	}
 	return a
 }
 
@@ -561,7 +602,9 @@ func (c *Catalog) activate(ctx context.Context, a *Agent) {
 	}
 	actx, cancel := context.WithTimeout(ctx, c.cfg.ActivateTimeout)
 	defer cancel()
-	a.Active, a.ActivationError = c.cfg.Activate(actx, a)
+	var act Activation
+	act, a.ActivationError = c.cfg.Activate(actx, a)
+	a.Active, a.WorkerVersions = act.Active, act.WorkerVersions
 	switch {
 	case a.ActivationError != nil:
 		a.Active = false

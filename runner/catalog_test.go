@@ -327,11 +327,12 @@ func TestCatalogActivation(t *testing.T) {
 			var seen []string
 			cfg := CatalogConfig{PluginDirs: []string{root}, ActivateTimeout: 50 * time.Millisecond}
 			if tt.activate != nil {
-				cfg.Activate = func(ctx context.Context, a *Agent) (bool, error) {
+				cfg.Activate = func(ctx context.Context, a *Agent) (Activation, error) {
 					mu.Lock()
 					seen = append(seen, a.Name+" "+a.Executable)
 					mu.Unlock()
-					return tt.activate(ctx, a)
+					ok, err := tt.activate(ctx, a)
+					return Activation{Active: ok}, err
 				}
 			}
 			c := NewCatalog(cfg)
@@ -363,9 +364,9 @@ func TestCatalogActivationRerunOnUpdateOnly(t *testing.T) {
 	ddlPath := filepath.Join(root, "parrot.json")
 	writeFile(t, ddlPath, agentDDL("parrot"), 0o644)
 	calls := 0
-	c := NewCatalog(CatalogConfig{PluginDirs: []string{root}, Activate: func(context.Context, *Agent) (bool, error) {
+	c := NewCatalog(CatalogConfig{PluginDirs: []string{root}, Activate: func(context.Context, *Agent) (Activation, error) {
 		calls++
-		return true, nil
+		return Activation{Active: true, WorkerVersions: []int{1}}, nil
 	}})
 	if err := c.Load(t.Context()); err != nil {
 		t.Fatal(err)
@@ -375,6 +376,9 @@ func TestCatalogActivationRerunOnUpdateOnly(t *testing.T) {
 	}
 	if calls != 1 {
 		t.Fatalf("Activate ran %d times for an unchanged agent, want 1", calls)
+	}
+	if a, _ := c.Agent("parrot"); !slices.Equal(a.WorkerVersions, []int{1}) {
+		t.Errorf("WorkerVersions = %v, want the activation's [1]", a.WorkerVersions)
 	}
 	writeFile(t, ddlPath, agentDDL("parrot", func(md, _ map[string]any) { md["description"] = "same version, new text" }), 0o644)
 	if err := c.Load(t.Context()); err != nil {
@@ -643,17 +647,10 @@ func TestCatalogWatch(t *testing.T) {
 		}
 	})
 
-	t.Run("executable rebuilt needs no reload", func(t *testing.T) {
+	t.Run("executable rebuilt", func(t *testing.T) {
+		// Pooled workers run the old build until the agent is updated.
 		writeFile(t, filepath.Join(dir, "parrot"), []byte("#!/bin/sh\nexit 1\n"), 0o755)
-		// A marker agent proves a reload ran after the rebuild.
-		writeFile(t, filepath.Join(dir, "marker.json"), agentDDL("marker"), 0o644)
-		from := next
-		next, _ = changes.waitFor(t, next, "marker added", func(c Change) bool { return has(c.Added, "marker") != nil })
-		for _, ch := range changes.since(from)[:next-from] {
-			if has(ch.Updated, "parrot") != nil {
-				t.Errorf("parrot reloaded after only its executable changed: %+v", ch)
-			}
-		}
+		next, _ = changes.waitFor(t, next, "parrot updated with its new build", func(c Change) bool { return has(c.Updated, "parrot") != nil })
 	})
 
 	t.Run("change without version bump", func(t *testing.T) {
@@ -734,4 +731,44 @@ func TestCatalogWatchFindsNewDirectory(t *testing.T) {
 	// mcollective/agent does not exist yet, so only the rescan can see it.
 	writeFile(t, filepath.Join(root, "mcollective", "agent", "late.json"), agentDDL("late"), 0o644)
 	changes.waitFor(t, 0, "late added", func(c Change) bool { return has(c.Added, "late") != nil })
+}
+
+// TestCatalogNoticesNewBuilds: replacing an agent's executable, DDL
+// unchanged, updates the agent once the new file has settled, so that
+// pooled workers of the old build are replaced.
+func TestCatalogNoticesNewBuilds(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "parrot.json"), agentDDL("parrot"), 0o644)
+	exe := filepath.Join(root, "parrot")
+	writeFile(t, exe, []byte("#!/bin/sh\n"), 0o755)
+	now := time.Now()
+	c := NewCatalog(CatalogConfig{PluginDirs: []string{root}, Settle: time.Minute})
+	c.now = func() time.Time { return now }
+	if err := c.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new build, written in a new file and moved into place.
+	next := filepath.Join(root, ".parrot.new")
+	writeFile(t, next, []byte("#!/bin/sh\necho new\n"), 0o755)
+	if err := os.Rename(next, exe); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.reload(t.Context(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.change.Updated) != 0 || res.recheck.IsZero() {
+		t.Fatalf("a build written just now was loaded (%d updated), or no recheck was planned (%v)", len(res.change.Updated), res.recheck)
+	}
+	now = now.Add(2 * time.Minute)
+	if res, err = c.reload(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(res.change.Updated); !slices.Equal(got, []string{"parrot"}) {
+		t.Errorf("updated = %v after the build settled, want [parrot]", got)
+	}
+	if res, _ = c.reload(t.Context(), false); len(res.change.Updated) != 0 {
+		t.Errorf("an unchanged build was updated again: %v", names(res.change.Updated))
+	}
 }

@@ -24,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"time"
 )
 
@@ -180,6 +181,80 @@ type Config struct {
 	// that half-written files are not read.
 	AgentSettle time.Duration `confkey:"plugin.agent_host.agent_settle" type:"duration" default:"2s"`
 
+	// How each agent runs: auto pools the agents that say they can run as workers of
+	// agent-host's worker protocol (agents written with its SDKs do) and spawns the others per
+	// request as Choria does; exec spawns every agent per request; pool pools every agent,
+	// falling back to exec for those whose workers fail to start. Every
+	// plugin.agent_host.pool.* setting can be given for one agent as
+	// plugin.agent_host.pool.<agent>.<setting>.
+	PoolMode string `confkey:"plugin.agent_host.pool.mode" default:"auto" validate:"enum=auto,pool,exec"`
+
+	// How many workers a pooled agent keeps running even when idle. 0 starts the first worker
+	// at the first request.
+	PoolMinWorkers int `confkey:"plugin.agent_host.pool.min_workers" default:"0" validate:"min=0"`
+
+	// The most workers a pooled agent runs.
+	PoolMaxWorkers int `confkey:"plugin.agent_host.pool.max_workers" default:"4" validate:"min=1"`
+
+	// How many requests one worker runs at once, at most. 0 means as many as the worker says
+	// it can.
+	PoolConcurrency int `confkey:"plugin.agent_host.pool.concurrency" default:"0" validate:"min=0"`
+
+	// A worker is replaced after this many requests, plus a random number of up to
+	// plugin.agent_host.pool.max_requests_jitter so that workers are not all replaced at once.
+	// 0 means never.
+	PoolMaxRequests int `confkey:"plugin.agent_host.pool.max_requests" default:"0" validate:"min=0"`
+
+	// The most requests added at random to plugin.agent_host.pool.max_requests for each worker.
+	PoolMaxRequestsJitter int `confkey:"plugin.agent_host.pool.max_requests_jitter" default:"0" validate:"min=0"`
+
+	// A worker is replaced after running this long, plus up to a tenth more at random. 0 means
+	// never.
+	PoolMaxLifetime time.Duration `confkey:"plugin.agent_host.pool.max_lifetime" type:"duration" default:"0s"`
+
+	// A worker whose resident memory grows beyond this many bytes is replaced once its
+	// requests are done. 0 means no limit.
+	PoolMaxRSS int `confkey:"plugin.agent_host.pool.max_rss" default:"0" validate:"min=0"`
+
+	// A worker idle this long is stopped while more than plugin.agent_host.pool.min_workers run.
+	PoolIdleTimeout time.Duration `confkey:"plugin.agent_host.pool.idle_timeout" type:"duration" default:"5m" validate:"min_duration=1s"`
+
+	// How long a new worker has to complete the handshake.
+	PoolHandshakeTimeout time.Duration `confkey:"plugin.agent_host.pool.handshake_timeout" type:"duration" default:"10s" validate:"min_duration=10ms"`
+
+	// How long a worker has to answer a request cancelled at its deadline before the worker
+	// and its process group are killed.
+	PoolCancelGrace time.Duration `confkey:"plugin.agent_host.pool.cancel_grace" type:"duration" default:"1s" validate:"min_duration=1ms"`
+
+	// How long a worker asked to shut down has to finish its requests and exit before its
+	// process group is stopped.
+	PoolShutdownGrace time.Duration `confkey:"plugin.agent_host.pool.shutdown_grace" type:"duration" default:"5s" validate:"min_duration=1ms"`
+
+	// The first wait before a failed worker is replaced; it doubles with each failure up to
+	// plugin.agent_host.pool.restart_backoff_max.
+	PoolRestartBackoff time.Duration `confkey:"plugin.agent_host.pool.restart_backoff" type:"duration" default:"500ms" validate:"min_duration=1ms"`
+
+	// The longest wait before a failed worker is replaced.
+	PoolRestartBackoffMax time.Duration `confkey:"plugin.agent_host.pool.restart_backoff_max" type:"duration" default:"30s" validate:"min_duration=1ms"`
+
+	// After this many worker failures within plugin.agent_host.pool.restart_period the agent's
+	// pool is given up: the failure is logged and the agent is spawned per request instead,
+	// until it changes on disk.
+	PoolRestartIntensity int `confkey:"plugin.agent_host.pool.restart_intensity" default:"5" validate:"min=1"`
+
+	// The window in which plugin.agent_host.pool.restart_intensity failures give up the pool.
+	PoolRestartPeriod time.Duration `confkey:"plugin.agent_host.pool.restart_period" type:"duration" default:"1m" validate:"min_duration=1ms"`
+
+	// The largest document, in bytes, sent to or accepted from a worker. A worker that sends a
+	// larger one is killed and its requests fail.
+	PoolMaxDocumentBytes int `confkey:"plugin.agent_host.pool.max_document_bytes" default:"4194304" validate:"min=65536"`
+
+	// How often an idle worker is asked to answer a ping.
+	PoolPingInterval time.Duration `confkey:"plugin.agent_host.pool.ping_interval" type:"duration" default:"30s" validate:"min_duration=10ms"`
+
+	// How long a worker has to answer a ping before it is replaced.
+	PoolPingTimeout time.Duration `confkey:"plugin.agent_host.pool.ping_timeout" type:"duration" default:"5s" validate:"min_duration=1ms"`
+
 	// ConfigFile is the absolute path of the main configuration file, empty
 	// when only defaults were loaded.
 	ConfigFile string
@@ -296,6 +371,42 @@ func (c *Config) Lookup(key string) (any, bool) {
 		return "[redacted]", true
 	}
 	return reflect.ValueOf(c).Elem().Field(f.index).Interface(), true
+}
+
+// poolPrefix starts the pool settings, which an agent can override.
+const poolPrefix = "plugin.agent_host.pool."
+
+// ForAgent returns the configuration one agent runs with: c, with the
+// plugin.agent_host.pool.<agent>.<setting> overrides for agent applied to
+// the plugin.agent_host.pool.<setting> keys.
+func (c *Config) ForAgent(agent string) *Config {
+	out := *c
+	for _, f := range fields {
+		setting, ok := strings.CutPrefix(f.key, poolPrefix)
+		if !ok {
+			continue
+		}
+		if v, ok := c.options[poolPrefix+agent+"."+setting]; ok {
+			// Load checked the value.
+			_ = f.set(&out, v)
+		}
+	}
+	return &out
+}
+
+// poolOverride returns the declared pool setting a key of the form
+// plugin.agent_host.pool.<agent>.<setting> overrides.
+func poolOverride(key string) (*field, bool) {
+	rest, ok := strings.CutPrefix(key, poolPrefix)
+	if !ok {
+		return nil, false
+	}
+	agent, setting, ok := strings.Cut(rest, ".")
+	if !ok || agent == "" {
+		return nil, false
+	}
+	f, ok := fieldsByKey[poolPrefix+setting]
+	return f, ok
 }
 
 // PluginConfigDir is the plugin.d directory next to the configuration file,

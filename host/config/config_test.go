@@ -117,6 +117,19 @@ func TestDefault(t *testing.T) {
 		ReplyMaxBytes:             1 << 20,
 		EmbeddedBroker:            "127.0.0.1:4222",
 		AgentSettle:               2 * time.Second,
+		PoolMode:                  "auto",
+		PoolMaxWorkers:            4,
+		PoolIdleTimeout:           5 * time.Minute,
+		PoolHandshakeTimeout:      10 * time.Second,
+		PoolCancelGrace:           time.Second,
+		PoolShutdownGrace:         5 * time.Second,
+		PoolRestartBackoff:        500 * time.Millisecond,
+		PoolRestartBackoffMax:     30 * time.Second,
+		PoolRestartIntensity:      5,
+		PoolRestartPeriod:         time.Minute,
+		PoolMaxDocumentBytes:      4 << 20,
+		PoolPingInterval:          30 * time.Second,
+		PoolPingTimeout:           5 * time.Second,
 		UseSRV:                    false,
 		SupportLegacyCertificates: false,
 		options:                   map[string]string{},
@@ -278,6 +291,7 @@ func TestWarnings(t *testing.T) {
 		{"unknown nats key", "plugin.nats.frobnicate = 1", nil, []warning{{unknown, "plugin.nats.frobnicate", 1}}},
 		{"unknown agent_host key", "plugin.agent_host.max_inflight = 1", nil, []warning{{unknown, "plugin.agent_host.max_inflight", 1}}},
 		{"unknown yaml key", "plugin.yaml.file = x", nil, []warning{{unknown, "plugin.yaml.file", 1}}},
+		{"unknown pool setting of an agent", "plugin.agent_host.pool.parrot.workers = 1", nil, []warning{{unknown, "plugin.agent_host.pool.parrot.workers", 1}}},
 		{"plugin without setting", "plugin.parrot = 1", nil, []warning{{unknown, "plugin.parrot", 1}}},
 		{"unknown key in plugin.d", "", map[string]string{"agent_host.cfg": "\nmax_inflight = 1"}, []warning{{unknown, "plugin.agent_host.max_inflight", 2}}},
 		{"unsupported key", "registerinterval = 300", nil, []warning{{unsupported, "registerinterval", 1}}},
@@ -371,6 +385,9 @@ func TestInvalid(t *testing.T) {
 		{"identity with space", "identity = my node", nil, "identity", 1, `"my node" is not a valid name`},
 		{"identity empty part", "identity = a..b", nil, "identity", 1, `"a..b" is not a valid name`},
 		{"error in plugin.d", "", map[string]string{"agent_host.cfg": "# limits\nmax_in_flight = lots"}, "plugin.agent_host.max_in_flight", 2, `"lots" is not an integer`},
+		{"pool mode", "plugin.agent_host.pool.mode = warm", nil, "plugin.agent_host.pool.mode", 1, `"warm" is not supported, use one of: auto, pool, exec`},
+		{"one agent's pool setting", "\nplugin.agent_host.pool.parrot.max_workers = 0", nil, "plugin.agent_host.pool.parrot.max_workers", 2, "less than the minimum 1"},
+		{"one agent's pool setting in plugin.d", "", map[string]string{"agent_host.cfg": "pool.parrot.idle_timeout = soon"}, "plugin.agent_host.pool.parrot.idle_timeout", 1, `"soon" is not a duration`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -435,6 +452,9 @@ func TestExampleConfig(t *testing.T) {
 		{"mcorpc libdir", c.AgentLibdirs, []string{"/opt/puppetlabs/mcollective/plugins", "/usr/local/share/agent-host/mcollective"}},
 		{"max_in_flight", c.MaxInFlight, 32},
 		{"agent option", c.Option("plugin.parrot.greeting", ""), "hello"},
+		{"pool max_workers", c.PoolMaxWorkers, 4},
+		{"parrot's pool max_workers", c.ForAgent("parrot").PoolMaxWorkers, 2},
+		{"another agent's pool max_workers", c.ForAgent("clock").PoolMaxWorkers, 4},
 	}
 	for _, ch := range checks {
 		if !reflect.DeepEqual(ch.got, ch.want) {

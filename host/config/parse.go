@@ -148,6 +148,13 @@ func (l *loader) set(key, value string, at position) error {
 		}
 		return nil
 	}
+	if f, ok := poolOverride(key); ok {
+		// Checked now, applied by ForAgent.
+		if err := f.set(withDefaults(), value); err != nil {
+			return &KeyError{File: at.file, Line: at.line, Key: key, Reason: err.Error()}
+		}
+		return nil
+	}
 	switch {
 	case isUnsupported(key):
 		l.warn(key, at, "configuration key not supported by agent-host, ignored")

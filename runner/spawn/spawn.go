@@ -33,6 +33,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -40,6 +41,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/agent-host/agent-host/protocol"
+	"github.com/agent-host/agent-host/protocol/worker"
 	"github.com/agent-host/agent-host/runner"
 	"github.com/agent-host/agent-host/runner/proc"
 )
@@ -199,27 +201,35 @@ func (s *Spawner) Run(ctx context.Context, exe string, req *protocol.AgentReques
 // "activate" key means false. Any failure, a missing executable
 // included, returns false with the error; Choria treats a missing
 // executable as "not active" without a warning.
-func (s *Spawner) Activate(ctx context.Context, exe, agent string) (bool, error) {
+//
+// The check also asks, in AGENT_HOST_WORKER_PROTOCOLS, whether the agent
+// can run as a pool worker (PROTOCOL.md); the versions it answers with are
+// returned.
+func (s *Spawner) Activate(ctx context.Context, exe, agent string) (runner.Activation, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ActivationTimeout)
 	defer cancel()
 	body, err := json.Marshal(protocol.NewActivationRequest(agent))
 	if err != nil {
-		return false, fmt.Errorf("could not json encode activation message: %w", err)
+		return runner.Activation{}, fmt.Errorf("could not json encode activation message: %w", err)
 	}
-	b, err := s.execute(ctx, exe, agent, protocol.ActivationRequestProtocol, body, nil)
+	b, err := s.execute(ctx, exe, agent, protocol.ActivationRequestProtocol, body, nil, worker.EnvVersions+"="+strconv.Itoa(worker.V1))
 	if err != nil {
-		return false, err
+		return runner.Activation{}, err
 	}
 	var rep protocol.ActivationReply
 	if err := json.Unmarshal(b, &rep); err != nil {
-		return false, fmt.Errorf("%w: failed to decode reply json: %v", protocol.ErrInvalidAgentReply, err)
+		return runner.Activation{}, fmt.Errorf("%w: failed to decode reply json: %v", protocol.ErrInvalidAgentReply, err)
 	}
-	return rep.Activate, nil
+	act := runner.Activation{Active: rep.Activate}
+	if rep.Worker != nil {
+		act.WorkerVersions = rep.Worker.Versions
+	}
+	return act, nil
 }
 
 // execute runs exe once under the file protocol and returns the content
 // of its reply file.
-func (s *Spawner) execute(ctx context.Context, exe, agent, proto string, body, facts []byte) ([]byte, error) {
+func (s *Spawner) execute(ctx context.Context, exe, agent, proto string, body, facts []byte, env ...string) ([]byte, error) {
 	if !filepath.IsAbs(exe) {
 		// The agent runs in TempDir, where a relative path means something else.
 		abs, err := filepath.Abs(exe)
@@ -257,14 +267,14 @@ func (s *Spawner) execute(ctx context.Context, exe, agent, proto string, body, f
 		// The protocol argument is rpc_request even for activation checks,
 		// as in Choria; only the environment tells them apart.
 		Args: []string{exe, reqFile, replyFile, protocol.AgentRequestProtocol},
-		Env: []string{
+		Env: append([]string{
 			"CHORIA_EXTERNAL_REQUEST=" + reqFile,
 			"CHORIA_EXTERNAL_REPLY=" + replyFile,
 			"CHORIA_EXTERNAL_PROTOCOL=" + proto,
 			"CHORIA_EXTERNAL_CONFIG=" + filepath.Join(s.cfg.PluginConfigDir, agent),
 			"CHORIA_EXTERNAL_FACTS=" + factsFile,
 			s.pathEnv,
-		},
+		}, env...),
 		Dir:            s.cfg.TempDir,
 		MaxLineBytes:   s.cfg.MaxLineBytes,
 		MaxLogBytes:    s.cfg.MaxLogBytes,

@@ -308,7 +308,7 @@ func timeout(d time.Duration) func(t *testing.T) context.Context {
 // checkInvocation asserts Choria's argv and exactly its six environment
 // variables. The third argument is the rpc_request protocol even for an
 // activation check; only CHORIA_EXTERNAL_PROTOCOL tells them apart.
-func checkInvocation(t *testing.T, inv runnertest.Invocation, exe, proto, config, path string) {
+func checkInvocation(t *testing.T, inv runnertest.Invocation, exe, proto, config, path string, extraEnv ...string) {
 	t.Helper()
 	reqFile := inv.Files["CHORIA_EXTERNAL_REQUEST"].Path
 	replyFile := inv.Files["CHORIA_EXTERNAL_REPLY"].Path
@@ -323,6 +323,7 @@ func checkInvocation(t *testing.T, inv runnertest.Invocation, exe, proto, config
 		"CHORIA_EXTERNAL_FACTS=" + inv.Files["CHORIA_EXTERNAL_FACTS"].Path,
 		"PATH=" + path,
 	}
+	wantEnv = append(wantEnv, extraEnv...)
 	if !slices.Equal(inv.Env, wantEnv) {
 		t.Errorf("environment\n%q\nwant\n%q", inv.Env, wantEnv)
 	}
@@ -594,7 +595,7 @@ func TestActivate(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, spawn.Config{ActivationTimeout: cmp.Or(tt.timeout, patience)})
 			got, err := f.Activate(t.Context(), tt.agent(t), "parrot")
-			if got != tt.want {
+			if got.Active != tt.want {
 				t.Errorf("activate %v, want %v", got, tt.want)
 			}
 			if tt.wantErr == nil && tt.wantMsg == "" {
@@ -626,9 +627,9 @@ func TestActivateInvocation(t *testing.T) {
 		Facts:           func() []byte { return []byte(`{"os":"linux"}`) },
 	})
 	exe := runnertest.Agent(t, runnertest.Dump)
-	ok, err := f.Activate(t.Context(), exe, "parrot")
-	if err != nil || !ok {
-		t.Fatalf("Activate: %v, %v", ok, err)
+	act, err := f.Activate(t.Context(), exe, "parrot")
+	if err != nil || !act.Active {
+		t.Fatalf("Activate: %v, %v", act, err)
 	}
 	var inv runnertest.Invocation
 	for _, r := range f.logs.Records() {
@@ -641,7 +642,7 @@ func TestActivateInvocation(t *testing.T) {
 	if inv.Files == nil {
 		t.Fatalf("the agent's report was not logged: %+v", f.logs.Records())
 	}
-	checkInvocation(t, inv, exe, protocol.ActivationRequestProtocol, "/etc/choria/plugin.d/parrot", os.Getenv("PATH"))
+	checkInvocation(t, inv, exe, protocol.ActivationRequestProtocol, "/etc/choria/plugin.d/parrot", os.Getenv("PATH"), "AGENT_HOST_WORKER_PROTOCOLS=1")
 	checkFile(t, inv, "CHORIA_EXTERNAL_REQUEST", f.dir, "request",
 		`{"$schema":"https://choria.io/schemas/mcorpc/external/v1/activation_request.json","protocol":"io.choria.mcorpc.external.v1.activation_request","agent":"parrot"}`)
 	checkFile(t, inv, "CHORIA_EXTERNAL_REPLY", f.dir, "reply", "")

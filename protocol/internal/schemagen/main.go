@@ -18,6 +18,7 @@ import (
 	"github.com/agent-host/agent-host/protocol"
 	"github.com/agent-host/agent-host/protocol/ddl"
 	v1 "github.com/agent-host/agent-host/protocol/v1"
+	"github.com/agent-host/agent-host/protocol/worker"
 )
 
 const modulePath = "github.com/agent-host/agent-host/protocol"
@@ -38,6 +39,15 @@ var documents = map[string]any{
 	"io.choria.mcorpc.external.v1.activation_request.json": protocol.ActivationRequest{},
 	"io.choria.mcorpc.external.v1.activation_reply.json":   protocol.ActivationReply{},
 	"ddl.agent.v1.json":                                    ddl.DDL{},
+	"io.agent-host.worker.hello.json":                      worker.Hello{},
+	"io.agent-host.worker.v1.ready.json":                   worker.Ready{},
+	"io.agent-host.worker.refuse.json":                     worker.Refuse{},
+	"io.agent-host.worker.v1.request.json":                 worker.Request{},
+	"io.agent-host.worker.v1.reply.json":                   worker.Reply{},
+	"io.agent-host.worker.v1.cancel.json":                  worker.Cancel{},
+	"io.agent-host.worker.v1.ping.json":                    worker.Ping{},
+	"io.agent-host.worker.v1.pong.json":                    worker.Pong{},
+	"io.agent-host.worker.v1.shutdown.json":                worker.Shutdown{},
 }
 
 // generate renders every schema, keyed by file name.

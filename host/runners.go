@@ -1,0 +1,180 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/agent-host/agent-host/host/config"
+	"github.com/agent-host/agent-host/host/inventory"
+	"github.com/agent-host/agent-host/protocol"
+	wp "github.com/agent-host/agent-host/protocol/worker"
+	"github.com/agent-host/agent-host/runner"
+	"github.com/agent-host/agent-host/runner/pool"
+	"github.com/agent-host/agent-host/runner/spawn"
+)
+
+// agentRunners chooses how each external agent runs, spawned per request
+// or in a pool of workers, and owns the pools: an agent's pool lives as
+// long as the catalog publishes the same agent, and is drained and closed
+// when the agent changes, goes, or the host stops.
+type agentRunners struct {
+	cfg     *config.Config
+	spawner *spawn.Spawner
+	inv     *inventory.Inventory
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	pools   map[string]*pooledAgent // by agent name
+	closing sync.WaitGroup          // pools being closed
+}
+
+func newAgentRunners(cfg *config.Config, sp *spawn.Spawner, inv *inventory.Inventory, log *slog.Logger) *agentRunners {
+	return &agentRunners{cfg: cfg, spawner: sp, inv: inv, log: log, pools: map[string]*pooledAgent{}}
+}
+
+// runnerFor returns the runner for a, reusing its pool when a is the agent
+// the pool was made for.
+func (r *agentRunners) runnerFor(a *runner.Agent) (runner.Runner, func() int) {
+	exec := r.spawner.Runner(a.Executable)
+	cfg := r.cfg.ForAgent(a.Name)
+	if !r.pooled(a, cfg) {
+		return exec, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.pools[a.Name]
+	if p == nil || p.agent != a {
+		old := p
+		p = &pooledAgent{agent: a, exec: exec, pool: pool.New(poolConfig(a, cfg, r.inv), pool.WithLogger(r.log.With("component", "pool")))}
+		if old != nil {
+			old.next.Store(p)
+			r.retireLocked(old, "the agent changed on disk")
+		}
+		r.pools[a.Name] = p
+		r.log.Info("serving the agent with a pool of workers", "agent", a.Name, "max_workers", cfg.PoolMaxWorkers, "min_workers", cfg.PoolMinWorkers)
+	}
+	return p, p.capacity
+}
+
+// pooled says whether a runs in a pool: when the agent says it speaks the
+// worker protocol, unless the operator chose otherwise.
+func (r *agentRunners) pooled(a *runner.Agent, cfg *config.Config) bool {
+	switch cfg.PoolMode {
+	case "exec":
+		return false
+	case "pool":
+		return true
+	default:
+		return slices.Contains(a.WorkerVersions, wp.V1)
+	}
+}
+
+// retired closes the pools of the agents no longer in table.
+func (r *agentRunners) retired(table *agentTable) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for name, p := range r.pools {
+		if e := table.get(name); e == nil || e.run != runner.Runner(p) {
+			r.retireLocked(p, "the agent is no longer served")
+		}
+	}
+}
+
+// retireLocked closes p in the background: the requests that picked it
+// still finish on its workers.
+func (r *agentRunners) retireLocked(p *pooledAgent, why string) {
+	if r.pools[p.agent.Name] == p {
+		delete(r.pools, p.agent.Name)
+	}
+	r.log.Info("retiring the agent's pool of workers", "agent", p.agent.Name, "why", why)
+	r.closing.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ForAgent(p.agent.Name).PoolShutdownGrace+r.cfg.ShutdownGrace)
+		defer cancel()
+		_ = p.pool.Close(ctx)
+	})
+}
+
+// close closes every pool, once no request runs any more, and waits for
+// their workers to be gone.
+func (r *agentRunners) close() {
+	r.mu.Lock()
+	for _, p := range r.pools {
+		r.retireLocked(p, "the host is stopping")
+	}
+	r.mu.Unlock()
+	r.closing.Wait()
+}
+
+// pooledAgent runs an agent on its pool, and spawned per request once the
+// pool gave up on the agent's workers.
+type pooledAgent struct {
+	agent *runner.Agent
+	pool  *pool.Pool
+	exec  runner.Runner
+	// next is the pool that replaced this one, for the requests that
+	// found this one closing.
+	next atomic.Pointer[pooledAgent]
+}
+
+func (p *pooledAgent) Run(ctx context.Context, req *protocol.AgentRequest) (*protocol.AgentReply, error) {
+	reply, err := p.pool.Run(ctx, req)
+	switch {
+	case errors.Is(err, pool.ErrFailed):
+		return p.exec.Run(ctx, req)
+	case errors.Is(err, pool.ErrInactive):
+		return nil, &runner.Failure{Message: fmt.Sprintf("%s is not active on this node", p.agent.Name), Err: err}
+	case errors.Is(err, pool.ErrClosed):
+		if next := p.next.Load(); next != nil {
+			return next.Run(ctx, req)
+		}
+		return p.exec.Run(ctx, req)
+	}
+	return reply, err
+}
+
+// capacity is what the pool runs at once; 0 once it gave up, as spawned
+// agents have no bound of their own.
+func (p *pooledAgent) capacity() int {
+	if p.pool.Failed() != nil {
+		return 0
+	}
+	return p.pool.Capacity()
+}
+
+// poolConfig is the pool an agent gets from its settings.
+func poolConfig(a *runner.Agent, cfg *config.Config, inv *inventory.Inventory) pool.Config {
+	return pool.Config{
+		Agent:             a.Name,
+		Executable:        a.Executable,
+		PluginConfigDir:   cfg.PluginConfigDir(),
+		Facts:             inv.Facts,
+		MinWorkers:        cfg.PoolMinWorkers,
+		MaxWorkers:        cfg.PoolMaxWorkers,
+		Concurrency:       cfg.PoolConcurrency,
+		MaxRequests:       cfg.PoolMaxRequests,
+		MaxRequestsJitter: cfg.PoolMaxRequestsJitter,
+		MaxLifetime:       cfg.PoolMaxLifetime,
+		MaxRSS:            int64(cfg.PoolMaxRSS),
+		IdleTimeout:       cfg.PoolIdleTimeout,
+		HandshakeTimeout:  cfg.PoolHandshakeTimeout,
+		CancelGrace:       cfg.PoolCancelGrace,
+		ShutdownGrace:     cfg.PoolShutdownGrace,
+		RestartBackoff:    cfg.PoolRestartBackoff,
+		RestartBackoffMax: cfg.PoolRestartBackoffMax,
+		RestartIntensity:  cfg.PoolRestartIntensity,
+		RestartPeriod:     cfg.PoolRestartPeriod,
+		MaxDocumentBytes:  cfg.PoolMaxDocumentBytes,
+		PingInterval:      cfg.PoolPingInterval,
+		PingTimeout:       cfg.PoolPingTimeout,
+		MaxReplyBytes:     int64(cfg.ReplyMaxBytes),
+		LeaveLeftovers:    !cfg.StopLeftovers,
+	}
+}
+
+// Interface guards
+var _ runner.Runner = (*pooledAgent)(nil)

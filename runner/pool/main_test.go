@@ -1,0 +1,181 @@
+package pool_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agent-host/agent-host/protocol"
+	wp "github.com/agent-host/agent-host/protocol/worker"
+	"github.com/agent-host/agent-host/runner/pool"
+	"github.com/agent-host/agent-host/runner/proc"
+)
+
+// rawDir names the directory of the symbolic links to this test binary
+// that make it a raw worker: a worker written against the protocol
+// documents alone, misbehaving as its link's name says.
+const rawDir = "poolraw"
+
+// sdkAgent is the sdk-go pooltest agent, built by TestMain.
+var sdkAgent string
+
+func TestMain(m *testing.M) {
+	if filepath.Base(filepath.Dir(os.Args[0])) == rawDir {
+		os.Exit(rawWorker(filepath.Base(os.Args[0])))
+	}
+	if err := proc.BecomeSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, "proc.BecomeSubreaper:", err)
+		os.Exit(1)
+	}
+	dir, err := os.MkdirTemp("", "pooltest")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	sdkAgent = filepath.Join(dir, "pooltest")
+	build := exec.Command("go", "build", "-o", sdkAgent, "../../testdata/agents-src/pooltest")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the pooltest agent:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// rawAgent returns an executable that runs this test binary as the raw
+// worker mode.
+func rawAgent(t *testing.T, mode string) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), rawDir)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(dir, mode)
+	if err := os.Symlink(self, exe); err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
+
+// rawWorker acts out a mode and returns the exit status.
+func rawWorker(mode string) int {
+	if mode == "host" {
+		return actAsHost()
+	}
+	in := wp.NewReader(os.NewFile(wp.HostFD, "in"), wp.HandshakeMaxBytes)
+	out := wp.NewWriter(os.NewFile(wp.WorkerFD, "out"))
+	if _, err := in.Next(); err != nil {
+		return 10
+	}
+	ready := wp.Ready{Type: wp.TypeReady, V: wp.V1, SDK: "raw/" + mode, Agents: []string{"pooltest"}, Concurrency: 1, Activate: true}
+	switch mode {
+	case "silent":
+		fmt.Fprintln(os.Stderr, "thinking about the handshake")
+		time.Sleep(time.Hour)
+	case "exit":
+		fmt.Fprintln(os.Stderr, "boom at start")
+		return 7
+	case "refuse":
+		_ = out.Write(wp.Refuse{Type: wp.TypeRefuse, Versions: []int{2}, Reason: "raw speaks version 2 only"})
+		return 0
+	case "wrongversion":
+		ready.V = 9
+		_ = out.Write(ready)
+		time.Sleep(time.Hour)
+	case "inactive":
+		ready.Activate, ready.ActivateReason = false, "not on this node"
+		_ = out.Write(ready)
+		return 0
+	case "garbage", "nopong", "noread":
+		_ = out.Write(ready)
+	default:
+		fmt.Fprintln(os.Stderr, "unknown raw mode", mode)
+		return 11
+	}
+	if mode == "noread" {
+		time.Sleep(time.Hour)
+	}
+	for {
+		line, err := in.Next()
+		if err != nil {
+			return 0
+		}
+		doc, err := wp.Decode(line, wp.V1)
+		if err != nil {
+			return 12
+		}
+		switch doc := doc.(type) {
+		case *wp.Request:
+			if mode == "garbage" {
+				// Everything but a reply.
+				for i := range 20 {
+					fmt.Fprintf(os.NewFile(wp.WorkerFD, "out"), "not json %d\n", i)
+				}
+				continue
+			}
+			_ = out.Write(wp.Reply{Type: wp.TypeReply, V: wp.V1, ID: doc.ID, Reply: json.RawMessage(`{"statuscode":0,"data":{"pid":` + strconv.Itoa(os.Getpid()) + `}}`)})
+		case *wp.Shutdown:
+			return 0
+		}
+	}
+}
+
+// actAsHost runs a pool of the sdk-go agent named by POOLTEST_AGENT,
+// prints its worker's pid once a request ran, and waits to be killed.
+func actAsHost() int {
+	p := pool.New(pool.Config{Agent: "pooltest", Executable: os.Getenv("POOLTEST_AGENT")})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rep, err := p.Run(ctx, request("echo", `{}`))
+	if err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	var data struct{ PID int }
+	_ = json.Unmarshal(rep.Data, &data)
+	fmt.Println(data.PID)
+	signal.Ignore(syscall.SIGTERM)
+	time.Sleep(time.Hour)
+	return 0
+}
+
+func request(action, data string) *protocol.AgentRequest {
+	return &protocol.AgentRequest{
+		Schema: protocol.AgentRequestSchema, Protocol: protocol.AgentRequestProtocol,
+		Agent: "pooltest", Action: action, RequestID: "req-" + action, SenderID: "test", CallerID: "choria=test",
+		Collective: "mcollective", TTL: 60, MsgTime: time.Now().Unix(), Data: json.RawMessage(data),
+	}
+}
+
+// readLine reads one line of a process's output within d.
+func readLine(t *testing.T, r *bufio.Reader, d time.Duration) string {
+	t.Helper()
+	got := make(chan string, 1)
+	go func() {
+		line, _ := r.ReadString('\n')
+		got <- strings.TrimSpace(line)
+	}()
+	select {
+	case line := <-got:
+		return line
+	case <-time.After(d):
+		t.Fatalf("no line within %s", d)
+		return ""
+	}
+}

@@ -1,0 +1,517 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/agent-host/agent-host/protocol"
+	wp "github.com/agent-host/agent-host/protocol/worker"
+	"github.com/agent-host/agent-host/runner"
+	"github.com/agent-host/agent-host/runner/proc"
+)
+
+// state is where a worker is in its life.
+type state int
+
+const (
+	starting state = iota
+	ready          // takes requests
+	draining       // finishes its requests, takes no more, then shuts down
+	stopping       // told to shut down
+	dead
+)
+
+// worker is one worker process. Its fields are guarded by the pool's mutex
+// unless noted.
+type worker struct {
+	p      *Pool
+	id     int
+	proc   *proc.Process // set once started
+	cancel context.CancelFunc
+	out    *wp.Writer // fd 3; safe for concurrent use
+	files  []*os.File // the host's ends of the pipes, closed when it is gone
+	v      int
+	sdk    string
+
+	state        state
+	capacity     int
+	calls        map[string]chan result
+	pongs        map[string]chan struct{}
+	nextID       int
+	served       int
+	limit        int // requests before recycling; 0 none
+	born         time.Time
+	lifetime     time.Duration // 0 none
+	lastUsed     time.Time
+	lastPing     time.Time
+	retireReason string
+	killReason   string
+	garbage      int
+
+	shutdownOnce sync.Once
+}
+
+// result is a worker's answer to one request.
+type result struct {
+	reply *protocol.AgentReply
+	err   error
+}
+
+// maxGarbage is how many lines that are not documents a worker may write
+// on its protocol stream before it is stopped.
+const maxGarbage = 10
+
+// handshakeError is a worker that did not start; give says the pool
+// should give up rather than retry.
+type handshakeError struct {
+	msg      string
+	give     bool
+	inactive bool // the agent declined activation
+}
+
+func (e *handshakeError) Error() string { return e.msg }
+
+// start starts worker id and adds it to the pool once it is ready.
+func (p *Pool) start(id int) {
+	w, err := p.launch(id)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.starting--
+	defer p.notifyLocked()
+	var he *handshakeError
+	switch {
+	case errors.As(err, &he) && he.inactive:
+		p.giveUpLocked(fmt.Errorf("%w: %s", ErrInactive, he.msg))
+		return
+	case errors.As(err, &he) && he.give:
+		p.giveUpLocked(fmt.Errorf("%w: %s", ErrFailed, he.msg))
+		return
+	case err != nil:
+		p.log.Error("a worker did not start", "error", err)
+		p.failedLocked(err.Error())
+		return
+	}
+	w.state = ready
+	p.started++
+	w.born, w.lastUsed, w.lastPing = time.Now(), time.Now(), time.Now()
+	p.workers = append(p.workers, w)
+	p.log.Info("worker started", "pid", w.proc.Pid(), "sdk", w.sdk, "protocol", w.v, "concurrency", w.capacity)
+	if p.closing || p.failed != nil {
+		w.state = draining
+		w.retireReason = wp.ReasonStop
+		w.shutdown()
+	}
+}
+
+// launch starts the process and does the handshake.
+func (p *Pool) launch(id int) (*worker, error) {
+	cfg := &p.cfg
+	toWorkerR, toWorkerW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	fromWorkerR, fromWorkerW, err := os.Pipe()
+	if err != nil {
+		toWorkerR.Close()
+		toWorkerW.Close()
+		return nil, err
+	}
+	stdinR, stdinW, err := os.Pipe()
+	if err != nil {
+		toWorkerR.Close()
+		toWorkerW.Close()
+		fromWorkerR.Close()
+		fromWorkerW.Close()
+		return nil, err
+	}
+	// The worker's ends are its own once it started; ours would keep its
+	// reads from reaching end of file.
+	childEnds := []*os.File{toWorkerR, fromWorkerW, stdinR}
+	hostEnds := []*os.File{toWorkerW, fromWorkerR, stdinW}
+	wctx, cancel := context.WithCancel(p.ctx)
+	pr, err := proc.Start(wctx, proc.Spec{
+		Path: cfg.Executable,
+		Args: []string{cfg.Executable},
+		Env: []string{
+			wp.EnvWorker + "=" + wp.Name,
+			wp.EnvVersions + "=" + strconv.Itoa(wp.V1),
+			wp.EnvFDs + "=" + strconv.Itoa(wp.HostFD) + "," + strconv.Itoa(wp.WorkerFD),
+			"CHORIA_EXTERNAL_CONFIG=" + filepath.Join(cfg.PluginConfigDir, cfg.Agent),
+			"PATH=" + cfg.Path,
+		},
+		Dir:          cfg.TempDir,
+		Stdin:        stdinR,
+		ExtraFiles:   []*os.File{toWorkerR, fromWorkerW},
+		MaxLineBytes:   cfg.MaxLineBytes,
+		MaxLogBytes:    cfg.MaxLogBytes,
+		KillGrace:      cfg.KillGrace,
+		LeaveLeftovers: cfg.LeaveLeftovers,
+	}, proc.WithLogger(p.log.With("worker", id)))
+	for _, f := range childEnds {
+		f.Close()
+	}
+	if err != nil {
+		cancel()
+		for _, f := range hostEnds {
+			f.Close()
+		}
+		return nil, fmt.Errorf("starting worker: %w", err)
+	}
+	w := &worker{p: p, id: id, proc: pr, cancel: cancel, files: hostEnds,
+		calls: map[string]chan result{}, pongs: map[string]chan struct{}{}}
+	w.out = wp.NewWriter(&deadlineWriter{f: toWorkerW, w: w})
+	reader := wp.NewReader(fromWorkerR, wp.HandshakeMaxBytes)
+	if err := w.handshake(reader); err != nil {
+		w.kill(err.Error())
+		pr.Wait()
+		w.closeFiles()
+		return nil, err
+	}
+	p.wg.Go(func() { w.read(reader) })
+	p.wg.Go(w.watch)
+	return w, nil
+}
+
+// handshake sends Hello and reads the worker's answer.
+func (w *worker) handshake(reader *wp.Reader) error {
+	cfg := &w.p.cfg
+	if err := w.out.Write(wp.Hello{Type: wp.TypeHello, Versions: []int{wp.V1}, Host: "agent-host", Agent: cfg.Agent,
+		MaxDocumentBytes: cfg.MaxDocumentBytes, HandshakeMS: cfg.HandshakeTimeout.Milliseconds()}); err != nil {
+		return fmt.Errorf("the worker exited before the handshake (%s): %s", w.how(), tailText(w.proc.StderrTail()))
+	}
+	type first struct {
+		doc any
+		err error
+	}
+	got := make(chan first, 1)
+	go func() {
+		line, err := reader.Next()
+		if err != nil {
+			got <- first{err: err}
+			return
+		}
+		doc, err := wp.Decode(line, 0)
+		got <- first{doc, err}
+	}()
+	timer := time.NewTimer(cfg.HandshakeTimeout)
+	defer timer.Stop()
+	var f first
+	select {
+	case f = <-got:
+	case <-timer.C:
+		return &handshakeError{msg: fmt.Sprintf("the worker did not complete the handshake within %s; its stderr ended with: %s", cfg.HandshakeTimeout, tailText(w.proc.StderrTail()))}
+	}
+	switch doc := f.doc.(type) {
+	case nil:
+		if errors.Is(f.err, io.EOF) || errors.Is(f.err, os.ErrClosed) {
+			<-w.proc.Exited()
+			return &handshakeError{msg: fmt.Sprintf("the worker exited before the handshake (%s); its stderr ended with: %s", w.how(), tailText(w.proc.StderrTail()))}
+		}
+		return &handshakeError{msg: fmt.Sprintf("the worker's answer to the handshake is not a protocol document: %v", f.err)}
+	case *wp.Refuse:
+		return &handshakeError{give: true, msg: fmt.Sprintf("the worker speaks protocol versions %v, the host %v: %s (the SDK or the host needs upgrading)", doc.Versions, []int{wp.V1}, doc.Reason)}
+	case *wp.Ready:
+		switch {
+		case doc.V != wp.V1:
+			return &handshakeError{give: true, msg: fmt.Sprintf("the worker picked protocol version %d, which the host did not offer (%v)", doc.V, []int{wp.V1})}
+		case !slices.Contains(doc.Agents, cfg.Agent):
+			return &handshakeError{give: true, msg: fmt.Sprintf("the worker serves %v, not %s", doc.Agents, cfg.Agent)}
+		case !doc.Activate:
+			return &handshakeError{inactive: true, msg: fmt.Sprintf("the agent does not activate on this node: %s", doc.ActivateReason)}
+		}
+		w.v, w.sdk = doc.V, doc.SDK
+		w.capacity = max(doc.Concurrency, 1)
+		if cfg.Concurrency > 0 {
+			w.capacity = min(w.capacity, cfg.Concurrency)
+		}
+		w.p.perWorker.Store(int64(w.capacity))
+		limit := cfg.MaxDocumentBytes
+		if doc.MaxDocumentBytes > 0 {
+			limit = min(limit, doc.MaxDocumentBytes)
+		}
+		reader.SetMax(limit)
+		if cfg.MaxRequests > 0 {
+			w.limit = cfg.MaxRequests + rand.N(cfg.MaxRequestsJitter+1)
+		}
+		if cfg.MaxLifetime > 0 {
+			w.lifetime = cfg.MaxLifetime + jitter(cfg.MaxLifetime/10)
+		}
+		return nil
+	default:
+		return &handshakeError{msg: fmt.Sprintf("the worker answered the handshake with a %T", doc)}
+	}
+}
+
+// read reads the worker's documents until its stream ends.
+func (w *worker) read(reader *wp.Reader) {
+	log := w.p.log.With("worker", w.id)
+	for {
+		line, err := reader.Next()
+		if errors.Is(err, wp.ErrTooLarge) {
+			w.kill(fmt.Sprintf("it sent a protocol document larger than %d bytes (plugin.agent_host.pool.max_document_bytes)", w.p.cfg.MaxDocumentBytes))
+			return
+		}
+		if err != nil {
+			return
+		}
+		doc, err := wp.Decode(line, w.v)
+		if err != nil {
+			w.p.mu.Lock()
+			w.garbage++
+			n := w.garbage
+			w.p.mu.Unlock()
+			log.Warn("the worker wrote something that is not a protocol document on its protocol stream", "error", err, "line", clip(line))
+			if n >= maxGarbage {
+				w.kill(fmt.Sprintf("it wrote %d lines that are not protocol documents", n))
+				return
+			}
+			continue
+		}
+		switch doc := doc.(type) {
+		case *wp.Reply:
+			w.deliver(doc)
+		case *wp.Pong:
+			w.p.mu.Lock()
+			if ch := w.pongs[doc.ID]; ch != nil {
+				close(ch)
+				delete(w.pongs, doc.ID)
+			}
+			w.p.mu.Unlock()
+		default:
+			log.Warn("the worker sent a document a worker does not send", "type", fmt.Sprintf("%T", doc))
+		}
+	}
+}
+
+// deliver hands a reply to the request waiting for it.
+func (w *worker) deliver(doc *wp.Reply) {
+	w.p.mu.Lock()
+	ch := w.calls[doc.ID]
+	delete(w.calls, doc.ID)
+	// The slot is free: a draining worker may now go, a waiting request
+	// may now come.
+	if w.state == draining && len(w.calls) == 0 {
+		w.shutdown()
+	}
+	w.p.notifyLocked()
+	w.p.mu.Unlock()
+	if ch == nil {
+		w.p.log.Warn("a worker replied to a request it was not asked, or twice", "worker", w.id, "id", doc.ID)
+		return
+	}
+	if size := int64(len(doc.Reply)); size > w.p.cfg.MaxReplyBytes {
+		ch <- result{err: &runner.ReplyTooLargeError{Size: size, Limit: w.p.cfg.MaxReplyBytes}}
+		return
+	}
+	reply, err := protocol.DecodeAgentReply(doc.Reply)
+	if err != nil {
+		err = &runner.Failure{Message: fmt.Sprintf("executing %s failed: its reply could not be read", w.p.cfg.Agent), Err: err}
+	}
+	ch <- result{reply, err}
+}
+
+// watch waits for the worker to end and fails what it was running.
+func (w *worker) watch() {
+	<-w.proc.Exited()
+	p := w.p
+	p.mu.Lock()
+	expected := w.state == stopping
+	w.state = dead
+	calls := w.calls
+	w.calls = nil
+	p.workers = slices.DeleteFunc(p.workers, func(x *worker) bool { return x == w })
+	how := w.how()
+	reason := w.killReason
+	if !expected {
+		why := "it exited (" + how + ")"
+		if reason != "" {
+			why = "it was stopped: " + reason
+		}
+		p.log.Error("a worker ended unexpectedly", "worker", w.id, "pid", w.proc.Pid(), "why", why, "stderr", tailText(w.proc.StderrTail()))
+		p.failedLocked(why)
+	} else if time.Since(w.born) > p.cfg.RestartPeriod {
+		p.healthyLocked()
+	}
+	p.notifyLocked()
+	p.mu.Unlock()
+	if len(calls) > 0 {
+		// Its last words may still be on their way.
+		w.proc.Wait()
+		msg := fmt.Sprintf("executing %s failed: the worker running it died (%s); its stderr ended with: %s", p.cfg.Agent, how, tailText(w.proc.StderrTail()))
+		if reason != "" {
+			msg = fmt.Sprintf("executing %s failed: the worker running it was stopped: %s", p.cfg.Agent, reason)
+		}
+		for _, ch := range calls {
+			ch <- result{err: &runner.Failure{Message: msg, Err: errors.New(how)}}
+		}
+	}
+	w.proc.Wait()
+	w.cancel()
+	w.closeFiles()
+}
+
+// how says how the worker's process ended.
+func (w *worker) how() string {
+	select {
+	case <-w.proc.Exited():
+	default:
+		return "still running"
+	}
+	res, _ := w.proc.WaitExit()
+	if res.Signal != 0 {
+		return "killed by signal " + unix.SignalName(res.Signal)
+	}
+	return "exit status " + strconv.Itoa(res.ExitCode)
+}
+
+func (w *worker) closeFiles() {
+	for _, f := range w.files {
+		f.Close()
+	}
+}
+
+// reserve takes a slot for a request; the pool's mutex is held.
+func (w *worker) reserve() (string, chan result) {
+	id := strconv.Itoa(w.nextID)
+	w.nextID++
+	ch := make(chan result, 1)
+	w.calls[id] = ch
+	return id, ch
+}
+
+// call runs one request on the worker, whose slot id holds ch.
+func (w *worker) call(ctx context.Context, id string, ch chan result, req *protocol.AgentRequest, facts []byte) (*protocol.AgentReply, error) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(time.Hour)
+	}
+	if err := w.out.Write(wp.Request{Type: wp.TypeRequest, V: w.v, ID: id, DeadlineMS: deadline.UnixMilli(), Request: req, Facts: facts}); err != nil {
+		// The worker is gone or going; watch answers ch.
+		r := <-ch
+		return r.reply, r.err
+	}
+	select {
+	case r := <-ch:
+		return r.reply, r.err
+	case <-ctx.Done():
+	}
+	reason := wp.ReasonDeadline
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		reason = wp.ReasonStop
+	}
+	_ = w.out.Write(wp.Cancel{Type: wp.TypeCancel, V: w.v, ID: id, Reason: reason})
+	t := time.NewTimer(w.p.cfg.CancelGrace)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+		w.kill(fmt.Sprintf("it did not answer a cancelled request within %s", w.p.cfg.CancelGrace))
+	}
+	err := ctx.Err()
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = runner.ErrTimeout
+	}
+	return nil, fmt.Errorf("executing %s failed: %w", w.p.cfg.Agent, err)
+}
+
+// kill stops the worker's process group at once.
+func (w *worker) kill(reason string) {
+	w.p.mu.Lock()
+	if w.killReason == "" {
+		w.killReason = reason
+	}
+	w.p.mu.Unlock()
+	w.proc.Kill()
+}
+
+// shutdown asks the worker to exit, and stops its process group if it
+// has not within the grace; the pool's mutex is held.
+func (w *worker) shutdown() {
+	w.shutdownOnce.Do(func() {
+		w.state = stopping
+		reason := w.retireReason
+		grace := w.p.cfg.ShutdownGrace
+		w.p.wg.Go(func() {
+			_ = w.out.Write(wp.Shutdown{Type: wp.TypeShutdown, V: w.v, Reason: reason, GraceMS: grace.Milliseconds()})
+			t := time.NewTimer(grace)
+			defer t.Stop()
+			select {
+			case <-w.proc.Exited():
+			case <-t.C:
+				w.p.log.Warn("a worker did not exit in time after a shutdown; stopping it", "worker", w.id, "grace", grace)
+				w.cancel()
+			}
+		})
+	})
+}
+
+// ping asks the worker for a pong and stops it if none comes in time.
+func (w *worker) ping() {
+	w.p.mu.Lock()
+	if w.state != ready {
+		w.p.mu.Unlock()
+		return
+	}
+	id := "p" + strconv.Itoa(w.nextID)
+	w.nextID++
+	ch := make(chan struct{})
+	w.pongs[id] = ch
+	w.p.mu.Unlock()
+	if err := w.out.Write(wp.Ping{Type: wp.TypePing, V: w.v, ID: id}); err != nil {
+		return
+	}
+	t := time.NewTimer(w.p.cfg.PingTimeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-w.proc.Exited():
+	case <-t.C:
+		w.kill(fmt.Sprintf("it did not answer a ping within %s", w.p.cfg.PingTimeout))
+	}
+}
+
+// recycleDue says the worker served its requests or lived its life.
+func (w *worker) recycleDue() bool {
+	return w.limit > 0 && w.served >= w.limit || w.lifetime > 0 && time.Since(w.born) >= w.lifetime
+}
+
+// writeTimeout bounds one write to a worker: one that stops reading its
+// protocol stream for that long is stopped.
+const writeTimeout = 10 * time.Second
+
+// deadlineWriter writes to the worker's protocol stream within
+// writeTimeout, so that a worker that does not read cannot block the
+// host's writes to it forever.
+type deadlineWriter struct {
+	f *os.File
+	w *worker
+}
+
+func (d *deadlineWriter) Write(b []byte) (int, error) {
+	_ = d.f.SetWriteDeadline(time.Now().Add(writeTimeout))
+	n, err := d.f.Write(b)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		d.w.kill(fmt.Sprintf("it did not read its protocol stream for %s", writeTimeout))
+	}
+	return n, err
+}
+
+// clip shortens a line for the log.
+func clip(b []byte) string {
+	const max = 200
+	if len(b) <= max {
+		return string(b)
+	}
+	return string(b[:max]) + "…"
+}
