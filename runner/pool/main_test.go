@@ -26,8 +26,23 @@ import (
 // documents alone, misbehaving as its link's name says.
 const rawDir = "poolraw"
 
-// sdkAgent is the sdk-go pooltest agent, built by TestMain.
-var sdkAgent string
+// agents are the implementations of the pooltest agent
+// (testdata/pool/pooltest.json) every pool behaviour is tested with: the
+// sdk-go one, built by TestMain, and one in JavaScript written from
+// PROTOCOL.md alone, when node is installed.
+var agents []implementation
+
+type implementation struct{ name, exe string }
+
+// nodeAgent is the JavaScript pooltest agent.
+const nodeAgent = "../../testdata/agents-src/nodepool/pooltest"
+
+// eachAgent runs fn as a subtest for every implementation.
+func eachAgent(t *testing.T, fn func(t *testing.T, exe string)) {
+	for _, impl := range agents {
+		t.Run(impl.name, func(t *testing.T) { fn(t, impl.exe) })
+	}
+}
 
 func TestMain(m *testing.M) {
 	if filepath.Base(filepath.Dir(os.Args[0])) == rawDir {
@@ -42,12 +57,19 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	sdkAgent = filepath.Join(dir, "pooltest")
+	sdkAgent := filepath.Join(dir, "pooltest")
 	build := exec.Command("go", "build", "-o", sdkAgent, "../../testdata/agents-src/pooltest")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the pooltest agent:", err)
 		os.Exit(1)
+	}
+	agents = append(agents, implementation{"go", sdkAgent})
+	if _, err := exec.LookPath("node"); err == nil {
+		abs, _ := filepath.Abs(nodeAgent)
+		if _, err := os.Stat(abs); err == nil {
+			agents = append(agents, implementation{"node", abs})
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

@@ -28,9 +28,6 @@ const patience = 10 * time.Second
 func newPool(t *testing.T, cfg pool.Config, logs *runnertest.Logs) *pool.Pool {
 	t.Helper()
 	cfg.Agent = "pooltest"
-	if cfg.Executable == "" {
-		cfg.Executable = sdkAgent
-	}
 	if cfg.RestartBackoff == 0 {
 		cfg.RestartBackoff = 10 * time.Millisecond
 	}
@@ -90,131 +87,143 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestWarmWorkerServesManyRequests(t *testing.T) {
-	p := newPool(t, pool.Config{MaxWorkers: 1}, nil)
-	first := pidOf(t, p, "echo", `{"message":"hi"}`)
-	for range 20 {
-		if pid := pidOf(t, p, "echo", `{"message":"hi"}`); pid != first {
-			t.Fatalf("request served by %d, want the warm worker %d", pid, first)
+	eachAgent(t, func(t *testing.T, exe string) {
+		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1}, nil)
+		first := pidOf(t, p, "echo", `{"message":"hi"}`)
+		for range 20 {
+			if pid := pidOf(t, p, "echo", `{"message":"hi"}`); pid != first {
+				t.Fatalf("request served by %d, want the warm worker %d", pid, first)
+			}
 		}
-	}
-	rep, err := run(t, p, patience, "echo", `{"message":"hello"}`)
-	if err != nil || !strings.Contains(string(rep.Data), `"message":"hello"`) {
-		t.Fatalf("echo = %+v, %v", rep, err)
-	}
-	if s := p.Stats(); s.Started != 1 || s.Workers != 1 {
-		t.Errorf("stats %+v, want one worker started", s)
-	}
-	// The sdk-go agent announced 4 at once.
-	if c := p.Capacity(); c != 4 {
-		t.Errorf("capacity %d, want 4", c)
-	}
+		rep, err := run(t, p, patience, "echo", `{"message":"hello"}`)
+		if err != nil || !strings.Contains(string(rep.Data), `"message":"hello"`) {
+			t.Fatalf("echo = %+v, %v", rep, err)
+		}
+		if s := p.Stats(); s.Started != 1 || s.Workers != 1 {
+			t.Errorf("stats %+v, want one worker started", s)
+		}
+		// The sdk-go agent announced 4 at once.
+		if c := p.Capacity(); c != 4 {
+			t.Errorf("capacity %d, want 4", c)
+		}
+	})
 }
 
 func TestConcurrentRequestsShareAWorker(t *testing.T) {
-	p := newPool(t, pool.Config{MaxWorkers: 1}, nil)
-	pidOf(t, p, "echo", `{}`) // started
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() { pidOf(t, p, "sleep", `{"ms":500}`) })
-	}
-	wg.Wait()
-	if took := time.Since(start); took > 1500*time.Millisecond {
-		t.Errorf("4 sleeps of 500 ms on a worker of concurrency 4 took %s", took)
-	}
+	eachAgent(t, func(t *testing.T, exe string) {
+		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1}, nil)
+		pidOf(t, p, "echo", `{}`) // started
+		start := time.Now()
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() { pidOf(t, p, "sleep", `{"ms":500}`) })
+		}
+		wg.Wait()
+		if took := time.Since(start); took > 1500*time.Millisecond {
+			t.Errorf("4 sleeps of 500 ms on a worker of concurrency 4 took %s", took)
+		}
+	})
 }
 
 // TestCrashFailsOnlyItsRequests: a worker that dies fails the request it
 // was running, with its last stderr lines, and no other worker's.
 func TestCrashFailsOnlyItsRequests(t *testing.T) {
-	logs := &runnertest.Logs{}
-	p := newPool(t, pool.Config{MaxWorkers: 2, Concurrency: 1}, logs)
-	slow := make(chan error, 1)
-	go func() {
-		_, err := run(t, p, patience, "sleep", `{"ms":1000}`)
-		slow <- err
-	}()
-	waitFor(t, "the sleep to start", func() bool { return p.Stats().Running == 1 })
-	_, err := run(t, p, patience, "crash", `{"message":"segfault in module frobnicate"}`)
-	var f *runner.Failure
-	if !errors.As(err, &f) {
-		t.Fatalf("crash: %v, want a runner.Failure", err)
-	}
-	for _, want := range []string{"worker running it died", "exit status 3", "segfault in module frobnicate"} {
-		if !strings.Contains(f.Message, want) {
-			t.Errorf("the caller's message %q does not say %q", f.Message, want)
+	eachAgent(t, func(t *testing.T, exe string) {
+		logs := &runnertest.Logs{}
+		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 2, Concurrency: 1}, logs)
+		slow := make(chan error, 1)
+		go func() {
+			_, err := run(t, p, patience, "sleep", `{"ms":1000}`)
+			slow <- err
+		}()
+		waitFor(t, "the sleep to start", func() bool { return p.Stats().Running == 1 })
+		_, err := run(t, p, patience, "crash", `{"message":"segfault in module frobnicate"}`)
+		var f *runner.Failure
+		if !errors.As(err, &f) {
+			t.Fatalf("crash: %v, want a runner.Failure", err)
 		}
-	}
-	if err := <-slow; err != nil {
-		t.Errorf("the request on the other worker failed: %v", err)
-	}
-	waitFor(t, "the crash to be logged", func() bool { return logged(logs, "a worker ended unexpectedly") != nil })
-	// A new worker takes over.
-	pidOf(t, p, "echo", `{}`)
+		for _, want := range []string{"worker running it died", "exit status 3", "segfault in module frobnicate"} {
+			if !strings.Contains(f.Message, want) {
+				t.Errorf("the caller's message %q does not say %q", f.Message, want)
+			}
+		}
+		if err := <-slow; err != nil {
+			t.Errorf("the request on the other worker failed: %v", err)
+		}
+		waitFor(t, "the crash to be logged", func() bool { return logged(logs, "a worker ended unexpectedly") != nil })
+		// A new worker takes over.
+		pidOf(t, p, "echo", `{}`)
+	})
 }
 
 // TestHangIsCancelledThenKilled: a request past its deadline is cancelled;
 // a worker that does not answer the cancel is killed with its process
 // group, children included.
 func TestHangIsCancelledThenKilled(t *testing.T) {
-	logs := &runnertest.Logs{}
-	p := newPool(t, pool.Config{MaxWorkers: 1, CancelGrace: 200 * time.Millisecond}, logs)
-	rep, err := run(t, p, patience, "spawn", `{}`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var d struct{ PID, Child int }
-	_ = json.Unmarshal(rep.Data, &d)
+	eachAgent(t, func(t *testing.T, exe string) {
+		logs := &runnertest.Logs{}
+		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, CancelGrace: 200 * time.Millisecond}, logs)
+		rep, err := run(t, p, patience, "spawn", `{}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d struct{ PID, Child int }
+		_ = json.Unmarshal(rep.Data, &d)
 
-	start := time.Now()
-	_, err = run(t, p, 300*time.Millisecond, "hang", `{}`)
-	if !errors.Is(err, runner.ErrTimeout) {
-		t.Fatalf("hang: %v, want ErrTimeout", err)
-	}
-	if took := time.Since(start); took > 3*time.Second {
-		t.Errorf("the hung request took %s to fail", took)
-	}
-	runnertest.WaitProcessGone(t, d.PID, patience)
-	runnertest.WaitProcessGone(t, d.Child, patience)
-	waitFor(t, "the kill to be logged", func() bool { return logged(logs, "a worker ended unexpectedly") != nil })
-	if r := logged(logs, "a worker ended unexpectedly"); !strings.Contains(r.Attrs["why"], "did not answer a cancelled request") {
-		t.Errorf("the kill was not logged with its reason: %+v", r)
-	}
+		start := time.Now()
+		_, err = run(t, p, 300*time.Millisecond, "hang", `{}`)
+		if !errors.Is(err, runner.ErrTimeout) {
+			t.Fatalf("hang: %v, want ErrTimeout", err)
+		}
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("the hung request took %s to fail", took)
+		}
+		runnertest.WaitProcessGone(t, d.PID, patience)
+		runnertest.WaitProcessGone(t, d.Child, patience)
+		waitFor(t, "the kill to be logged", func() bool { return logged(logs, "a worker ended unexpectedly") != nil })
+		if r := logged(logs, "a worker ended unexpectedly"); !strings.Contains(r.Attrs["why"], "did not answer a cancelled request") {
+			t.Errorf("the kill was not logged with its reason: %+v", r)
+		}
+	})
 }
 
 // TestCancelledRequestStillAnswers: a cancel reaches the action, whose
 // reply ends the request; the worker lives on.
 func TestCancelledRequestStillAnswers(t *testing.T) {
-	p := newPool(t, pool.Config{MaxWorkers: 1}, nil)
-	pid := pidOf(t, p, "echo", `{}`)
-	// The worker knows the deadline too, and may answer first.
-	rep, err := run(t, p, 200*time.Millisecond, "sleep", `{"ms":60000}`)
-	if !errors.Is(err, runner.ErrTimeout) && (err != nil || rep.Statuscode == protocol.OK) {
-		t.Fatalf("sleep: %+v, %v; want ErrTimeout or the action's failure", rep, err)
-	}
-	if got := pidOf(t, p, "echo", `{}`); got != pid {
-		t.Errorf("a worker that answered its cancel was replaced (%d, then %d)", pid, got)
-	}
+	eachAgent(t, func(t *testing.T, exe string) {
+		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1}, nil)
+		pid := pidOf(t, p, "echo", `{}`)
+		// The worker knows the deadline too, and may answer first.
+		rep, err := run(t, p, 200*time.Millisecond, "sleep", `{"ms":60000}`)
+		if !errors.Is(err, runner.ErrTimeout) && (err != nil || rep.Statuscode == protocol.OK) {
+			t.Fatalf("sleep: %+v, %v; want ErrTimeout or the action's failure", rep, err)
+		}
+		if got := pidOf(t, p, "echo", `{}`); got != pid {
+			t.Errorf("a worker that answered its cancel was replaced (%d, then %d)", pid, got)
+		}
+	})
 }
 
 // TestStrayOutputIsLogNotProtocol: what agent code prints goes to the
 // log; even a line that looks like a reply is not taken for one.
 func TestStrayOutputIsLogNotProtocol(t *testing.T) {
-	logs := &runnertest.Logs{}
-	p := newPool(t, pool.Config{MaxWorkers: 1}, logs)
-	pid := pidOf(t, p, "noisy", `{}`)
-	if pidOf(t, p, "echo", `{}`) != pid {
-		t.Error("the noisy worker was replaced")
-	}
-	waitFor(t, "the output to be logged", func() bool {
-		return logged(logs, "hello from stdout") != nil && logged(logs, "hello from stderr") != nil
+	eachAgent(t, func(t *testing.T, exe string) {
+		logs := &runnertest.Logs{}
+		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1}, logs)
+		pid := pidOf(t, p, "noisy", `{}`)
+		if pidOf(t, p, "echo", `{}`) != pid {
+			t.Error("the noisy worker was replaced")
+		}
+		waitFor(t, "the output to be logged", func() bool {
+			return logged(logs, "hello from stdout") != nil && logged(logs, "hello from stderr") != nil
+		})
+		if r := logged(logs, "hello from stdout"); r.Level.String() != "INFO" {
+			t.Errorf("stdout logged at %s, want INFO", r.Level)
+		}
+		if r := logged(logs, "hello from stderr"); r.Level.String() != "ERROR" {
+			t.Errorf("stderr logged at %s, want ERROR", r.Level)
+		}
 	})
-	if r := logged(logs, "hello from stdout"); r.Level.String() != "INFO" {
-		t.Errorf("stdout logged at %s, want INFO", r.Level)
-	}
-	if r := logged(logs, "hello from stderr"); r.Level.String() != "ERROR" {
-		t.Errorf("stderr logged at %s, want ERROR", r.Level)
-	}
 }
 
 // TestGarbageOnTheProtocolStream: a worker writing what is not a
@@ -277,122 +286,132 @@ func TestInactiveWorker(t *testing.T) {
 // TestDocumentTooLarge: a reply document over the agreed limit stops the
 // worker; a reply over MaxReplyBytes fails only its request.
 func TestDocumentTooLarge(t *testing.T) {
-	p := newPool(t, pool.Config{MaxWorkers: 1, MaxDocumentBytes: 128 << 10, MaxReplyBytes: 64 << 10}, nil)
-	pid := pidOf(t, p, "echo", `{}`)
+	eachAgent(t, func(t *testing.T, exe string) {
+		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, MaxDocumentBytes: 128 << 10, MaxReplyBytes: 64 << 10}, nil)
+		pid := pidOf(t, p, "echo", `{}`)
 
-	_, err := run(t, p, patience, "big", `{"bytes":100000}`)
-	var tooLarge *runner.ReplyTooLargeError
-	if !errors.As(err, &tooLarge) || tooLarge.Limit != 64<<10 {
-		t.Fatalf("a reply over MaxReplyBytes: %v", err)
-	}
-	if got := pidOf(t, p, "echo", `{}`); got != pid {
-		t.Errorf("the worker was replaced after a reply that fitted its document (%d, then %d)", pid, got)
-	}
+		_, err := run(t, p, patience, "big", `{"bytes":100000}`)
+		var tooLarge *runner.ReplyTooLargeError
+		if !errors.As(err, &tooLarge) || tooLarge.Limit != 64<<10 {
+			t.Fatalf("a reply over MaxReplyBytes: %v", err)
+		}
+		if got := pidOf(t, p, "echo", `{}`); got != pid {
+			t.Errorf("the worker was replaced after a reply that fitted its document (%d, then %d)", pid, got)
+		}
 
-	_, err = run(t, p, patience, "big", `{"bytes":200000}`)
-	if err == nil || !strings.Contains(err.Error(), "larger than 131072 bytes") {
-		t.Fatalf("a document over the limit: %v", err)
-	}
-	runnertest.WaitProcessGone(t, pid, patience)
-	pidOf(t, p, "echo", `{}`)
+		_, err = run(t, p, patience, "big", `{"bytes":200000}`)
+		if err == nil || !strings.Contains(err.Error(), "larger than 131072 bytes") {
+			t.Fatalf("a document over the limit: %v", err)
+		}
+		runnertest.WaitProcessGone(t, pid, patience)
+		pidOf(t, p, "echo", `{}`)
+	})
 }
 
 // TestRecycling: workers are replaced after a number of requests, a
 // lifetime and a resident size, between requests.
 func TestRecycling(t *testing.T) {
-	t.Run("requests", func(t *testing.T) {
-		p := newPool(t, pool.Config{MaxWorkers: 1, MaxRequests: 3}, nil)
-		var pids []int
-		for range 7 {
-			pids = append(pids, pidOf(t, p, "echo", `{}`))
-		}
-		for i, pid := range pids {
-			if want := pids[i/3*3]; pid != want {
+	eachAgent(t, func(t *testing.T, exe string) {
+		t.Run("requests", func(t *testing.T) {
+			p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, MaxRequests: 3}, nil)
+			var pids []int
+			for range 7 {
+				pids = append(pids, pidOf(t, p, "echo", `{}`))
+			}
+			for i, pid := range pids {
+				if want := pids[i/3*3]; pid != want {
+					t.Fatalf("pids %v: want a new worker every 3 requests", pids)
+				}
+			}
+			if pids[0] == pids[3] || pids[3] == pids[6] {
 				t.Fatalf("pids %v: want a new worker every 3 requests", pids)
 			}
-		}
-		if pids[0] == pids[3] || pids[3] == pids[6] {
-			t.Fatalf("pids %v: want a new worker every 3 requests", pids)
-		}
-	})
-	t.Run("lifetime", func(t *testing.T) {
-		p := newPool(t, pool.Config{MaxWorkers: 1, MinWorkers: 1, MaxLifetime: 300 * time.Millisecond}, nil)
-		first := pidOf(t, p, "echo", `{}`)
-		runnertest.WaitProcessGone(t, first, patience)
-		if pidOf(t, p, "echo", `{}`) == first {
-			t.Fatal("the same worker after its lifetime")
-		}
-	})
-	t.Run("rss", func(t *testing.T) {
-		p := newPool(t, pool.Config{MaxWorkers: 1, MaxRSS: 64 << 20, PingInterval: 100 * time.Millisecond}, nil)
-		first := pidOf(t, p, "grow", `{"mb":100}`)
-		runnertest.WaitProcessGone(t, first, patience)
-		if pidOf(t, p, "echo", `{}`) == first {
-			t.Fatal("the same worker after it grew beyond MaxRSS")
-		}
+		})
+		t.Run("lifetime", func(t *testing.T) {
+			p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, MinWorkers: 1, MaxLifetime: 300 * time.Millisecond}, nil)
+			first := pidOf(t, p, "echo", `{}`)
+			runnertest.WaitProcessGone(t, first, patience)
+			if pidOf(t, p, "echo", `{}`) == first {
+				t.Fatal("the same worker after its lifetime")
+			}
+		})
+		t.Run("rss", func(t *testing.T) {
+			p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, MaxRSS: 64 << 20, PingInterval: 100 * time.Millisecond}, nil)
+			first := pidOf(t, p, "grow", `{"mb":100}`)
+			runnertest.WaitProcessGone(t, first, patience)
+			if pidOf(t, p, "echo", `{}`) == first {
+				t.Fatal("the same worker after it grew beyond MaxRSS")
+			}
+		})
 	})
 }
 
 // TestIdleShrink: idle workers beyond MinWorkers are stopped.
 func TestIdleShrink(t *testing.T) {
-	p := newPool(t, pool.Config{MaxWorkers: 3, MinWorkers: 1, Concurrency: 1, IdleTimeout: 300 * time.Millisecond}, nil)
-	var wg sync.WaitGroup
-	for range 3 {
-		wg.Go(func() { pidOf(t, p, "sleep", `{"ms":300}`) })
-	}
-	wg.Wait()
-	if s := p.Stats(); s.Workers != 3 {
-		t.Fatalf("%d workers for 3 concurrent requests of concurrency 1, want 3", s.Workers)
-	}
-	waitFor(t, "the pool to shrink to MinWorkers", func() bool { return p.Stats().Workers == 1 })
-	time.Sleep(500 * time.Millisecond)
-	if s := p.Stats(); s.Workers != 1 {
-		t.Errorf("%d workers after idling, want MinWorkers 1", s.Workers)
-	}
+	eachAgent(t, func(t *testing.T, exe string) {
+		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 3, MinWorkers: 1, Concurrency: 1, IdleTimeout: 300 * time.Millisecond}, nil)
+		var wg sync.WaitGroup
+		for range 3 {
+			wg.Go(func() { pidOf(t, p, "sleep", `{"ms":300}`) })
+		}
+		wg.Wait()
+		if s := p.Stats(); s.Workers != 3 {
+			t.Fatalf("%d workers for 3 concurrent requests of concurrency 1, want 3", s.Workers)
+		}
+		waitFor(t, "the pool to shrink to MinWorkers", func() bool { return p.Stats().Workers == 1 })
+		time.Sleep(500 * time.Millisecond)
+		if s := p.Stats(); s.Workers != 1 {
+			t.Errorf("%d workers after idling, want MinWorkers 1", s.Workers)
+		}
+	})
 }
 
 // TestRestartBackoffAndIntensity: workers that keep dying are restarted
 // ever more slowly, then given up on.
 func TestRestartBackoffAndIntensity(t *testing.T) {
-	logs := &runnertest.Logs{}
-	p := newPool(t, pool.Config{MaxWorkers: 1, RestartBackoff: 100 * time.Millisecond, RestartIntensity: 4, RestartPeriod: time.Minute}, logs)
-	var crashes []time.Time
-	for range 4 {
-		_, err := run(t, p, patience, "crash", `{"message":"again"}`)
-		if errors.Is(err, pool.ErrFailed) {
-			break
+	eachAgent(t, func(t *testing.T, exe string) {
+		logs := &runnertest.Logs{}
+		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, RestartBackoff: 100 * time.Millisecond, RestartIntensity: 4, RestartPeriod: time.Minute}, logs)
+		var crashes []time.Time
+		for range 4 {
+			_, err := run(t, p, patience, "crash", `{"message":"again"}`)
+			if errors.Is(err, pool.ErrFailed) {
+				break
+			}
+			crashes = append(crashes, time.Now())
 		}
-		crashes = append(crashes, time.Now())
-	}
-	if len(crashes) != 4 {
-		t.Fatalf("%d crashes before the pool gave up, want 4", len(crashes))
-	}
-	// The waits between restarts double: 100, 200, 400 ms.
-	for i := 2; i < len(crashes); i++ {
-		if gap, prev := crashes[i].Sub(crashes[i-1]), crashes[i-1].Sub(crashes[i-2]); gap < prev*3/2 {
-			t.Errorf("restart %d came %s after the last, the one before %s: no backoff", i, gap, prev)
+		if len(crashes) != 4 {
+			t.Fatalf("%d crashes before the pool gave up, want 4", len(crashes))
 		}
-	}
-	_, err := run(t, p, patience, "echo", `{}`)
-	if !errors.Is(err, pool.ErrFailed) || !strings.Contains(err.Error(), "4 failures within 1m0s") {
-		t.Fatalf("after 4 failures: %v, want ErrFailed", err)
-	}
-	if p.Failed() == nil || logged(logs, "giving up on the agent's workers") == nil {
-		t.Error("the pool did not say it gave up")
-	}
+		// The waits between restarts double: 100, 200, 400 ms.
+		for i := 2; i < len(crashes); i++ {
+			if gap, prev := crashes[i].Sub(crashes[i-1]), crashes[i-1].Sub(crashes[i-2]); gap < prev*3/2 {
+				t.Errorf("restart %d came %s after the last, the one before %s: no backoff", i, gap, prev)
+			}
+		}
+		_, err := run(t, p, patience, "echo", `{}`)
+		if !errors.Is(err, pool.ErrFailed) || !strings.Contains(err.Error(), "4 failures within 1m0s") {
+			t.Fatalf("after 4 failures: %v, want ErrFailed", err)
+		}
+		if p.Failed() == nil || logged(logs, "giving up on the agent's workers") == nil {
+			t.Error("the pool did not say it gave up")
+		}
+	})
 }
 
 // TestNoFreeWorker: requests beyond what the workers run wait, and fail
 // at their deadline with an error that says so.
 func TestNoFreeWorker(t *testing.T) {
-	p := newPool(t, pool.Config{MaxWorkers: 1, Concurrency: 1}, nil)
-	pidOf(t, p, "echo", `{}`)
-	go run(t, p, patience, "sleep", `{"ms":2000}`)
-	waitFor(t, "the sleep to start", func() bool { return p.Stats().Running == 1 })
-	_, err := run(t, p, 200*time.Millisecond, "echo", `{}`)
-	if !errors.Is(err, runner.ErrTimeout) || !strings.Contains(err.Error(), "no worker was free") {
-		t.Fatalf("Run: %v, want a timeout saying no worker was free", err)
-	}
+	eachAgent(t, func(t *testing.T, exe string) {
+		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, Concurrency: 1}, nil)
+		pidOf(t, p, "echo", `{}`)
+		go run(t, p, patience, "sleep", `{"ms":2000}`)
+		waitFor(t, "the sleep to start", func() bool { return p.Stats().Running == 1 })
+		_, err := run(t, p, 200*time.Millisecond, "echo", `{}`)
+		if !errors.Is(err, runner.ErrTimeout) || !strings.Contains(err.Error(), "no worker was free") {
+			t.Fatalf("Run: %v, want a timeout saying no worker was free", err)
+		}
+	})
 }
 
 // TestPingTimeout: an idle worker that does not answer pings is replaced.
@@ -410,48 +429,52 @@ func TestPingTimeout(t *testing.T) {
 // TestCloseDrains: Close lets running requests finish, then stops every
 // worker.
 func TestCloseDrains(t *testing.T) {
-	p := newPool(t, pool.Config{MaxWorkers: 1}, nil)
-	pid := pidOf(t, p, "echo", `{}`)
-	done := make(chan error, 1)
-	go func() {
-		_, err := run(t, p, patience, "sleep", `{"ms":500}`)
-		done <- err
-	}()
-	waitFor(t, "the sleep to start", func() bool { return p.Stats().Running == 1 })
-	ctx, cancel := context.WithTimeout(t.Context(), patience)
-	defer cancel()
-	if err := p.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-done; err != nil {
-		t.Errorf("the running request failed when the pool closed: %v", err)
-	}
-	runnertest.WaitProcessGone(t, pid, time.Second)
-	if _, err := run(t, p, patience, "echo", `{}`); !errors.Is(err, pool.ErrClosed) {
-		t.Errorf("Run after Close: %v, want ErrClosed", err)
-	}
+	eachAgent(t, func(t *testing.T, exe string) {
+		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1}, nil)
+		pid := pidOf(t, p, "echo", `{}`)
+		done := make(chan error, 1)
+		go func() {
+			_, err := run(t, p, patience, "sleep", `{"ms":500}`)
+			done <- err
+		}()
+		waitFor(t, "the sleep to start", func() bool { return p.Stats().Running == 1 })
+		ctx, cancel := context.WithTimeout(t.Context(), patience)
+		defer cancel()
+		if err := p.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("the running request failed when the pool closed: %v", err)
+		}
+		runnertest.WaitProcessGone(t, pid, time.Second)
+		if _, err := run(t, p, patience, "echo", `{}`); !errors.Is(err, pool.ErrClosed) {
+			t.Errorf("Run after Close: %v, want ErrClosed", err)
+		}
+	})
 }
 
 // TestWorkersDieWithTheHost: a host killed with SIGKILL leaves no worker.
 func TestWorkersDieWithTheHost(t *testing.T) {
-	host := exec.Command(rawAgent(t, "host"))
-	host.Env = append(os.Environ(), "POOLTEST_AGENT="+sdkAgent)
-	stdout, err := host.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	host.Stderr = os.Stderr
-	if err := host.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line := readLine(t, bufio.NewReader(stdout), patience)
-	pid, err := strconv.Atoi(line)
-	if err != nil {
-		t.Fatalf("the host said %q, not a worker's pid", line)
-	}
-	if err := host.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = host.Wait()
-	runnertest.WaitProcessGone(t, pid, patience)
+	eachAgent(t, func(t *testing.T, exe string) {
+		host := exec.Command(rawAgent(t, "host"))
+		host.Env = append(os.Environ(), "POOLTEST_AGENT="+exe)
+		stdout, err := host.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		host.Stderr = os.Stderr
+		if err := host.Start(); err != nil {
+			t.Fatal(err)
+		}
+		line := readLine(t, bufio.NewReader(stdout), patience)
+		pid, err := strconv.Atoi(line)
+		if err != nil {
+			t.Fatalf("the host said %q, not a worker's pid", line)
+		}
+		if err := host.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = host.Wait()
+		runnertest.WaitProcessGone(t, pid, patience)
+	})
 }

@@ -68,11 +68,11 @@ func Fail(code protocol.StatusCode, format string, args ...any) error {
 
 // Request is one request as the agent sees it.
 type Request struct {
-	Agent, Action                     string
-	RequestID, SenderID, CallerID     string
-	Collective                        string
-	TTL                               int
-	Time                              time.Time
+	Agent, Action                 string
+	RequestID, SenderID, CallerID string
+	Collective                    string
+	TTL                           int
+	Time                          time.Time
 	// Data is the request's inputs, a JSON object.
 	Data json.RawMessage
 	// Facts are the node's facts, a JSON object.
