@@ -27,8 +27,15 @@ import (
 
 const node = "node1.example.net"
 
-// clockBin is the Go example agent, built once for every test.
-var clockBin string
+// clockBin is the Go example agent and poolAgents the implementations
+// of the pooltest agent (testdata/pool), built or found once for every
+// test.
+var (
+	clockBin   string
+	poolAgents []poolAgent
+)
+
+type poolAgent struct{ name, exe string }
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "agent-host-e2e")
@@ -37,11 +44,22 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	clockBin = filepath.Join(dir, "clock")
-	build := exec.Command("go", "build", "-o", clockBin, "./testdata/agents-src/clock")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building the Go example agent: %v\n%s", err, out)
-		os.Exit(1)
+	pooltest := filepath.Join(dir, "pooltest")
+	for src, out := range map[string]string{"./testdata/agents-src/clock": clockBin, "./testdata/agents-src/pooltest": pooltest} {
+		build := exec.Command("go", "build", "-o", out, src)
+		build.Dir = ".."
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", src, err, out)
+			os.Exit(1)
+		}
+	}
+	poolAgents = append(poolAgents, poolAgent{"go", pooltest})
+	if _, err := exec.LookPath("node"); err == nil {
+		if js, err := filepath.Abs("../testdata/agents-src/nodepool/pooltest"); err == nil {
+			if _, err := os.Stat(js); err == nil {
+				poolAgents = append(poolAgents, poolAgent{"node", js})
+			}
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -63,6 +81,8 @@ type harness struct {
 
 type setup struct {
 	agents []string // directories or flat names under testdata/e2e/agents
+	// pooltest installs this implementation of the pooltest agent.
+	pooltest string
 	// longTimeout gives shagent a minute rather than 2 s per request, for
 	// tests whose hanging request must outlast what they do meanwhile;
 	// they stop the host with a short shutdown grace.
@@ -91,6 +111,9 @@ func start(t testing.TB, s setup) *harness {
 	}
 	if s.clock {
 		installClock(t, plugins)
+	}
+	if s.pooltest != "" {
+		installPooltest(t, plugins, s.pooltest)
 	}
 
 	facts := filepath.Join(t.TempDir(), "facts.json")
@@ -298,6 +321,14 @@ func installClock(t testing.TB, dir string) {
 	t.Helper()
 	copyFile(t, filepath.Join("..", "testdata", "agents", "clock", "clock.json"), filepath.Join(dir, "clock", "clock.json"))
 	copyFile(t, clockBin, filepath.Join(dir, "clock", "clock", "clock-"+runtime.GOOS+"_"+runtime.GOARCH))
+}
+
+// installPooltest lays out the pooltest agent with the executable exe:
+// pooltest/pooltest.json + pooltest/pooltest.
+func installPooltest(t testing.TB, dir, exe string) {
+	t.Helper()
+	copyFile(t, filepath.Join("..", "testdata", "pool", "pooltest.json"), filepath.Join(dir, "pooltest", "pooltest.json"))
+	copyFile(t, exe, filepath.Join(dir, "pooltest", "pooltest"))
 }
 
 func writeFile(t testing.TB, path, content string) {

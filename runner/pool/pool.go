@@ -260,14 +260,25 @@ func (p *Pool) Failed() error {
 // matches runner.ErrTimeout. A worker that dies fails the requests it was
 // running with an error that says so and carries its last stderr lines.
 func (p *Pool) Run(ctx context.Context, req *protocol.AgentRequest) (*protocol.AgentReply, error) {
-	w, id, ch, err := p.acquire(ctx)
-	if err != nil {
-		return nil, err
+	for attempt := 0; ; attempt++ {
+		w, id, ch, err := p.acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		reply, err := w.call(ctx, id, ch, req, p.cfg.Facts())
+		p.release(w)
+		// A worker that died before it was sent the request did not run
+		// it: another may.
+		if errors.Is(err, errNotSent) && attempt < maxAttempts {
+			continue
+		}
+		return reply, err
 	}
-	reply, err := w.call(ctx, id, ch, req, p.cfg.Facts())
-	p.release(w)
-	return reply, err
 }
+
+// maxAttempts bounds how often a request moves on to another worker
+// because the one it was given died before it was sent.
+const maxAttempts = 3
 
 // acquire finds a ready worker with room for one more request, starting
 // one when none has room and the pool may grow.

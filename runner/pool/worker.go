@@ -29,6 +29,7 @@ const (
 	ready          // takes requests
 	draining       // finishes its requests, takes no more, then shuts down
 	stopping       // told to shut down
+	killed         // being killed: takes no more requests
 	dead
 )
 
@@ -61,6 +62,10 @@ type worker struct {
 
 	shutdownOnce sync.Once
 }
+
+// errNotSent means a request could not be written to its worker, which
+// died first: it may run on another.
+var errNotSent = errors.New("the request could not be sent to its worker")
 
 // result is a worker's answer to one request.
 type result struct {
@@ -397,9 +402,10 @@ func (w *worker) call(ctx context.Context, id string, ch chan result, req *proto
 		deadline = time.Now().Add(time.Hour)
 	}
 	if err := w.out.Write(wp.Request{Type: wp.TypeRequest, V: w.v, ID: id, DeadlineMS: deadline.UnixMilli(), Request: req, Facts: facts}); err != nil {
-		// The worker is gone or going; watch answers ch.
+		// The worker is gone or going, and never saw the request; watch
+		// answers ch.
 		r := <-ch
-		return r.reply, r.err
+		return nil, fmt.Errorf("%w: %w", errNotSent, r.err)
 	}
 	select {
 	case r := <-ch:
@@ -430,6 +436,10 @@ func (w *worker) kill(reason string) {
 	w.p.mu.Lock()
 	if w.killReason == "" {
 		w.killReason = reason
+	}
+	// No request may pick it between now and its exit.
+	if w.state == ready || w.state == draining {
+		w.state = killed
 	}
 	w.p.mu.Unlock()
 	w.proc.Kill()
