@@ -9,6 +9,7 @@ GOOS    := $(shell $(GO) env GOOS)
 GOARCH  := $(shell $(GO) env GOARCH)
 BIN     := bin/agent-host
 CLOCK   := testdata/agents/clock/clock/clock-$(GOOS)_$(GOARCH)
+GREETER := testdata/agents/greeter/greeter/greeter-$(GOOS)_$(GOARCH)
 PYENV   := $(VENV)/.installed
 # Agents get the host's PATH; the virtual environment first makes
 # `#!/usr/bin/env python3` agents find py-mco-agent.
@@ -18,13 +19,16 @@ AGENT_PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 all: build
 
-build: $(BIN) $(CLOCK)
+build: $(BIN) $(CLOCK) $(GREETER)
 
 $(BIN): FORCE
 	$(GO) build -o $@ ./cmd/agent-host
 
 $(CLOCK): testdata/agents-src/clock/main.go
 	$(GO) build -o $@ ./testdata/agents-src/clock
+
+$(GREETER): sdk-go/examples/greeter/main.go sdk-go/agent/*.go protocol/worker/*.go
+	$(GO) build -o $@ ./sdk-go/examples/greeter
 
 $(PYENV): testdata/pymco/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +42,7 @@ run: build $(PYENV)
 ## test: every test, including the interop tests against the real Choria client code
 test: test-go test-interop
 
-test-go: $(PYENV) $(CLOCK)
+test-go: $(PYENV) $(CLOCK) $(GREETER)
 	PATH="$(AGENT_PATH)" $(GO) test -race -count=1 ./...
 
 test-interop: $(PYENV)
@@ -88,4 +92,4 @@ vet:
 	$(GO) vet ./...
 
 clean:
-	rm -rf bin $(VENV) $(CLOCK)
+	rm -rf bin $(VENV) $(CLOCK) $(GREETER)

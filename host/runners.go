@@ -42,7 +42,7 @@ func newAgentRunners(cfg *config.Config, sp *spawn.Spawner, inv *inventory.Inven
 func (r *agentRunners) runnerFor(a *runner.Agent) (runner.Runner, func() int) {
 	exec := r.spawner.Runner(a.Executable)
 	cfg := r.cfg.ForAgent(a.Name)
-	if !r.pooled(a, cfg) {
+	if Mode(r.cfg, a) != ModePool {
 		return exec, nil
 	}
 	r.mu.Lock()
@@ -61,16 +61,26 @@ func (r *agentRunners) runnerFor(a *runner.Agent) (runner.Runner, func() int) {
 	return p, p.capacity
 }
 
-// pooled says whether a runs in a pool: when the agent says it speaks the
-// worker protocol, unless the operator chose otherwise.
-func (r *agentRunners) pooled(a *runner.Agent, cfg *config.Config) bool {
-	switch cfg.PoolMode {
-	case "exec":
-		return false
-	case "pool":
-		return true
+// The ways an agent runs.
+const (
+	ModeExec = "exec" // spawned per request, as Choria does
+	ModePool = "pool" // on a pool of workers
+)
+
+// Mode says how agent a runs under cfg: in a pool when the agent says it
+// speaks the worker protocol, unless the operator chose otherwise for
+// every agent or for this one.
+func Mode(cfg *config.Config, a *runner.Agent) string {
+	switch cfg.ForAgent(a.Name).PoolMode {
+	case ModeExec:
+		return ModeExec
+	case ModePool:
+		return ModePool
 	default:
-		return slices.Contains(a.WorkerVersions, wp.V1)
+		if slices.Contains(a.WorkerVersions, wp.V1) {
+			return ModePool
+		}
+		return ModeExec
 	}
 }
 

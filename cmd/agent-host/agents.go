@@ -18,7 +18,7 @@ type agentsCommand struct{ configFlags }
 
 func newAgentsCommand(app *kingpin.Application) *agentsCommand {
 	c := &agentsCommand{}
-	c.add(app.Command("agents", "List the agents found on disk, their actions, layout and activation result."))
+	c.add(app.Command("agents", "List the agents found on disk, their actions, layout, activation result and whether they run spawned per request (exec) or on a pool of workers (pool)."))
 	return c
 }
 
@@ -33,7 +33,7 @@ func (c *agentsCommand) execute(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "AGENT\tVERSION\tLAYOUT\tACTIVE\tACTIONS\tEXECUTABLE")
+	fmt.Fprintln(w, "AGENT\tVERSION\tLAYOUT\tACTIVE\tMODE\tACTIONS\tEXECUTABLE")
 	for _, a := range agents {
 		active := "yes"
 		if !a.Active {
@@ -42,7 +42,7 @@ func (c *agentsCommand) execute(ctx context.Context, out io.Writer) error {
 				active = "no (" + a.ActivationError.Error() + ")"
 			}
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", a.Name, a.DDL.Metadata.Version, a.Layout, active, strings.Join(a.DDL.ActionNames(), ","), a.Executable)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Name, a.DDL.Metadata.Version, a.Layout, active, host.Mode(cfg, a), strings.Join(a.DDL.ActionNames(), ","), a.Executable)
 	}
 	if len(agents) == 0 {
 		fmt.Fprintln(w, "(no external agents found; add --plugins DIR or set plugin.choria.agent_provider.mcorpc.libdir)")

@@ -109,6 +109,15 @@ func TestQuickStart(t *testing.T) {
 		t.Errorf("req discovery ping: %v\n%s", err, out)
 	}
 
+	// The sdk-go example is pooled, with no configuration.
+	out, err = agentHost("req", "greeter", "hello", "name=world", "--config", conf).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "hello, world") || !strings.Contains(string(out), "Debian") {
+		t.Errorf("req greeter hello: %v\n%s", err, out)
+	}
+	if !strings.Contains(logs.String(), `msg="worker started" component=pool agent=greeter`) {
+		t.Errorf("the greeter was not served by a worker:\n%s", logs.String())
+	}
+
 	out, err = agentHost("req", "parrot", "echo", "message=a;b", "--config", conf).CombinedOutput()
 	if code := exitCode(err); code != 1 || !strings.Contains(string(out), "Validation failed: validation failed for input 'message'") {
 		t.Errorf("req with an invalid input: exit %d\n%s", code, out)
@@ -284,6 +293,9 @@ func TestAgentsCommand(t *testing.T) {
 	for _, line := range strings.Split(string(out), "\n") {
 		if strings.HasPrefix(line, "inactive ") && !strings.Contains(line, " no") {
 			t.Errorf("inactive agent not reported inactive: %q", line)
+		}
+		if f := strings.Fields(line); len(f) > 4 && (f[0] == "greeter") != (f[4] == "pool") {
+			t.Errorf("only the sdk-go greeter should be pooled: %q", line)
 		}
 	}
 }

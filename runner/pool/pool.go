@@ -155,6 +155,10 @@ func (c *Config) setDefaults() {
 	if c.TempDir == "" {
 		c.TempDir = os.TempDir()
 	}
+	// Workers run in TempDir, where a relative path means something else.
+	if abs, err := filepath.Abs(c.Executable); err == nil {
+		c.Executable = abs
+	}
 	if c.PluginConfigDir != "" {
 		if abs, err := filepath.Abs(c.PluginConfigDir); err == nil {
 			c.PluginConfigDir = abs
