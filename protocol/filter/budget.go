@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"regexp"
@@ -16,14 +17,15 @@ type budget struct {
 	calls int // calls of fact(), with(), include() and semver() left
 	with  int // bytes of with() queries left
 	steps int // closure steps left
-	match int // regular expression matching left: subject bytes times pattern bytes
-	built int // bytes the builtins may still take and return
+	match   int // regular expression matching left: subject bytes times pattern instructions
+	compile int // size of patterns left to compile (see regexpCost)
+	built   int // bytes the builtins may still take and return
 
 	// until is when the compound expressions have run for too long; it
 	// is set when the first one starts, so compiling does not count.
 	until time.Time
 
-	regexps map[string]*regexp.Regexp // the filter's patterns, compiled once
+	regexps map[string]compiledRegexp // the filter's patterns, compiled once
 
 	// err is the first limit exceeded; once set, the filter selects
 	// nothing and Match returns it.
@@ -31,7 +33,12 @@ type budget struct {
 }
 
 func newBudget() *budget {
-	return &budget{calls: MaxFunctionCalls, with: MaxWithBytes, steps: MaxClosureSteps, match: MaxMatchCost, built: MaxBuiltBytes}
+	return &budget{calls: MaxFunctionCalls, with: MaxWithBytes, steps: MaxClosureSteps, match: MaxMatchCost, compile: MaxRegexCompile, built: MaxBuiltBytes}
+}
+
+type compiledRegexp struct {
+	re    *regexp.Regexp
+	insts int
 }
 
 // exceeded records err as the reason the filter selects nothing, unless
@@ -43,25 +50,37 @@ func (b *budget) exceeded(err error) error {
 	return err
 }
 
-// regexpMatch reports whether pattern matches subject, charging the
-// match against the budget. An invalid pattern is an error that does not
-// exceed the budget: it only fails the entry that holds it.
+// regexpMatch reports whether pattern matches subject, charging its
+// compilation and the match against the budget. An invalid pattern is an
+// error that does not exceed the budget: it only fails the entry that
+// holds it.
 func (b *budget) regexpMatch(pattern string, subject []byte) (bool, error) {
-	if b.match -= len(subject) * max(len(pattern), 1); b.match < 0 {
-		return false, b.exceeded(fmt.Errorf("%w: matching more than %d bytes × pattern bytes in one filter", ErrFilterTooComplex, MaxMatchCost))
-	}
-	re, ok := b.regexps[pattern]
+	c, ok := b.regexps[pattern]
 	if !ok {
-		var err error
-		if re, err = regexp.Compile(pattern); err != nil {
+		insts, size, err := regexpCost(pattern)
+		if errors.Is(err, ErrFilterTooComplex) {
+			return false, b.exceeded(err)
+		}
+		if err != nil {
 			return false, err
 		}
-		if b.regexps == nil {
-			b.regexps = map[string]*regexp.Regexp{}
+		if b.compile -= size; b.compile < 0 {
+			return false, b.exceeded(fmt.Errorf("%w: compiling patterns larger than %d in one filter", ErrFilterTooComplex, MaxRegexCompile))
 		}
-		b.regexps[pattern] = re
+		re, err := regexp.Compile(pattern)
+		if err != nil {
+			return false, err
+		}
+		c = compiledRegexp{re, max(insts, 1)}
+		if b.regexps == nil {
+			b.regexps = map[string]compiledRegexp{}
+		}
+		b.regexps[pattern] = c
 	}
-	return re.Match(subject), nil
+	if b.match -= max(len(subject), 1) * c.insts; b.match < 0 {
+		return false, b.exceeded(fmt.Errorf("%w: matching more than %d bytes × pattern instructions in one filter", ErrFilterTooComplex, MaxMatchCost))
+	}
+	return c.re.Match(subject), nil
 }
 
 // start begins the time the compound expressions may run, at the first.

@@ -3,14 +3,18 @@ package filter
 import (
 	"container/list"
 	"fmt"
-	"regexp"
+	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/checker"
+	"github.com/expr-lang/expr/conf"
 	"github.com/expr-lang/expr/vm"
 	"github.com/tidwall/gjson"
 
@@ -114,14 +118,13 @@ func (m *Matcher) judge(expression string, env map[string]any, b *budget) verdic
 // map as nil, as Choria relies on with AllowUndefinedVariables, but fails
 // on names missing from a struct, and $env must stay a map.
 func exprEnv(m *Matcher, n *Node, b *budget) map[string]any {
-	return map[string]any{
+	env := map[string]any{
 		"agents":  n.Agents,
 		"classes": n.Classes,
 		"facts":   n.Facts,
 		// The closures of an expression call this for every element; see
 		// exprPolicy.
 		tickFunc:  func(v any) (any, error) { return v, b.step() },
-		costFunc:  func(v any) (any, error) { return v, b.charge(v) },
 		matchFunc: func(subject any, pattern string) (bool, error) { return exprMatches(subject, pattern, b) },
 		"fact": func(path string) (any, error) {
 			if err := b.call(); err != nil {
@@ -148,6 +151,8 @@ func exprEnv(m *Matcher, n *Node, b *budget) map[string]any {
 			return semverSatisfies(version, constraint)
 		},
 	}
+	maps.Copy(env, costFuncs(b))
+	return env
 }
 
 // factLookup implements fact(path); a path beyond the limits is an
@@ -214,6 +219,9 @@ func compileExpr(expression string) (prog *vm.Program, err error) {
 	for _, name := range allowedBuiltins {
 		opts = append(opts, expr.EnableBuiltin(name))
 	}
+	if err := typeCheck(expression, opts); err != nil {
+		return nil, fmt.Errorf("compiling compound filter: %w", err)
+	}
 	policy := &exprPolicy{}
 	opts = append(opts, expr.Patch(policy))
 	prog, err = expr.Compile(expression, opts...)
@@ -225,6 +233,22 @@ func compileExpr(expression string) (prog *vm.Program, err error) {
 	}
 
 	return prog, nil
+}
+
+// typeCheck reports the type errors of expression as written. exprPolicy
+// wraps values in charging functions, some typed any, and the checker
+// ignores type errors until the patching is done, so a comparison of a
+// list with a number would otherwise compile.
+func typeCheck(expression string, opts []expr.Option) error {
+	config := conf.CreateNew()
+	for _, op := range opts {
+		op(config)
+	}
+	for name := range config.Disabled {
+		delete(config.Builtins, name)
+	}
+	_, err := checker.ParseCheck(expression, config)
+	return err
 }
 
 // exprMemoryBudget bounds what one evaluation may allocate in ranges,
@@ -266,7 +290,10 @@ const (
 // multiply their loops, regular expressions that are not literals or are
 // large, and the raw facts document, which costs its whole size to turn
 // into anything. It also makes every closure count its steps.
-type exprPolicy struct{ err error }
+type exprPolicy struct {
+	err       error
+	regexSize int // of the matches patterns so far
+}
 
 func (p *exprPolicy) Visit(node *ast.Node) {
 	if p.err != nil {
@@ -297,8 +324,16 @@ func (p *exprPolicy) Visit(node *ast.Node) {
 				p.err = fmt.Errorf("%w: a pattern of %d bytes, more than %d", ErrFilterTooComplex, len(pattern.Value), MaxRegexBytes)
 				return
 			}
-			if _, err := regexp.Compile(pattern.Value); err != nil {
+			// Compiled at run time, within the budget; what compiling
+			// costs is bounded per expression here, as its programs are
+			// cached.
+			_, size, err := regexpCost(pattern.Value)
+			if err != nil {
 				p.err = fmt.Errorf("compiling the pattern of matches: %w", err)
+				return
+			}
+			if p.regexSize += size; p.regexSize > MaxRegexCompile {
+				p.err = fmt.Errorf("%w: matches patterns larger than %d in one expression", ErrFilterTooComplex, MaxRegexCompile)
 				return
 			}
 			*node = call(matchFunc, n.Left, n.Right)
@@ -312,12 +347,17 @@ func (p *exprPolicy) Visit(node *ast.Node) {
 		}
 		// Builtins do not count steps: what they take and return is
 		// charged instead, which is what their work is proportional to.
+		// The closure builtins count steps, and the optimizer fuses them
+		// with what takes their result (len(filter(...)) counts without
+		// building an array), so their results are not charged.
 		for i, arg := range n.Arguments {
-			if _, closure := arg.(*ast.PredicateNode); !closure {
+			if _, closure := arg.(*ast.PredicateNode); !closure && !hasClosure(arg) && !isCosted(arg) {
 				n.Arguments[i] = costed(arg)
 			}
 		}
-		*node = costed(n)
+		if !hasClosure(n) {
+			*node = costed(n)
+		}
 	case *ast.VariableDeclaratorNode:
 		p.err = fmt.Errorf("%w: let is not allowed in a compound filter", ErrFilterTooComplex)
 	case *ast.PredicateNode:
@@ -335,8 +375,63 @@ func call(function string, args ...ast.Node) ast.Node {
 	return &ast.CallNode{Callee: &ast.IdentifierNode{Value: function}, Arguments: args}
 }
 
-// costed wraps n so that its value is charged against the budget.
-func costed(n ast.Node) ast.Node { return call(costFunc, n) }
+// costed wraps n in the charging function of its type, so that its value
+// is charged against the budget and the expression type-checks as it
+// would uncharged.
+func costed(n ast.Node) ast.Node {
+	name := costFunc
+	if suffix, ok := costSuffixes[n.Type()]; ok {
+		name += suffix
+	}
+	return call(name, n)
+}
+
+// costSuffixes name the charging function of each type exprEnv has one
+// for; other values go through costFunc itself, typed any.
+var costSuffixes = map[reflect.Type]string{
+	reflect.TypeFor[string]():        "_string",
+	reflect.TypeFor[int]():           "_int",
+	reflect.TypeFor[float64]():       "_float",
+	reflect.TypeFor[bool]():          "_bool",
+	reflect.TypeFor[time.Time]():     "_time",
+	reflect.TypeFor[time.Duration](): "_duration",
+}
+
+// costFuncs returns the charging functions exprEnv provides.
+func costFuncs(b *budget) map[string]any {
+	return map[string]any{
+		costFunc:               charging[any](b),
+		costFunc + "_string":   charging[string](b),
+		costFunc + "_int":      charging[int](b),
+		costFunc + "_float":    charging[float64](b),
+		costFunc + "_bool":     charging[bool](b),
+		costFunc + "_time":     charging[time.Time](b),
+		costFunc + "_duration": charging[time.Duration](b),
+	}
+}
+
+func charging[T any](b *budget) func(T) (T, error) {
+	return func(v T) (T, error) { return v, b.charge(v) }
+}
+
+// hasClosure says n is a builtin given a closure.
+func hasClosure(n ast.Node) bool {
+	b, ok := n.(*ast.BuiltinNode)
+	return ok && slices.ContainsFunc(b.Arguments, func(a ast.Node) bool {
+		_, closure := a.(*ast.PredicateNode)
+		return closure
+	})
+}
+
+// isCosted says n is already charged.
+func isCosted(n ast.Node) bool {
+	c, ok := n.(*ast.CallNode)
+	if !ok {
+		return false
+	}
+	id, ok := c.Callee.(*ast.IdentifierNode)
+	return ok && strings.HasPrefix(id.Value, costFunc)
+}
 
 type closureCount struct{ n int }
 

@@ -69,16 +69,27 @@ const (
 	// steps: a backstop for whatever the other limits let through.
 	MaxEvaluation = 100 * time.Millisecond
 	// MaxRegexBytes bounds one regular expression: a /re/ identity,
-	// agent, class or fact value, or a matches pattern. Matching costs
-	// the pattern's size for every byte matched.
+	// agent, class or fact value, or a matches pattern.
 	MaxRegexBytes = 4 << 10
+	// MaxRegexInsts bounds the instructions one pattern compiles to,
+	// whatever its length: \pL{1000} is a few bytes but a thousand
+	// copies of what it repeats, and the matcher may step through every
+	// instruction for each byte of the subject.
+	MaxRegexInsts = 16 << 10
+	// MaxRegexSize bounds what compiling one pattern allocates: its
+	// instructions plus the rune ranges of its character classes.
+	MaxRegexSize = 64 << 10
+	// MaxRegexCompile bounds the size, as MaxRegexSize counts it, of the
+	// patterns one filter compiles, and of those of one compound
+	// expression.
+	MaxRegexCompile = 256 << 10
 	// MaxRegexTotal bounds the regular expressions of one filter's
 	// identity, agent, class and fact entries together.
 	MaxRegexTotal = 16 << 10
 	// MaxMatchCost bounds the regular expression matching one filter
 	// does, in every category and in with() and matches: the sum over
-	// every match of the subject's bytes times the pattern's, a measure
-	// of what matching costs (some 10 ns each).
+	// every match of the subject's bytes times the instructions of the
+	// compiled pattern, a measure of what matching costs at worst.
 	MaxMatchCost = 4 << 20
 	// MaxBuiltBytes bounds what the builtins and string concatenations
 	// of one filter's compound expressions take and return, counted as

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agent-host/agent-host/protocol"
 )
@@ -333,5 +334,76 @@ func TestRegexpBudget(t *testing.T) {
 				t.Errorf("Match error %v, want refused %v", err, tc.refused)
 			}
 		})
+	}
+}
+
+// TestRegexpProgramSize: a counted repetition is a few bytes of pattern
+// but compiles to one copy of what it repeats per count, so patterns are
+// charged and bounded by what they compile to, not by their length.
+func TestRegexpProgramSize(t *testing.T) {
+	n := testNode()
+	n.Facts = json.RawMessage(`{"blob": "` + strings.Repeat("a", 4000) + `"}`)
+	huge := `(?:\pL{1000}|\pN{1000}|\pS{1000})z` // 3000 classes of many ranges each
+	wide := strings.Repeat(`[a-z]{1000}`, 20)    // 20 000 instructions
+	m := NewMatcher()
+	for _, tc := range []struct {
+		name    string
+		filter  *protocol.Filter
+		refused bool // at run time: Match says so
+	}{
+		{"identity", identityFilter("/" + huge + "/"), true},
+		{"class", classFilter("/" + wide + "/"), true},
+		{"fact", factFilter("blob", "=~", "/"+wide+"/"), true},
+		// A matches pattern is refused when the expression compiles,
+		// which selects nothing.
+		{"matches", compoundFilter(`"` + strings.Repeat("a", 4000) + `" matches "` + wide + `"`), false},
+		{"with", compoundFilter(`with("/` + wide + `/")`), true},
+		// Each pattern is within the limits alone, but matching the
+		// 4 kB fact against 2000 instructions costs 8 M.
+		{"matching", factFilter("blob", "=~", `/\pL{999}z/`), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			ok, err := m.Match(tc.filter, n)
+			if ok || tc.refused != errors.Is(err, ErrFilterTooComplex) {
+				t.Errorf("Match = %v, %v; want refused %v", ok, err, tc.refused)
+			}
+			t.Logf("refused in %v", time.Since(start))
+		})
+	}
+	// Short counted repetitions are what real filters use.
+	if !mustMatch(t, m, identityFilter(`/^[a-z]{2,8}\d{1,3}$/`), &Node{Identity: "web01"}) {
+		t.Error("a pattern with short counted repetitions did not match")
+	}
+	if !mustMatch(t, m, compoundFilter(`"`+strings.Repeat("a", 4000)+`" matches "^[a-z]{100}"`), n) {
+		t.Error("a matches pattern with a counted repetition within the limits did not match")
+	}
+}
+
+// TestChargingKeepsTypes: charging what an expression computes must not
+// change what it means. Comparing values of different types is a type
+// error in expr-lang, which vetoes the expression as it does in Choria,
+// and builtins applied to a closure's result still fuse.
+func TestChargingKeepsTypes(t *testing.T) {
+	m := NewMatcher()
+	for _, tc := range []struct {
+		expression string
+		want       bool
+	}{
+		{`len(agents) != "3"`, false},
+		{`now() != "2020-01-01"`, false},
+		{`upper("a") != 1`, false},
+		{`!(split("a", ",") == 1)`, false},
+		{`len(agents) == 3`, true},
+		{`upper("a") == "A"`, true},
+		{`now() > now() - duration("1h")`, true},
+		{`len(filter(1..6000, {true})) == 6000`, true},
+		{`(filter(1..9000, {# > 0}) | first()) == 1`, true},
+		{`last(filter(1..9000, {# > 0})) == 9000`, true},
+	} {
+		got, err := m.Match(compoundFilter(tc.expression), testNode())
+		if got != tc.want || errors.Is(err, ErrFilterTooComplex) {
+			t.Errorf("%s: Match = %v, %v; want %v", tc.expression, got, err, tc.want)
+		}
 	}
 }
