@@ -84,8 +84,12 @@ func sweeper() {
 	}
 }
 
-// found is a child of this process that proc did not start.
-type found struct{ pid, session, pgrp int }
+// found is a child of this process that proc did not start; a zombie is
+// one that is dead but could not be reaped yet.
+type found struct {
+	pid, session, pgrp int
+	zombie             bool
+}
 
 // sweep lists this process's children, reaps the dead ones and signals
 // the live orphans among them. A child proc did not start is an orphan
@@ -120,7 +124,7 @@ func sweep(own int) (busy bool) {
 const maxPasses = 64
 
 // list reads this process's children, reaps the dead ones it may and
-// returns the live ones outside its own session.
+// returns the others outside its own session.
 func list(own int) (listed []found, reaped bool) {
 	for _, pid := range untracked(children()) {
 		session, pgrp, zombie, ok := readStat(pid)
@@ -131,10 +135,12 @@ func list(own int) (listed []found, reaped bool) {
 				var ws unix.WaitStatus
 				if got, _ := unix.Wait4(pid, &ws, unix.WNOHANG, nil); got == pid {
 					reaped = true
+					continue
 				}
 			}
+			listed = append(listed, found{pid, session, pgrp, true})
 		default:
-			listed = append(listed, found{pid, session, pgrp})
+			listed = append(listed, found{pid, session, pgrp, false})
 		}
 	}
 	return listed, reaped
@@ -149,8 +155,17 @@ func (r *registry) classify(listed []found, now time.Time) (busy, killed bool) {
 		s.alive = 0
 	}
 	live := map[int]bool{}
-	unsure := false
+	// A dead child not yet known not to be a start keeps its place in
+	// unsure, or it would be taken for a new one at every sweep and, on a
+	// busy host, never reaped.
+	present := map[int]bool{}
+	unsure, dead := false, false
 	for _, f := range listed {
+		present[f.pid] = true
+		if f.zombie {
+			dead = true
+			continue
+		}
 		_, startedHere := r.started[f.pid]
 		_, leaderRunning := r.started[f.session]
 		if startedHere || leaderRunning {
@@ -218,7 +233,7 @@ func (r *registry) classify(listed []found, now time.Time) (busy, killed bool) {
 		}
 	}
 	for pid := range r.unsure {
-		if !live[pid] {
+		if !present[pid] {
 			delete(r.unsure, pid)
 		}
 	}
@@ -229,7 +244,7 @@ func (r *registry) classify(listed []found, now time.Time) (busy, killed bool) {
 			s.alive++
 		}
 	}
-	return len(r.orphans) > 0 || len(r.stopping) > 0 || unsure, killed
+	return len(r.orphans) > 0 || len(r.stopping) > 0 || unsure || dead, killed
 }
 
 // untracked drops from pids the processes proc started and has not
@@ -272,34 +287,41 @@ func children() []int {
 	for _, task := range tasks {
 		// A thread that just ended has no file any more; it has no
 		// children either.
-		b := readAtOnce(filepath.Join("/proc/self/task", task.Name(), "children"))
+		b := readChildren(filepath.Join("/proc/self/task", task.Name(), "children"))
 		for _, f := range bytes.Fields(b) {
 			if pid, err := strconv.Atoi(string(f)); err == nil {
 				pids = append(pids, pid)
 			}
 		}
 	}
-	return pids
+	slices.Sort(pids)
+	return slices.Compact(pids)
 }
 
 // childrenBuf is the sweeper's buffer for children files.
-var childrenBuf = make([]byte, 16<<10)
+var childrenBuf = make([]byte, 0, 16<<10)
 
-// readAtOnce reads a children file in a single read: the kernel builds
-// the list afresh for each read, so a list read in pieces can miss a
-// child or repeat one.
-func readAtOnce(path string) []byte {
+// readChildren reads a children file to its end in one open. The kernel
+// returns at most a page per read, and each read lists the children from
+// the position the last one reached: one that exited in between may make
+// the list skip another, which the next sweep finds.
+func readChildren(path string) []byte {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	b := childrenBuf[:0]
 	for {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil
+		if len(b) == cap(b) {
+			b = slices.Grow(b, cap(b))
 		}
-		n, _ := f.Read(childrenBuf)
-		f.Close()
-		if n < len(childrenBuf) {
-			return childrenBuf[:n]
+		n, err := f.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil || n == 0 {
+			childrenBuf = b
+			return b
 		}
-		childrenBuf = make([]byte, 2*len(childrenBuf))
 	}
 }
 

@@ -90,3 +90,22 @@ func TestUnkillableOrphanKeepsOthersGrace(t *testing.T) {
 		t.Errorf("an orphan seen long after the first kill lost its grace: %+v", o)
 	}
 }
+
+// TestDeadChildIsReapedOnABusyHost: a child that died at once, alone in
+// a session of its own, may be a start not yet recorded, so it is not
+// reaped while the starts begun before it was first seen are in flight.
+// On a busy host some start is always in flight; once those are
+// recorded it must become reapable, however many began since.
+func TestDeadChildIsReapedOnABusyHost(t *testing.T) {
+	r := &registry{startsBegun: 1, inflight: map[uint64]bool{1: true}}
+	dead := found{pid: noSuchPid, session: noSuchPid, pgrp: noSuchPid, zombie: true}
+	if !r.maybeStarting(dead.pid, dead.session) {
+		t.Fatal("a dead child seen while a start was in flight was taken for reapable")
+	}
+	r.classify([]found{dead}, time.Now())
+
+	r.startsBegun, r.inflight = 2, map[uint64]bool{2: true}
+	if r.maybeStarting(dead.pid, dead.session) {
+		t.Error("the dead child is still taken for a start after the start it could be was recorded")
+	}
+}

@@ -537,6 +537,26 @@ func TestSweepsSpareOtherChildren(t *testing.T) {
 	}
 }
 
+// The sweeper finds orphans however many children this process has: the
+// kernel lists them a page at a time, and an orphan is the last to come.
+func TestSweeperFindsOrphansBehindManyChildren(t *testing.T) {
+	tool(t, "setsid")
+	sleep := tool(t, "sleep")
+	for range 1000 {
+		other := exec.Command(sleep, "300")
+		if err := other.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = other.Process.Kill(); _ = other.Wait() })
+	}
+	out := newLines()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	start(t, ctx, proc.Spec{Path: tool(t, "sh"), Args: []string{"sh", "-c", `(setsid sh -c 'echo $$; exec sleep 300' &); exec sleep 300`}},
+		proc.WithStdout(out.add))
+	runnertest.WaitProcessGone(t, pidLine(t, out.first(t)), patience)
+}
+
 // An orphan that turns up while its process still runs, in a session of
 // its own, is stopped by the sweeper without waiting for an exit.
 func TestSweeperStopsOrphansOfRunningProcesses(t *testing.T) {
