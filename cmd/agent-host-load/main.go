@@ -1,6 +1,9 @@
 // Command agent-host-load drives a node with RPC requests at a fixed
 // concurrency and reports throughput and latency percentiles. It speaks the
-// same Choria v1 protocol as `choria req`, one direct request per call.
+// same Choria v1 protocol as `choria req`, one direct request per call:
+// each concurrent loop has its own NATS connection and subscribes to each
+// request's own reply subject before sending it. With --cert, requests are
+// signed and the connections use TLS.
 //
 //	agent-host-load --broker nats://127.0.0.1:4222 --identity dev1.example.net \
 //	    --concurrency 8 --duration 10s rpcutil ping
@@ -8,7 +11,8 @@
 // With --mix it sends several kinds of request by weight, malformed and
 // hostile messages among them, and with --pid it also watches the node's
 // process: that it stays up, and its memory after warm-up and at the end.
-// That is the soak run of `make soak`:
+// With --pid it also measures the CPU time the node and its agents used
+// (Linux). That is the soak run of `make soak`:
 //
 //	agent-host-load --identity dev1.example.net --requests 1000000 --pid 1234 \
 //	    --mix rpcutil#ping:97,nodeinfo#uptime:1,malformed:2
@@ -28,7 +32,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -45,10 +48,10 @@ type options struct {
 	agent, action, data, mix             string
 	concurrency                          int
 	requests, warmup                     int64
-	duration, timeout                    time.Duration
+	duration, timeout, ramp              time.Duration
 	cert, key, ca                        string
 	pid                                  int
-	jsonOut                              bool
+	jsonOut, strays                      bool
 	report                               string
 }
 
@@ -65,11 +68,13 @@ func main() {
 	app.Flag("timeout", "How long to wait for each reply.").Default("30s").DurationVar(&o.timeout)
 	app.Flag("data", "Request data as JSON.").Default("{}").StringVar(&o.data)
 	app.Flag("mix", "Weighted kinds of request instead of AGENT ACTION: agent#action:weight, and malformed:weight for messages the node must refuse without a reply, comma separated.").StringVar(&o.mix)
-	app.Flag("pid", "The node's process: checked to be alive at the end, its RSS sampled after --warmup requests and at the end (Linux).").IntVar(&o.pid)
+	app.Flag("pid", "The node's process: checked to be alive at the end, its RSS and its descendants' sampled after --warmup requests and at the end, its CPU time and its descendants' (agents, workers) measured over the run (Linux).").IntVar(&o.pid)
 	app.Flag("warmup", "Requests after which the node's RSS is first sampled.").Default("50000").Int64Var(&o.warmup)
 	app.Flag("cert", "Client certificate: requests are signed and the broker connection uses TLS.").StringVar(&o.cert)
 	app.Flag("key", "Client key.").StringVar(&o.key)
 	app.Flag("ca", "CA bundle.").StringVar(&o.ca)
+	app.Flag("ramp", "Send requests for this long before measuring, to start workers and fill caches; nothing is counted.").DurationVar(&o.ramp)
+	app.Flag("strays", "Count replies to no request waiting for one (implied by --mix); every reply then also reaches a monitoring subscription.").BoolVar(&o.strays)
 	app.Flag("json", "Print the result as JSON.").BoolVar(&o.jsonOut)
 	app.Flag("report", "Replace the soak section of this Markdown file with the result.").StringVar(&o.report)
 	app.Arg("agent", "Agent.").StringVar(&o.agent)
@@ -166,19 +171,22 @@ func schedule(kinds []*kind) []*kind {
 
 // stats are one kind's counters.
 type stats struct {
-	Kind    string  `json:"kind"`
-	Sent    int64   `json:"sent"`
-	OK      int64   `json:"ok"`
-	Failed  int64   `json:"failed"`
+	Kind   string `json:"kind"`
+	Sent   int64  `json:"sent"`
+	OK     int64  `json:"ok"`
+	Failed int64  `json:"failed"`
+	// Busy counts the failures that were the node saying it is busy.
+	Busy    int64   `json:"busy"`
 	NoReply int64   `json:"no_reply"`
 	P50ms   float64 `json:"p50_ms"`
 	P90ms   float64 `json:"p90_ms"`
+	P95ms   float64 `json:"p95_ms"`
 	P99ms   float64 `json:"p99_ms"`
 	MaxMs   float64 `json:"max_ms"`
 
-	sent, ok, failed, noReply atomic.Int64
-	mu                        sync.Mutex
-	lat                       []time.Duration
+	sent, ok, failed, busy, noReply atomic.Int64
+	mu                              sync.Mutex
+	lat                             []time.Duration
 }
 
 // result summarises a run.
@@ -193,10 +201,22 @@ type result struct {
 	NodeAlive  *bool `json:"node_alive,omitempty"`
 	RSSWarmKiB int64 `json:"rss_warm_kib,omitempty"`
 	RSSEndKiB  int64 `json:"rss_end_kib,omitempty"`
+	// WorkersRSSWarmKiB and WorkersRSSEndKiB sum the resident memory of
+	// the node's live descendants (its pool workers) at the same moments.
+	WorkersRSSWarmKiB int64 `json:"workers_rss_warm_kib,omitempty"`
+	WorkersRSSEndKiB  int64 `json:"workers_rss_end_kib,omitempty"`
+	// ServerCPU and AgentsCPU are the CPU seconds the node's process and
+	// its descendants (agents it ran and reaped, live pool workers) used
+	// while requests were measured; Workers counts its live descendants
+	// at the end. Set with --pid (Linux).
+	ServerCPU *float64 `json:"server_cpu_s,omitempty"`
+	AgentsCPU *float64 `json:"agents_cpu_s,omitempty"`
+	Workers   int      `json:"workers,omitempty"`
 	// DaemonStats is the node's rpcutil daemon_stats at the end.
 	DaemonStats map[string]any `json:"daemon_stats,omitempty"`
 	// Unexpected counts replies to no request waiting for one: to a
-	// malformed message, or after a timeout.
+	// malformed message, or after a timeout. Only counted with --strays
+	// (implied by --mix).
 	Unexpected int64 `json:"unexpected_replies"`
 }
 
@@ -226,8 +246,15 @@ func (r *result) String() string {
 			fmt.Fprintf(&b, "  %-22s %9d sent, no reply expected\n", k.Kind, k.Sent)
 			continue
 		}
-		fmt.Fprintf(&b, "  %-22s %9d sent, %d ok, %d failed, %d without reply; latency p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms\n",
-			k.Kind, k.Sent, k.OK, k.Failed, k.NoReply, k.P50ms, k.P90ms, k.P99ms, k.MaxMs)
+		fmt.Fprintf(&b, "  %-22s %9d sent, %d ok, %d failed (%d busy), %d without reply; latency p50 %.2f ms, p95 %.2f ms, p99 %.2f ms, max %.2f ms\n",
+			k.Kind, k.Sent, k.OK, k.Failed, k.Busy, k.NoReply, k.P50ms, k.P95ms, k.P99ms, k.MaxMs)
+	}
+	if r.ServerCPU != nil {
+		fmt.Fprintf(&b, "  CPU: node %.2f s, its agents %.2f s", *r.ServerCPU, *r.AgentsCPU)
+		if r.Requests > 0 {
+			fmt.Fprintf(&b, " (%.3f + %.3f ms per request)", 1000**r.ServerCPU/float64(r.Requests), 1000**r.AgentsCPU/float64(r.Requests))
+		}
+		fmt.Fprintf(&b, "; %d live descendants, %d KiB\n", r.Workers, r.WorkersRSSEndKiB)
 	}
 	if r.NodeAlive != nil {
 		fmt.Fprintf(&b, "  node alive at the end: %v; RSS after warm-up %d KiB, at the end %d KiB (%+.1f%%)\n",
@@ -244,48 +271,105 @@ func rssChange(r *result) float64 {
 	return 100 * float64(r.RSSEndKiB-r.RSSWarmKiB) / float64(r.RSSWarmKiB)
 }
 
-func run(ctx context.Context, o options) (*result, error) {
-	kinds, err := parseKinds(o)
-	if err != nil {
-		return nil, err
-	}
-	cycle := schedule(kinds)
-	var signer crypto.Signer
-	var certPEM []byte
-	natsOpts := []nats.Option{nats.Name("agent-host-load")}
-	if o.cert != "" {
-		if signer, certPEM, err = security.LoadSigner(o.cert, o.key); err != nil {
-			return nil, err
-		}
-		tc, err := security.TLSConfig(o.cert, o.key, o.ca)
-		if err != nil {
-			return nil, err
-		}
-		natsOpts = append(natsOpts, nats.Secure(tc))
-	}
-	nc, err := nats.Connect(o.broker, natsOpts...)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", o.broker, err)
-	}
-	defer nc.Close()
+// loader holds what every loop of a run shares.
+type loader struct {
+	o        options
+	signer   crypto.Signer
+	certPEM  []byte
+	natsOpts []nats.Option
+	callerID string
+	prefix   string // reply subjects: prefix + request id
+	subject  string // the node's direct subject
 
-	callerID := "choria=" + o.caller
-	// One subscription for every reply; requests are matched by id.
-	prefix := client.ReplySubject(o.collective, callerID, "")
-	var mu sync.Mutex
-	waiting := map[string]chan *protocol.RPCReply{}
-	var unexpected atomic.Int64
-	sub, err := nc.Subscribe(prefix+"*", func(m *nats.Msg) {
-		id := m.Subject[len(prefix):]
-		mu.Lock()
-		ch := waiting[id]
-		delete(waiting, id)
-		mu.Unlock()
-		if ch == nil {
-			unexpected.Add(1)
-			return
+	// sent holds the ids of requests sent and not yet seen by the strays
+	// monitor, true once the request timed out; only with --strays.
+	strays     bool
+	sentMu     sync.Mutex
+	sentIDs    map[string]bool
+	unexpected atomic.Int64
+}
+
+func (l *loader) connect() (*nats.Conn, error) {
+	nc, err := nats.Connect(l.o.broker, l.natsOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", l.o.broker, err)
+	}
+	return nc, nil
+}
+
+func (l *loader) newRequest(k *kind, edit func(*v1.RequestEnvelope)) (string, []byte, error) {
+	id, err := v1.NewRequestID()
+	if err != nil {
+		return "", nil, err
+	}
+	f := protocol.NewFilter()
+	f.Agent = []string{k.agent}
+	env := v1.RequestEnvelope{RequestID: id, SenderID: l.o.caller, CallerID: l.callerID,
+		Collective: l.o.collective, Agent: k.agent, TTL: 60, Time: time.Now().Unix(), Filter: f}
+	if edit != nil {
+		edit(&env)
+	}
+	sreq, err := v1.NewRequest(env, k.body).Seal(l.signer, l.certPEM)
+	if err != nil {
+		return "", nil, err
+	}
+	payload, err := v1.EncodeRequest(sreq, l.prefix+id, l.o.caller)
+	return id, payload, err
+}
+
+// call sends one request on nc and waits for its reply, as `choria req`
+// does: a subscription to the request's own reply subject, then the
+// request. It returns nil when no reply came within the timeout.
+func (l *loader) call(ctx context.Context, nc *nats.Conn, k *kind) (reply *protocol.RPCReply, answered bool, took time.Duration, err error) {
+	id, payload, err := l.newRequest(k, nil)
+	if err != nil {
+		return nil, false, 0, err
+	}
+	sub, err := nc.SubscribeSync(l.prefix + id)
+	if err != nil {
+		return nil, false, 0, err
+	}
+	defer sub.Unsubscribe() //nolint:errcheck // the connection outlives the request
+	if l.strays {
+		l.sentMu.Lock()
+		l.sentIDs[id] = false
+		l.sentMu.Unlock()
+	}
+	began := time.Now()
+	if err := nc.Publish(l.subject, payload); err != nil {
+		return nil, false, 0, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, l.o.timeout)
+	defer cancel()
+	m, err := sub.NextMsgWithContext(wctx)
+	took = time.Since(began)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, false, took, ctx.Err()
 		}
-		ch <- decodeReply(m.Data)
+		if l.strays {
+			l.sentMu.Lock()
+			if _, waiting := l.sentIDs[id]; waiting {
+				l.sentIDs[id] = true
+			}
+			l.sentMu.Unlock()
+		}
+		return nil, false, took, nil
+	}
+	return decodeReply(m.Data), true, took, nil
+}
+
+// watchStrays counts every reply to a request not waiting for one.
+func (l *loader) watchStrays(nc *nats.Conn) (*nats.Subscription, error) {
+	sub, err := nc.Subscribe(l.prefix+"*", func(m *nats.Msg) {
+		id := m.Subject[len(l.prefix):]
+		l.sentMu.Lock()
+		late, known := l.sentIDs[id]
+		delete(l.sentIDs, id)
+		l.sentMu.Unlock()
+		if !known || late {
+			l.unexpected.Add(1)
+		}
 	})
 	if err != nil {
 		return nil, err
@@ -293,136 +377,185 @@ func run(ctx context.Context, o options) (*result, error) {
 	if err := sub.SetPendingLimits(-1, -1); err != nil {
 		return nil, err
 	}
-	defer sub.Unsubscribe() //nolint:errcheck
+	return sub, nc.Flush()
+}
+
+func run(ctx context.Context, o options) (*result, error) {
+	kinds, err := parseKinds(o)
+	if err != nil {
+		return nil, err
+	}
+	if o.concurrency < 1 {
+		return nil, errors.New("--concurrency must be at least 1")
+	}
+	cycle := schedule(kinds)
+	l := &loader{o: o, callerID: "choria=" + o.caller, subject: o.collective + ".node." + o.identity,
+		strays: o.strays || o.mix != "", sentIDs: map[string]bool{}}
+	l.prefix = client.ReplySubject(o.collective, l.callerID, "")
+	l.natsOpts = []nats.Option{nats.Name("agent-host-load")}
+	if o.cert != "" {
+		if l.signer, l.certPEM, err = security.LoadSigner(o.cert, o.key); err != nil {
+			return nil, err
+		}
+		tc, err := security.TLSConfig(o.cert, o.key, o.ca)
+		if err != nil {
+			return nil, err
+		}
+		l.natsOpts = append(l.natsOpts, nats.Secure(tc))
+	}
+	// One connection per loop, as many `choria req` would have, and one
+	// for daemon_stats and the strays monitor.
+	control, err := l.connect()
+	if err != nil {
+		return nil, err
+	}
+	defer control.Close()
+	conns := make([]*nats.Conn, o.concurrency)
+	for i := range conns {
+		if conns[i], err = l.connect(); err != nil {
+			return nil, err
+		}
+		defer conns[i].Close()
+	}
+	if l.strays {
+		sub, err := l.watchStrays(control)
+		if err != nil {
+			return nil, err
+		}
+		defer sub.Unsubscribe() //nolint:errcheck
+	}
+
+	if o.ramp > 0 {
+		// Warm-up: workers started, caches filled; nothing counted.
+		discard := map[*kind]*stats{}
+		for _, k := range kinds {
+			discard[k] = &stats{Kind: k.name}
+		}
+		l.phase(ctx, conns, cycle, discard, time.Now().Add(o.ramp), 0, nil)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
 
 	byKind := map[*kind]*stats{}
 	for _, k := range kinds {
 		byKind[k] = &stats{Kind: k.name}
 	}
-	newRequest := func(k *kind, edit func(*v1.RequestEnvelope)) (string, []byte, error) {
-		id, err := v1.NewRequestID()
-		if err != nil {
-			return "", nil, err
-		}
-		f := protocol.NewFilter()
-		f.Agent = []string{k.agent}
-		env := v1.RequestEnvelope{RequestID: id, SenderID: o.caller, CallerID: callerID,
-			Collective: o.collective, Agent: k.agent, TTL: 60, Time: time.Now().Unix(), Filter: f}
-		if edit != nil {
-			edit(&env)
-		}
-		sreq, err := v1.NewRequest(env, k.body).Seal(signer, certPEM)
-		if err != nil {
-			return "", nil, err
-		}
-		payload, err := v1.EncodeRequest(sreq, prefix+id, o.caller)
-		return id, payload, err
+	var before treeSample
+	if o.pid > 0 {
+		before = sampleTree(o.pid)
 	}
-	ping := &kind{name: "rpcutil#ping", agent: "rpcutil", action: "ping", body: []byte(`{"agent":"rpcutil","action":"ping","data":{}}`)}
-
-	var total, warm atomic.Int64
-	var rssWarm atomic.Int64
-	deadline := time.Now().Add(o.duration)
-	more := func() bool {
-		if ctx.Err() != nil {
-			return false
-		}
-		if o.requests > 0 {
-			return total.Add(1) <= o.requests
-		}
-		total.Add(1)
-		return time.Now().Before(deadline)
+	var rssWarm, workersWarm atomic.Int64
+	onWarm := func() {
+		s := sampleTree(o.pid)
+		rssWarm.Store(s.ServerRSSKiB)
+		workersWarm.Store(s.WorkersRSSKiB)
 	}
-	subject := o.collective + ".node." + o.identity
+	if o.pid <= 0 {
+		onWarm = nil
+	}
 	start := time.Now()
-	var wg sync.WaitGroup
-	for w := range o.concurrency {
-		wg.Go(func() {
-			bad := w // which malformed message comes next, cycling through them all
-			for i := w; more(); i++ {
-				k := cycle[i%len(cycle)]
-				s := byKind[k]
-				if o.pid > 0 && warm.Add(1) == o.warmup {
-					rssWarm.Store(rssKiB(o.pid))
-				}
-				if k.malformed() {
-					bad++
-					payload, err := malformed(bad, func(edit func(*v1.RequestEnvelope)) ([]byte, error) {
-						_, p, err := newRequest(ping, edit)
-						return p, err
-					})
-					if err == nil {
-						err = nc.Publish(subject, payload)
-					}
-					if err != nil {
-						s.failed.Add(1)
-					}
-					s.sent.Add(1)
-					continue
-				}
-				id, payload, err := newRequest(k, nil)
-				if err != nil {
-					s.failed.Add(1)
-					continue
-				}
-				ch := make(chan *protocol.RPCReply, 1)
-				mu.Lock()
-				waiting[id] = ch
-				mu.Unlock()
-				began := time.Now()
-				s.sent.Add(1)
-				forget := func() {
-					mu.Lock()
-					delete(waiting, id)
-					mu.Unlock()
-				}
-				if err := nc.Publish(subject, payload); err != nil {
-					s.failed.Add(1)
-					forget()
-					continue
-				}
-				select {
-				case <-ctx.Done():
-					forget()
-					return
-				case r := <-ch:
-					took := time.Since(began)
-					if r != nil && r.Statuscode == protocol.OK {
-						s.ok.Add(1)
-					} else {
-						s.failed.Add(1)
-					}
-					s.mu.Lock()
-					s.lat = append(s.lat, took)
-					s.mu.Unlock()
-				case <-time.After(o.timeout):
-					s.noReply.Add(1)
-					forget()
-				}
-			}
-		})
-	}
-	wg.Wait()
+	l.phase(ctx, conns, cycle, byKind, start.Add(o.duration), o.requests, onWarm)
 	elapsed := time.Since(start)
 
-	res := &result{Node: o.identity, Concurrency: o.concurrency, Seconds: elapsed.Seconds(), Unexpected: unexpected.Load()}
+	res := &result{Node: o.identity, Concurrency: o.concurrency, Seconds: elapsed.Seconds()}
+	if o.pid > 0 {
+		after := sampleTree(o.pid)
+		res.NodeAlive = &after.Alive
+		server, agents := after.ServerCPU-before.ServerCPU, after.AgentsCPU-before.AgentsCPU
+		res.ServerCPU, res.AgentsCPU, res.Workers = &server, &agents, after.Workers
+		res.RSSWarmKiB, res.RSSEndKiB = rssWarm.Load(), after.ServerRSSKiB
+		res.WorkersRSSWarmKiB, res.WorkersRSSEndKiB = workersWarm.Load(), after.WorkersRSSKiB
+	}
 	for _, k := range kinds {
 		s := byKind[k]
-		s.Sent, s.OK, s.Failed, s.NoReply = s.sent.Load(), s.ok.Load(), s.failed.Load(), s.noReply.Load()
+		s.Sent, s.OK, s.Failed, s.Busy, s.NoReply = s.sent.Load(), s.ok.Load(), s.failed.Load(), s.busy.Load(), s.noReply.Load()
 		slices.Sort(s.lat)
-		s.P50ms, s.P90ms, s.P99ms, s.MaxMs = pct(s.lat, 0.50), pct(s.lat, 0.90), pct(s.lat, 0.99), pct(s.lat, 1)
+		s.P50ms, s.P90ms, s.P95ms, s.P99ms, s.MaxMs = pct(s.lat, 0.50), pct(s.lat, 0.90), pct(s.lat, 0.95), pct(s.lat, 0.99), pct(s.lat, 1)
 		res.Requests += s.Sent
 		res.Kinds = append(res.Kinds, s)
 	}
 	res.PerSecond = float64(res.Requests) / elapsed.Seconds()
 	if o.pid > 0 {
-		alive := syscall.Kill(o.pid, 0) == nil
-		res.NodeAlive = &alive
-		res.RSSWarmKiB, res.RSSEndKiB = rssWarm.Load(), rssKiB(o.pid)
-		res.DaemonStats = daemonStats(nc, o, newRequest, prefix, &mu, waiting)
+		res.DaemonStats = l.daemonStats(ctx, control)
+	}
+	if l.strays {
+		// Late replies to the last requests have a moment to arrive.
+		_ = control.Flush()
+		time.Sleep(200 * time.Millisecond)
+		res.Unexpected = l.unexpected.Load()
 	}
 	return res, nil
 }
+
+// phase runs every loop until the deadline passes (requests == 0) or
+// requests have been sent. onWarm, when set, is called once after
+// --warmup requests.
+func (l *loader) phase(ctx context.Context, conns []*nats.Conn, cycle []*kind, byKind map[*kind]*stats, deadline time.Time, requests int64, onWarm func()) {
+	var total atomic.Int64
+	more := func() bool {
+		if ctx.Err() != nil {
+			return false
+		}
+		n := total.Add(1)
+		if onWarm != nil && n == l.o.warmup {
+			onWarm()
+		}
+		if requests > 0 {
+			return n <= requests
+		}
+		return time.Now().Before(deadline)
+	}
+	var wg sync.WaitGroup
+	for w, nc := range conns {
+		wg.Go(func() {
+			bad := w // which malformed message comes next, cycling through them all
+			for i := w; more(); i++ {
+				k := cycle[i%len(cycle)]
+				s := byKind[k]
+				s.sent.Add(1)
+				if k.malformed() {
+					bad++
+					payload, err := malformed(bad, func(edit func(*v1.RequestEnvelope)) ([]byte, error) {
+						_, p, err := l.newRequest(pingKind, edit)
+						return p, err
+					})
+					if err == nil {
+						err = nc.Publish(l.subject, payload)
+					}
+					if err != nil {
+						s.failed.Add(1)
+					}
+					continue
+				}
+				r, answered, took, err := l.call(ctx, nc, k)
+				switch {
+				case ctx.Err() != nil:
+					return
+				case err != nil:
+					s.failed.Add(1)
+					continue
+				case !answered:
+					s.noReply.Add(1)
+					continue
+				case r != nil && r.Statuscode == protocol.OK:
+					s.ok.Add(1)
+				default:
+					s.failed.Add(1)
+					if r != nil && strings.Contains(r.Statusmsg, " is busy") {
+						s.busy.Add(1)
+					}
+				}
+				s.mu.Lock()
+				s.lat = append(s.lat, took)
+				s.mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+var pingKind = &kind{name: "rpcutil#ping", agent: "rpcutil", action: "ping", body: []byte(`{"agent":"rpcutil","action":"ping","data":{}}`)}
 
 func pct(lat []time.Duration, p float64) float64 {
 	if len(lat) == 0 {
@@ -459,43 +592,14 @@ func malformed(i int, request func(edit func(*v1.RequestEnvelope)) ([]byte, erro
 }
 
 // daemonStats asks the node for rpcutil daemon_stats.
-func daemonStats(nc *nats.Conn, o options, newRequest func(*kind, func(*v1.RequestEnvelope)) (string, []byte, error), prefix string, mu *sync.Mutex, waiting map[string]chan *protocol.RPCReply) map[string]any {
+func (l *loader) daemonStats(ctx context.Context, nc *nats.Conn) map[string]any {
 	k := &kind{name: "rpcutil#daemon_stats", agent: "rpcutil", action: "daemon_stats", body: []byte(`{"agent":"rpcutil","action":"daemon_stats","data":{}}`)}
-	id, payload, err := newRequest(k, nil)
-	if err != nil {
+	r, answered, _, err := l.call(ctx, nc, k)
+	var m map[string]any
+	if err != nil || !answered || r == nil || json.Unmarshal(r.Data, &m) != nil {
 		return nil
 	}
-	ch := make(chan *protocol.RPCReply, 1)
-	mu.Lock()
-	waiting[id] = ch
-	mu.Unlock()
-	if nc.Publish(o.collective+".node."+o.identity, payload) != nil {
-		return nil
-	}
-	select {
-	case r := <-ch:
-		var m map[string]any
-		if r != nil && json.Unmarshal(r.Data, &m) == nil {
-			return m
-		}
-	case <-time.After(10 * time.Second):
-	}
-	return nil
-}
-
-// rssKiB reads a process's resident set size; 0 when it cannot.
-func rssKiB(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return n
-		}
-	}
-	return 0
+	return m
 }
 
 // decodeReply unwraps a reply; nil when any layer is malformed, which
