@@ -78,7 +78,7 @@ func TestMain(m *testing.M) {
 
 // rawAgent returns an executable that runs this test binary as the raw
 // worker mode.
-func rawAgent(t *testing.T, mode string) string {
+func rawAgent(t testing.TB, mode string) string {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {

@@ -25,7 +25,7 @@ const patience = 10 * time.Second
 
 // newPool starts a pool of the sdk-go agent unless cfg names another, and
 // closes it when the test ends.
-func newPool(t *testing.T, cfg pool.Config, logs *runnertest.Logs) *pool.Pool {
+func newPool(t testing.TB, cfg pool.Config, logs *runnertest.Logs) *pool.Pool {
 	t.Helper()
 	cfg.Agent = "pooltest"
 	if cfg.RestartBackoff == 0 {
