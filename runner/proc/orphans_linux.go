@@ -63,14 +63,16 @@ func sweeper() {
 	}
 	t := time.NewTimer(idleSweep)
 	for {
+		everyThread := false
 		select {
 		case <-tracker.wake:
 		case <-t.C:
+			everyThread = true
 		}
 		tracker.mu.Lock()
 		tracker.sweepsBegun++
 		tracker.mu.Unlock()
-		busy := sweep(own)
+		busy := sweep(own, everyThread)
 		tracker.mu.Lock()
 		tracker.sweepsDone++
 		tracker.cond.Broadcast()
@@ -103,13 +105,13 @@ type found struct {
 // descendant. The sweeper alone reaps and signals orphans, so a pid it
 // signals cannot have been reused. It reports whether there is anything
 // to watch.
-func sweep(own int) (busy bool) {
+func sweep(own int, everyThread bool) (busy bool) {
 	// A child that died may have had children come to this process after
 	// the list was read, and one just killed will have: list again until
 	// nothing died and nothing was killed, so that a chain of orphans
 	// goes in one sweep.
 	for pass := 0; ; pass++ {
-		listed, reaped := list(own)
+		listed, reaped := list(own, everyThread)
 		busy, killed := tracker.classify(listed, time.Now())
 		if !reaped && !killed || pass == maxPasses {
 			return busy
@@ -125,8 +127,8 @@ const maxPasses = 64
 
 // list reads this process's children, reaps the dead ones it may and
 // returns the others outside its own session.
-func list(own int) (listed []found, reaped bool) {
-	for _, pid := range untracked(children()) {
+func list(own int, everyThread bool) (listed []found, reaped bool) {
+	for _, pid := range untracked(children(everyThread)) {
 		session, pgrp, zombie, ok := readStat(pid)
 		switch {
 		case !ok || session == own:
@@ -274,20 +276,33 @@ var childrenFiles = sync.OnceValue(func() bool {
 	return err == nil
 })
 
-// children lists this process's children.
-func children() []int {
+// children lists this process's children: those of its main thread, or
+// with everyThread those of every thread. The kernel gives a process's
+// orphans to the first live thread of their subreaper, the main thread,
+// which in Go lives as long as the program; only the children a thread
+// starts itself are that thread's, and proc tracks those. So the sweeps
+// run at every exit read one file, and the timed ones, now and then, read
+// every thread's in case a kernel does otherwise.
+func children(everyThread bool) []int {
 	if !childrenFiles() {
 		return scanChildren()
 	}
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return nil
+	tasks := []string{strconv.Itoa(os.Getpid())}
+	if everyThread {
+		entries, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return nil
+		}
+		tasks = tasks[:0]
+		for _, e := range entries {
+			tasks = append(tasks, e.Name())
+		}
 	}
 	var pids []int
 	for _, task := range tasks {
 		// A thread that just ended has no file any more; it has no
 		// children either.
-		b := readChildren(filepath.Join("/proc/self/task", task.Name(), "children"))
+		b := readChildren(filepath.Join("/proc/self/task", task, "children"))
 		for _, f := range bytes.Fields(b) {
 			if pid, err := strconv.Atoi(string(f)); err == nil {
 				pids = append(pids, pid)
