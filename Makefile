@@ -15,7 +15,7 @@ PYENV   := $(VENV)/.installed
 # `#!/usr/bin/env python3` agents find py-mco-agent.
 AGENT_PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all build run test test-go test-interop bench bench-go bench-load soak generate vet clean FORCE
+.PHONY: all build run test test-go test-interop bench bench-go bench-e2e bench-long bench-tools bench-load soak generate vet clean FORCE
 
 all: build
 
@@ -48,12 +48,36 @@ test-go: $(PYENV) $(CLOCK) $(GREETER)
 test-interop: $(PYENV)
 	cd testdata/choria-interop && PATH="$(AGENT_PATH)" $(GO) test -count=1 ./...
 
-## bench: Go benchmarks, then an end-to-end load run against `agent-host run` (see BENCHMARKS.md)
-bench: bench-go bench-load
+## bench: Go benchmarks, then the end-to-end side-by-side run against the go-choria server; writes BENCHMARKS.md and BENCHMARKS.png
+bench: bench-go bench-e2e
 
 bench-go: $(PYENV) $(CLOCK)
-	PATH="$(AGENT_PATH)" $(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
+	PATH="$(AGENT_PATH)" $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 
+BENCHTIME ?= 2s
+REFSERVER := bin/reference-server
+
+# The load tool, the bench driver, the slow agent and the reference server:
+# the real go-choria server, built from its packages in testdata/choria-interop.
+bench-tools: build
+	$(GO) build -o bin/agent-host-load ./cmd/agent-host-load
+	$(GO) build -o bin/agent-host-bench ./cmd/agent-host-bench
+	$(GO) build -o bin/pooltest ./testdata/agents-src/pooltest
+	if [ -d testdata/choria-interop/cmd/reference-server ]; then \
+		cd testdata/choria-interop && $(GO) build -o ../../$(REFSERVER) ./cmd/reference-server; \
+	else \
+		rm -f $(REFSERVER); echo "testdata/choria-interop/cmd/reference-server is missing: the bench runs without the reference server"; \
+	fi
+
+## bench-e2e: go-choria, agent-host exec and agent-host pool serving the same agents over TLS with signed requests
+bench-e2e: bench-tools $(PYENV)
+	PATH="$(AGENT_PATH)" bin/agent-host-bench run --out BENCHMARKS.md --plot BENCHMARKS.png
+
+## bench-long: 200 000 pooled requests against agent-host, its memory and its workers' watched; writes BENCHMARKS.md
+bench-long: bench-tools
+	PATH="$(AGENT_PATH)" bin/agent-host-bench long --out BENCHMARKS.md --requests 200000
+
+## bench-load: a quick load run against `agent-host run` on its embedded broker, without TLS or signing (printed only)
 LOAD_PORT ?= 14333
 LOAD      := bin/agent-host-load --broker nats://127.0.0.1:$(LOAD_PORT) --identity dev1.example.net --duration 10s
 

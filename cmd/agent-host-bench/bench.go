@@ -1,0 +1,544 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// The node every server is, and the caller the load comes from.
+const (
+	nodeIdentity = "bench.example.net"
+	callerName   = "load.mcollective"
+)
+
+// benchAgent is one agent action measured on every server.
+type benchAgent struct {
+	Label         string `json:"label"` // agent action, as in the report
+	Agent, Action string `json:"-"`
+	Data          string `json:"-"`
+	// Kind says what it is written in; Pooled that agent-host pools it in
+	// its pool set-up (the others are spawned per request there too).
+	Kind   string `json:"kind"`
+	Short  string `json:"short"` // Kind in a few words, for the plot
+	Pooled bool   `json:"pooled"`
+	// Builtin agents are not external agents on any server.
+	Builtin bool `json:"builtin"`
+	// Pending, when set, is a row that cannot be measured yet, and why.
+	Pending string `json:"pending,omitempty"`
+}
+
+// The agents of the side-by-side table, in its order.
+var benchAgents = []benchAgent{
+	{Label: "rpcutil ping", Agent: "rpcutil", Action: "ping", Data: `{}`, Kind: "built-in (Go, in the server)", Short: "built-in", Builtin: true},
+	{Label: "nodeinfo uptime", Agent: "nodeinfo", Action: "uptime", Data: `{}`, Kind: "POSIX sh, forks sed, cut, uname", Short: "POSIX sh"},
+	{Label: "parrot echo", Agent: "parrot", Action: "echo", Data: `{"message":"hello"}`, Kind: "Python, py-mco-agent 0.4.0", Short: "py-mco-agent"},
+	// SEAM: the same parrot pooled through agent-host's Python SDK. When
+	// sdk-python exists, install its parrot under the name parrot_sdk
+	// (in installAgents), clear Pending, and set Pooled.
+	{Label: "parrot echo (Python SDK, pooled)", Agent: "parrot_sdk", Action: "echo", Data: `{"message":"hello"}`, Kind: "Python, agent-host's Python SDK", Short: "Python SDK",
+		Pending: "the Python SDK (sdk-python) does not exist yet"},
+	{Label: "greeter hello", Agent: "greeter", Action: "hello", Data: `{"name":"load"}`, Kind: "Go, sdk-go", Short: "sdk-go", Pooled: true},
+}
+
+// serverKind is one of the three set-ups compared.
+type serverKind struct {
+	Key   string `json:"key"`   // ref, exec, pool
+	Label string `json:"label"` // as in the report
+}
+
+var (
+	serverRef  = serverKind{"ref", "go-choria v0.30.2"}
+	serverExec = serverKind{"exec", "agent-host exec"}
+	serverPool = serverKind{"pool", "agent-host pool"}
+)
+
+// Row is one measured row.
+type Row struct {
+	Agent       string  `json:"agent"`
+	Server      string  `json:"server"`
+	Mode        string  `json:"mode"`
+	Concurrency int     `json:"concurrency"`
+	Seconds     float64 `json:"seconds"`
+	PerSecond   float64 `json:"per_second"`
+	Sent        int64   `json:"sent"`
+	OK          int64   `json:"ok"`
+	Failed      int64   `json:"failed"`
+	Busy        int64   `json:"busy"`
+	NoReply     int64   `json:"no_reply"`
+	P50ms       float64 `json:"p50_ms"`
+	P95ms       float64 `json:"p95_ms"`
+	P99ms       float64 `json:"p99_ms"`
+	MaxMs       float64 `json:"max_ms"`
+	ServerCPU   float64 `json:"server_cpu_s"`
+	AgentsCPU   float64 `json:"agents_cpu_s"`
+	Workers     int     `json:"workers"`
+	Error       string  `json:"error,omitempty"`
+}
+
+// answered counts the requests that got a reply.
+func (r *Row) answered() int64 { return r.OK + r.Failed }
+
+// cpuPerRequest is host and agents CPU milliseconds per answered request.
+func (r *Row) cpuPerRequest() (host, agents float64) {
+	n := r.answered()
+	if n == 0 {
+		return 0, 0
+	}
+	return 1000 * r.ServerCPU / float64(n), 1000 * r.AgentsCPU / float64(n)
+}
+
+// Idle is a server's memory with many agents loaded and no requests.
+type Idle struct {
+	Server        string `json:"server"`
+	Agents        int    `json:"agents"`
+	RSSKiB        int64  `json:"rss_kib"`
+	Workers       int    `json:"workers"`
+	WorkersRSSKiB int64  `json:"workers_rss_kib"`
+	Error         string `json:"error,omitempty"`
+}
+
+// Results is everything a run measured, saved as JSON beside the report.
+type Results struct {
+	Date         string       `json:"date"`
+	Commit       string       `json:"commit"`
+	GoVersion    string       `json:"go_version"`
+	Python       string       `json:"python"`
+	Platform     string       `json:"platform"`
+	CPUs         int          `json:"cpus"`
+	CPUModel     string       `json:"cpu_model"`
+	Duration     string       `json:"duration"`
+	Ramp         string       `json:"ramp"`
+	Concurrency  []int        `json:"concurrency"`
+	Agents       []benchAgent `json:"agents"`
+	Servers      []serverKind `json:"servers"`
+	Rows         []Row        `json:"rows"`
+	SlowAgent    string       `json:"slow_agent"`
+	SlowDuration string       `json:"slow_duration"`
+	Slow         []Row        `json:"slow"`
+	Idle         []Idle       `json:"idle"`
+	Notes        []string     `json:"notes"`
+	Elapsed      float64      `json:"elapsed_s"`
+}
+
+// env is what every server of a run shares.
+type env struct {
+	o        options
+	dir      string
+	pki      *pki
+	broker   *server.Server
+	url      string
+	load     loadArgs
+	caller   *caller
+	facts    string
+	classes  string
+	nodeCert string
+	nodeKey  string
+}
+
+func setUp(o options) (*env, error) {
+	dir, err := filepath.Abs(o.work)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	e := &env{o: o, dir: dir}
+	if e.pki, err = newPKI(filepath.Join(dir, "ssl")); err != nil {
+		return nil, err
+	}
+	if e.nodeCert, e.nodeKey, err = e.pki.issue(nodeIdentity); err != nil {
+		return nil, err
+	}
+	cert, key, err := e.pki.issue(callerName)
+	if err != nil {
+		return nil, err
+	}
+	if e.broker, e.url, err = startBroker(e.pki); err != nil {
+		return nil, err
+	}
+	loadBin, err := filepath.Abs(o.load)
+	if err != nil {
+		return nil, err
+	}
+	e.load = loadArgs{binary: loadBin, broker: e.url, identity: nodeIdentity, caller: callerName, cert: cert, key: key, ca: e.pki.caFile}
+	if e.caller, err = newCaller(e.url, cert, key, e.pki.caFile, callerName); err != nil {
+		e.close()
+		return nil, err
+	}
+	e.facts, e.classes = filepath.Join(dir, "facts.yaml"), filepath.Join(dir, "classes.txt")
+	if err := os.WriteFile(e.facts, []byte("os:\n  family: Debian\nrole: bench\n"), 0o644); err != nil {
+		return nil, err
+	}
+	return e, os.WriteFile(e.classes, []byte("roles::bench\n"), 0o644)
+}
+
+func (e *env) close() {
+	if e.caller != nil {
+		e.caller.nc.Close()
+	}
+	if e.broker != nil {
+		e.broker.Shutdown()
+		e.broker.WaitForShutdown()
+	}
+}
+
+// installAgents fills libdir with the measured agents and the slow one.
+func (e *env) installAgents(libdir string) error {
+	for _, name := range []string{"nodeinfo", "parrot", "greeter"} {
+		if err := installAgent(libdir, filepath.Join(e.o.agents, name), name); err != nil {
+			return err
+		}
+	}
+	return e.installPooltest(libdir)
+}
+
+// installPooltest lays out pooltest as Choria's multi-arch agent.
+func (e *env) installPooltest(libdir string) error {
+	staged := filepath.Join(e.dir, "pooltest-src", "pooltest")
+	if err := copyFile(e.o.pooltestDDL, filepath.Join(staged, "pooltest.json"), 0o644); err != nil {
+		return fmt.Errorf("the pooltest DDL: %w", err)
+	}
+	if err := copyFile(e.o.pooltestBin, filepath.Join(staged, "pooltest", fmt.Sprintf("pooltest-%s_%s", runtime.GOOS, runtime.GOARCH)), 0o755); err != nil {
+		return fmt.Errorf("the pooltest binary (make bench builds it): %w", err)
+	}
+	return installAgent(libdir, staged, "pooltest")
+}
+
+// config writes the server configuration for kind k serving libdir, in
+// Choria's format; both servers read the keys they know.
+func (e *env) config(k serverKind, name, libdir string, extra ...string) (string, error) {
+	path := filepath.Join(e.dir, name+".conf")
+	kv := []string{
+		"identity", nodeIdentity,
+		"collectives", "mcollective",
+		"main_collective", "mcollective",
+		"plugin.choria.middleware_hosts", e.url,
+		"plugin.choria.use_srv", "false",
+		"plugin.security.provider", "file",
+		"plugin.security.file.certificate", e.nodeCert,
+		"plugin.security.file.key", e.nodeKey,
+		"plugin.security.file.ca", e.pki.caFile,
+		"plugin.choria.agent_provider.mcorpc.libdir", libdir,
+		"plugin.yaml", e.facts,
+		"classesfile", e.classes,
+		"loglevel", "warn",
+		"logfile", filepath.Join(e.dir, name+".log"),
+	}
+	switch k.Key {
+	case "exec":
+		kv = append(kv, "plugin.agent_host.pool.mode", "exec")
+	case "pool":
+		kv = append(kv, "plugin.agent_host.pool.mode", "auto")
+	case "ref":
+		// Choria's own defaults otherwise; no registration, no stats port.
+		kv = append(kv, "registerinterval", "0", "plugin.choria.stats_port", "0")
+	}
+	return path, writeConfig(path, append(kv, extra...)...)
+}
+
+// startServer starts kind k with config conf and waits until it lists want.
+func (e *env) startServer(ctx context.Context, k serverKind, name, conf string, want []string) (*process, error) {
+	var argv []string
+	switch k.Key {
+	case "ref":
+		bin, err := filepath.Abs(e.o.reference)
+		if err != nil {
+			return nil, err
+		}
+		argv = []string{bin, "--config", conf}
+	default:
+		bin, err := filepath.Abs(e.o.agentHost)
+		if err != nil {
+			return nil, err
+		}
+		argv = []string{bin, "run", "--config", conf}
+	}
+	p, err := start(k.Label, filepath.Join(e.dir, name+".out"), argv...)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.caller.waitReady(ctx, p, nodeIdentity, want, 90*time.Second); err != nil {
+		_ = p.stop(10 * time.Second)
+		return nil, err
+	}
+	return p, nil
+}
+
+// mode says how kind k runs agent a.
+func mode(k serverKind, a benchAgent) string {
+	switch {
+	case a.Builtin:
+		return "built-in"
+	case k.Key == "pool" && a.Pooled:
+		return "pooled"
+	case k.Key == "pool":
+		return "spawned (no worker protocol)"
+	case k.Key == "ref":
+		return "spawned (Choria)"
+	default:
+		return "spawned"
+	}
+}
+
+func rowFrom(a string, k serverKind, m string, res *loadResult) Row {
+	r := Row{Agent: a, Server: k.Key, Mode: m, Concurrency: res.Concurrency, Seconds: res.Seconds, PerSecond: res.PerSecond, Workers: res.Workers}
+	if len(res.Kinds) > 0 {
+		s := res.Kinds[0]
+		r.Sent, r.OK, r.Failed, r.Busy, r.NoReply = s.Sent, s.OK, s.Failed, s.Busy, s.NoReply
+		r.P50ms, r.P95ms, r.P99ms, r.MaxMs = s.P50ms, s.P95ms, s.P99ms, s.MaxMs
+		// Throughput is of answered requests.
+		if res.Seconds > 0 {
+			r.PerSecond = float64(r.OK+r.Failed) / res.Seconds
+		}
+	}
+	if res.ServerCPU != nil {
+		r.ServerCPU, r.AgentsCPU = *res.ServerCPU, *res.AgentsCPU
+	}
+	return r
+}
+
+func runBench(ctx context.Context, o options) error {
+	began := time.Now()
+	e, err := setUp(o)
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	res := &Results{
+		Date: time.Now().UTC().Format("2006-01-02"), Commit: o.commit, GoVersion: runtime.Version(),
+		Python: pythonVersion(), Platform: runtime.GOOS + "/" + runtime.GOARCH, CPUs: runtime.NumCPU(), CPUModel: cpuModel(),
+		Duration: o.duration.String(), Ramp: o.ramp.String(), Concurrency: o.concurrency, Agents: benchAgents,
+		Servers:   []serverKind{serverRef, serverExec, serverPool},
+		SlowAgent: fmt.Sprintf("pooltest sleep ms=%d (sdk-go; pooled in the pool set-up: 4 workers × 4 requests)", o.slowMS), SlowDuration: o.slowDuration.String(),
+	}
+	libdir := filepath.Join(e.dir, "lib")
+	if err := e.installAgents(libdir); err != nil {
+		return err
+	}
+	want := []string{"rpcutil", "nodeinfo", "parrot", "greeter", "pooltest"}
+	for _, k := range res.Servers {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if k.Key == "ref" {
+			if _, err := os.Stat(o.reference); err != nil {
+				note := fmt.Sprintf("The go-choria reference server (%s) was not built, so its rows and the ratios are missing.", o.reference)
+				logf("%s", note)
+				res.Notes = append(res.Notes, note)
+				continue
+			}
+		}
+		conf, err := e.config(k, k.Key, libdir)
+		if err != nil {
+			return err
+		}
+		logf("starting %s", k.Label)
+		p, err := e.startServer(ctx, k, k.Key, conf, want)
+		if err != nil {
+			res.Notes = append(res.Notes, fmt.Sprintf("%s did not start: %v", k.Label, err))
+			logf("%v", err)
+			continue
+		}
+		for _, a := range benchAgents {
+			if a.Pending != "" {
+				continue
+			}
+			for _, c := range o.concurrency {
+				if ctx.Err() != nil {
+					_ = p.stop(10 * time.Second)
+					return ctx.Err()
+				}
+				m := mode(k, a)
+				out, err := e.load.run(ctx, "--concurrency", itoa(c), "--duration", o.duration.String(), "--ramp", o.ramp.String(),
+					"--timeout", "30s", "--pid", itoa(p.pid()), "--data", a.Data, a.Agent, a.Action)
+				var row Row
+				if err != nil {
+					row = Row{Agent: a.Label, Server: k.Key, Mode: m, Concurrency: c, Error: err.Error()}
+				} else {
+					row = rowFrom(a.Label, k, m, out)
+				}
+				h, ag := row.cpuPerRequest()
+				logf("%-16s %-34s c=%-3d %8.1f req/s  p50 %7.2f ms  p99 %7.2f ms  cpu %.3f+%.3f ms/req  failed %d  no reply %d %s",
+					k.Label, a.Label, c, row.PerSecond, row.P50ms, row.P99ms, h, ag, row.Failed, row.NoReply, row.Error)
+				res.Rows = append(res.Rows, row)
+			}
+		}
+		// The slow agent at high concurrency: every request answered,
+		// with its reply or a busy error.
+		m := "spawned"
+		if k.Key == "pool" {
+			m = "pooled"
+		} else if k.Key == "ref" {
+			m = "spawned (Choria)"
+		}
+		out, err := e.load.run(ctx, "--concurrency", itoa(o.slowConcurrency), "--duration", o.slowDuration.String(),
+			"--timeout", "30s", "--pid", itoa(p.pid()), "--data", fmt.Sprintf(`{"ms":%d}`, o.slowMS), "pooltest", "sleep")
+		row := Row{Agent: "pooltest sleep", Server: k.Key, Mode: m, Concurrency: o.slowConcurrency}
+		if err != nil {
+			row.Error = err.Error()
+		} else {
+			row = rowFrom("pooltest sleep", k, m, out)
+		}
+		logf("%-16s slow c=%d: %d sent, %d ok, %d busy, %d other failures, %d unanswered %s",
+			k.Label, o.slowConcurrency, row.Sent, row.OK, row.Busy, row.Failed-row.Busy, row.NoReply, row.Error)
+		res.Slow = append(res.Slow, row)
+		if err := p.stop(20 * time.Second); err != nil {
+			res.Notes = append(res.Notes, err.Error())
+		}
+	}
+
+	res.Idle = e.idle(ctx, o, res)
+	res.Elapsed = time.Since(began).Seconds()
+
+	b, _ := json.MarshalIndent(res, "", "  ")
+	resultsFile := filepath.Join(e.dir, "results.json")
+	if err := os.WriteFile(resultsFile, b, 0o644); err != nil {
+		return err
+	}
+	logf("results in %s", resultsFile)
+	if err := writeSection(o.out, "e2e", e2eMarkdown(res, o)); err != nil {
+		return err
+	}
+	if o.plot != "" {
+		if err := writePlot(o.plot, res); err != nil {
+			return err
+		}
+	}
+	logf("wrote %s and %s in %.0f s", o.out, o.plot, res.Elapsed)
+	return nil
+}
+
+// idle starts the reference server and agent-host (pool set-up, one warm
+// worker per pooled agent) with idleAgents agents and measures their
+// memory with no requests.
+func (e *env) idle(ctx context.Context, o options, res *Results) []Idle {
+	libdir := filepath.Join(e.dir, "lib-idle")
+	want := []string{"rpcutil", "greeter", "pooltest"}
+	err := func() error {
+		if err := installAgent(libdir, filepath.Join(o.agents, "greeter"), "greeter"); err != nil {
+			return err
+		}
+		if err := e.installPooltest(libdir); err != nil {
+			return err
+		}
+		for i := 1; i <= o.idleAgents-2; i++ {
+			name := fmt.Sprintf("nodeinfo%02d", i)
+			if err := installAgent(libdir, filepath.Join(o.agents, "nodeinfo"), name); err != nil {
+				return err
+			}
+			want = append(want, name)
+		}
+		return nil
+	}()
+	if err != nil {
+		return []Idle{{Error: err.Error()}}
+	}
+	var out []Idle
+	for _, k := range []serverKind{serverRef, serverPool} {
+		if k.Key == "ref" {
+			if _, err := os.Stat(o.reference); err != nil {
+				continue
+			}
+		}
+		idle := Idle{Server: k.Key, Agents: o.idleAgents}
+		err := func() error {
+			conf, err := e.config(k, k.Key+"-idle", libdir, "plugin.agent_host.pool.min_workers", "1")
+			if err != nil {
+				return err
+			}
+			logf("starting %s with %d agents", k.Label, o.idleAgents)
+			p, err := e.startServer(ctx, k, k.Key+"-idle", conf, want)
+			if err != nil {
+				return err
+			}
+			defer p.stop(20 * time.Second) //nolint:errcheck
+			// Let start-up settle: activation checks done, warm workers
+			// started, the runtime's memory returned.
+			wantWorkers := 0
+			if k.Key == "pool" {
+				wantWorkers = 2
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			time.Sleep(3 * time.Second)
+			for {
+				r, err := e.load.run(ctx, "--concurrency", "1", "--requests", "1", "--pid", itoa(p.pid()), "rpcutil", "ping")
+				if err != nil {
+					return err
+				}
+				idle.RSSKiB, idle.Workers, idle.WorkersRSSKiB = r.RSSEndKiB, r.Workers, r.WorkersRSSEnd
+				if r.Workers >= wantWorkers || time.Now().After(deadline) {
+					return nil
+				}
+				time.Sleep(time.Second)
+			}
+		}()
+		if err != nil {
+			idle.Error = err.Error()
+		}
+		logf("%s idle with %d agents: RSS %d KiB, %d workers %d KiB %s", k.Label, o.idleAgents, idle.RSSKiB, idle.Workers, idle.WorkersRSSKiB, idle.Error)
+		out = append(out, idle)
+	}
+	return out
+}
+
+func execOutput(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).Output()
+	return string(out), err
+}
+
+func pythonVersion() string {
+	out, err := execOutput("python3", "--version")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(out), "Python"))
+}
+
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// writeSection replaces the text between <!-- name:begin --> and
+// <!-- name:end --> in the Markdown file at path, or appends the section.
+func writeSection(path, name, body string) error {
+	b, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	begin, end := "<!-- "+name+":begin -->", "<!-- "+name+":end -->"
+	doc := string(b)
+	section := begin + "\n" + body + end
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
+	if i >= 0 && j > i {
+		doc = doc[:i] + section + doc[j+len(end):]
+	} else {
+		doc = strings.TrimRight(doc, "\n") + "\n\n" + section + "\n"
+	}
+	return os.WriteFile(path, []byte(doc), 0o644)
+}

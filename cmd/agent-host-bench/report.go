@@ -1,0 +1,278 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+)
+
+// find returns the row of agent label on server at concurrency c.
+func (r *Results) find(label, server string, c int) *Row {
+	for i := range r.Rows {
+		row := &r.Rows[i]
+		if row.Agent == label && row.Server == server && row.Concurrency == c && row.Error == "" {
+			return row
+		}
+	}
+	return nil
+}
+
+func (r *Results) serverLabel(key string) string {
+	for _, s := range r.Servers {
+		if s.Key == key {
+			return s.Label
+		}
+	}
+	return key
+}
+
+// num formats a number with the precision its size deserves.
+func num(v float64) string {
+	switch {
+	case v == 0:
+		return "0"
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	case v >= 1:
+		return fmt.Sprintf("%.2f", v)
+	default:
+		return fmt.Sprintf("%.3f", v)
+	}
+}
+
+func ratio(v, ref float64) string {
+	if ref <= 0 || v <= 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f×", v/ref)
+}
+
+func mib(kib int64) string { return fmt.Sprintf("%.1f", float64(kib)/1024) }
+
+func verdict(ok bool) string {
+	if ok {
+		return "**met**"
+	}
+	return "**not met**"
+}
+
+func e2eMarkdown(r *Results, o options) string {
+	var b strings.Builder
+	cpu := fmt.Sprintf("%d CPUs", r.CPUs)
+	if r.CPUModel != "" {
+		cpu += " (" + r.CPUModel + ")"
+	}
+	fmt.Fprintf(&b, "Run on %s on commit `%s`: %s, %s, %s, Python %s; `make bench` took %.0f s for this part. "+
+		"Each row is %s of warm-up (not counted), then %s measured. Client, broker, servers and agents share the CPUs.\n\n",
+		r.Date, r.Commit, cpu, r.Platform, r.GoVersion, r.Python, r.Elapsed, r.Ramp, r.Duration)
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "**Note:** %s\n\n", n)
+	}
+	if o.plot != "" {
+		rel, err := filepath.Rel(filepath.Dir(o.out), o.plot)
+		if err != nil {
+			rel = o.plot
+		}
+		fmt.Fprintf(&b, "![req/s and CPU per request by agent and server](%s)\n\n", filepath.ToSlash(rel))
+	}
+
+	b.WriteString("The agents:\n\n| agent action | written in |\n| --- | --- |\n")
+	for _, a := range r.Agents {
+		fmt.Fprintf(&b, "| `%s` | %s |\n", a.Label, a.Kind)
+	}
+	b.WriteString("\n")
+
+	b.WriteString("req/s counts answered requests; × ref is against go-choria serving the same agent at the same concurrency. " +
+		"CPU is per answered request: the server process's own (host), and its agents' (the processes it spawned and reaped, " +
+		"and its live pool workers), from `/proc` before and after the row; the broker and the client are not in it. " +
+		"CPU × ref compares host + agents.\n\n")
+	b.WriteString("| agent action | server | runs as | c | req/s | × ref | p50 ms | p95 ms | p99 ms | failed / no reply | host CPU ms/req | agents CPU ms/req | CPU × ref |\n")
+	b.WriteString("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, a := range r.Agents {
+		if a.Pending != "" {
+			fmt.Fprintf(&b, "| `%s` | agent-host pool | pooled | | not measured: %s | | | | | | | | |\n", a.Label, a.Pending)
+			continue
+		}
+		for _, c := range r.Concurrency {
+			ref := r.find(a.Label, "ref", c)
+			for _, s := range r.Servers {
+				row := r.find(a.Label, s.Key, c)
+				if row == nil {
+					for _, x := range r.Rows {
+						if x.Agent == a.Label && x.Server == s.Key && x.Concurrency == c && x.Error != "" {
+							fmt.Fprintf(&b, "| `%s` | %s | | %d | failed: %s | | | | | | | | |\n", a.Label, s.Label, c, oneLine(x.Error))
+						}
+					}
+					continue
+				}
+				h, ag := row.cpuPerRequest()
+				vsRef, cpuRef := "—", "—"
+				if ref != nil && s.Key != "ref" {
+					rh, ra := ref.cpuPerRequest()
+					vsRef, cpuRef = ratio(row.PerSecond, ref.PerSecond), ratio(h+ag, rh+ra)
+				} else if s.Key == "ref" {
+					vsRef, cpuRef = "1", "1"
+				}
+				fmt.Fprintf(&b, "| `%s` | %s | %s | %d | %s | %s | %s | %s | %s | %d / %d | %s | %s | %s |\n",
+					a.Label, s.Label, row.Mode, c, num(row.PerSecond), vsRef, num(row.P50ms), num(row.P95ms), num(row.P99ms),
+					row.Failed, row.NoReply, num(h), num(ag), cpuRef)
+			}
+		}
+	}
+	b.WriteString("\nIn the pool set-up agent-host pools the agents that speak its worker protocol (here `greeter`, written with sdk-go) " +
+		"and spawns the others per request, as the exec set-up does: `nodeinfo` and py-mco-agent's `parrot` do not speak it. " +
+		"`rpcutil` is built into both servers.\n\n")
+
+	fmt.Fprintf(&b, "### A slow agent at concurrency %d\n\n", o.slowConcurrency)
+	fmt.Fprintf(&b, "`%s`, requests sent for %s, each loop waiting up to 30 s for its reply. "+
+		"agent-host's defaults: 64 requests in flight, 32 per agent, 1024 queued.\n\n", r.SlowAgent, r.SlowDuration)
+	b.WriteString("| server | runs as | c | sent | replies OK | busy replies | other errors | unanswered | p50 ms | p99 ms | max ms |\n")
+	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, row := range r.Slow {
+		if row.Error != "" {
+			fmt.Fprintf(&b, "| %s | %s | %d | failed: %s | | | | | | | |\n", r.serverLabel(row.Server), row.Mode, row.Concurrency, oneLine(row.Error))
+			continue
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %d | %d | %s | %s | %s |\n", r.serverLabel(row.Server), row.Mode, row.Concurrency,
+			row.Sent, row.OK, row.Busy, row.Failed-row.Busy, row.NoReply, num(row.P50ms), num(row.P99ms), num(row.MaxMs))
+	}
+
+	b.WriteString("\n### Memory, idle, with 50 agents loaded\n\n")
+	b.WriteString("48 copies of the sh agent `nodeinfo`, `greeter` and `pooltest`; agent-host in its pool set-up with " +
+		"`plugin.agent_host.pool.min_workers = 1`, so the two sdk-go agents each keep one warm worker, reported apart from the host. " +
+		"Resident memory after start-up has settled, no requests but one `rpcutil ping` to read it.\n\n")
+	b.WriteString("| server | agents | server RSS MiB | warm workers | workers' RSS MiB |\n| --- | ---: | ---: | ---: | ---: |\n")
+	for _, i := range r.Idle {
+		if i.Error != "" {
+			fmt.Fprintf(&b, "| %s | %d | failed: %s | | |\n", r.serverLabel(i.Server), i.Agents, oneLine(i.Error))
+			continue
+		}
+		fmt.Fprintf(&b, "| %s | %d | %s | %d | %s |\n", r.serverLabel(i.Server), i.Agents, mib(i.RSSKiB), i.Workers, mib(i.WorkersRSSKiB))
+	}
+
+	b.WriteString("\n### Against the targets\n\n")
+	targets(&b, r, o)
+	return b.String()
+}
+
+func targets(b *strings.Builder, r *Results, o options) {
+	// Pooled Go agent against agent-host's own ping rate.
+	var parts []string
+	ok := true
+	for _, c := range r.Concurrency {
+		g, p := r.find("greeter hello", "pool", c), r.find("rpcutil ping", "pool", c)
+		if g == nil || p == nil || p.PerSecond == 0 {
+			ok = false
+			continue
+		}
+		pc := 100 * g.PerSecond / p.PerSecond
+		ok = ok && pc >= 90
+		parts = append(parts, fmt.Sprintf("c=%d %.0f %%", c, pc))
+	}
+	fmt.Fprintf(b, "* Pooled Go agent (`greeter hello`, agent-host pool) at ≥ 90 %% of agent-host's own `rpcutil ping` rate: %s — %s.\n",
+		strings.Join(parts, ", "), verdict(ok && len(parts) > 0))
+
+	// exec against the reference, same agent.
+	parts, ok = nil, true
+	haveRef := false
+	for _, a := range r.Agents {
+		if a.Builtin || a.Pending != "" {
+			continue
+		}
+		for _, c := range r.Concurrency {
+			x, ref := r.find(a.Label, "exec", c), r.find(a.Label, "ref", c)
+			if x == nil || ref == nil || ref.PerSecond == 0 {
+				continue
+			}
+			haveRef = true
+			q := x.PerSecond / ref.PerSecond
+			ok = ok && q >= 1
+			parts = append(parts, fmt.Sprintf("`%s` c=%d %.2f×", a.Agent, c, q))
+		}
+	}
+	if haveRef {
+		fmt.Fprintf(b, "* agent-host exec at least the reference's req/s for the same agent: %s — %s.\n", strings.Join(parts, ", "), verdict(ok))
+	} else {
+		b.WriteString("* agent-host exec at least the reference's req/s for the same agent: not measured, the reference server was not run.\n")
+	}
+
+	// Host CPU per spawned request.
+	parts, ok = nil, true
+	for _, a := range r.Agents {
+		if a.Builtin || a.Pending != "" {
+			continue
+		}
+		for _, c := range r.Concurrency {
+			x := r.find(a.Label, "exec", c)
+			if x == nil {
+				continue
+			}
+			h, _ := x.cpuPerRequest()
+			ok = ok && h <= 0.5
+			parts = append(parts, fmt.Sprintf("`%s` c=%d %.2f ms", a.Agent, c, h))
+		}
+	}
+	fmt.Fprintf(b, "* Host CPU per spawned request (agent-host exec, its own process, agents not included) ≤ 0.5 ms: %s — %s.\n",
+		strings.Join(parts, ", "), verdict(ok && len(parts) > 0))
+	// What spawning adds to the request path: above the same server's ping.
+	parts = nil
+	for _, a := range r.Agents {
+		if a.Builtin || a.Pending != "" {
+			continue
+		}
+		for _, c := range r.Concurrency {
+			x, ping := r.find(a.Label, "exec", c), r.find("rpcutil ping", "exec", c)
+			if x == nil || ping == nil {
+				continue
+			}
+			h, _ := x.cpuPerRequest()
+			ph, _ := ping.cpuPerRequest()
+			parts = append(parts, fmt.Sprintf("`%s` c=%d %.2f ms", a.Agent, c, h-ph))
+		}
+	}
+	if len(parts) > 0 {
+		fmt.Fprintf(b, "  Of that, above the request path itself (the same row's host CPU less that of `rpcutil ping` at the same concurrency): %s.\n", strings.Join(parts, ", "))
+	}
+	for _, c := range r.Concurrency {
+		x, ref := r.find("nodeinfo uptime", "exec", c), r.find("nodeinfo uptime", "ref", c)
+		if x != nil && ref != nil {
+			h, _ := x.cpuPerRequest()
+			rh, _ := ref.cpuPerRequest()
+			fmt.Fprintf(b, "  For comparison, go-choria's own CPU per spawned `nodeinfo` request at c=%d: %.2f ms (agent-host %.2f ms).\n", c, rh, h)
+			break
+		}
+	}
+
+	// Slow agent.
+	parts, ok = nil, true
+	for _, row := range r.Slow {
+		if row.Error != "" {
+			ok = false
+			continue
+		}
+		ok = ok && row.NoReply == 0
+		parts = append(parts, fmt.Sprintf("%s %d unanswered (%d busy)", r.serverLabel(row.Server), row.NoReply, row.Busy))
+	}
+	fmt.Fprintf(b, "* At concurrency %d against a slow agent, 0 requests unanswered, each its reply or a clear busy error: %s — %s.\n",
+		o.slowConcurrency, strings.Join(parts, "; "), verdict(ok && len(parts) > 0))
+
+	// Idle memory.
+	for _, i := range r.Idle {
+		if i.Server == "pool" && i.Error == "" {
+			fmt.Fprintf(b, "* Host RSS under 30 MiB idle with %d agents loaded: %s MiB, workers apart (%d, %s MiB together) — %s.\n",
+				i.Agents, mib(i.RSSKiB), i.Workers, mib(i.WorkersRSSKiB), verdict(i.RSSKiB < 30*1024))
+		}
+	}
+	b.WriteString("* RSS flat over at least 200 000 pooled requests: `make bench-long`, below.\n")
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	s = strings.ReplaceAll(s, "|", "/")
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
+}
