@@ -5,6 +5,7 @@ go 1.26
 require (
 	github.com/choria-io/go-choria v0.30.2
 	github.com/nats-io/nats-server/v2 v2.14.2
+	github.com/sirupsen/logrus v1.9.4
 )
 
 require (
@@ -71,7 +72,6 @@ require (
 	github.com/santhosh-tekuri/jsonschema/v5 v5.3.1 // indirect
 	github.com/segmentio/asm v1.2.1 // indirect
 	github.com/segmentio/ksuid v1.0.4 // indirect
-	github.com/sirupsen/logrus v1.9.4 // indirect
 	github.com/tchap/go-patricia/v2 v2.3.3 // indirect
 	github.com/tidwall/gjson v1.19.0 // indirect
 	github.com/tidwall/match v1.2.0 // indirect
