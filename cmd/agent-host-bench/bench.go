@@ -411,16 +411,34 @@ func runBench(ctx context.Context, o options) error {
 		return err
 	}
 	logf("results in %s", resultsFile)
-	if err := writeSection(o.out, "e2e", e2eMarkdown(res, o)); err != nil {
+	if err := writeReport(res, o); err != nil {
 		return err
-	}
-	if o.plot != "" {
-		if err := writePlot(o.plot, res); err != nil {
-			return err
-		}
 	}
 	logf("wrote %s and %s in %.0f s", o.out, o.plot, res.Elapsed)
 	return nil
+}
+
+func writeReport(res *Results, o options) error {
+	if err := writeSection(o.out, "e2e", e2eMarkdown(res, o)); err != nil {
+		return err
+	}
+	if o.plot == "" {
+		return nil
+	}
+	return writePlot(o.plot, res)
+}
+
+// rewriteReport writes the report and plot of a saved run again.
+func rewriteReport(o options) error {
+	b, err := os.ReadFile(o.results)
+	if err != nil {
+		return err
+	}
+	var res Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("%s: %w", o.results, err)
+	}
+	return writeReport(&res, o)
 }
 
 // idle starts the reference server and agent-host (pool set-up, one warm

@@ -8,7 +8,8 @@ import (
 
 // A 5×7 bitmap font for the plot's labels, so that drawing text needs
 // nothing beyond the standard library. Each glyph is seven rows of five
-// pixels, '#' set.
+// pixels, '#' set; g, p, q and y start at the x-height (row 2 of the
+// others) and hang two rows below the baseline.
 var glyphs = map[rune]string{
 	'0':  ".###. #...# #..## #.#.# ##..# #...# .###.",
 	'1':  "..#.. .##.. ..#.. ..#.. ..#.. ..#.. .###.",
@@ -52,7 +53,7 @@ var glyphs = map[rune]string{
 	'd':  "....# ....# .##.# #..## #...# #...# .####",
 	'e':  "..... ..... .###. #...# ##### #.... .###.",
 	'f':  "..##. .#..# .#... ###.. .#... .#... .#...",
-	'g':  "..... .#### #...# #...# .#### ....# .###.",
+	'g':  ".#### #...# #...# #...# .#### ....# .###.",
 	'h':  "#.... #.... #.##. ##..# #...# #...# #...#",
 	'i':  "..#.. ..... .##.. ..#.. ..#.. ..#.. .###.",
 	'j':  "...#. ..... ..##. ...#. ...#. #..#. .##..",
@@ -61,8 +62,8 @@ var glyphs = map[rune]string{
 	'm':  "..... ..... ##.#. #.#.# #.#.# #...# #...#",
 	'n':  "..... ..... #.##. ##..# #...# #...# #...#",
 	'o':  "..... ..... .###. #...# #...# #...# .###.",
-	'p':  "..... ..... ####. #...# ####. #.... #....",
-	'q':  "..... ..... .##.# #..## .#### ....# ....#",
+	'p':  "####. #...# #...# ####. #.... #.... #....",
+	'q':  ".#### #...# #...# #...# .#### ....# ....#",
 	'r':  "..... ..... #.##. ##..# #.... #.... #....",
 	's':  "..... ..... .###. #.... .###. ....# ####.",
 	't':  ".#... .#... ###.. .#... .#... .#..# ..##.",
@@ -70,7 +71,7 @@ var glyphs = map[rune]string{
 	'v':  "..... ..... #...# #...# #...# .#.#. ..#..",
 	'w':  "..... ..... #...# #...# #.#.# #.#.# .#.#.",
 	'x':  "..... ..... #...# .#.#. ..#.. .#.#. #...#",
-	'y':  "..... ..... #...# #...# .#### ....# .###.",
+	'y':  "#...# #...# #...# #...# .#### ....# .###.",
 	'z':  "..... ..... ##### ...#. ..#.. .#... #####",
 	' ':  "..... ..... ..... ..... ..... ..... .....",
 	'.':  "..... ..... ..... ..... ..... .##.. .##..",
@@ -116,10 +117,11 @@ func drawText(img *image.RGBA, x, y int, s string, scale int, c color.Color) {
 		if !ok {
 			g = glyphs['?']
 		}
-		// Letters with a descender sit a row lower, below the baseline.
+		// Letters with a descender are drawn from the x-height down:
+		// their last two rows go below the baseline.
 		drop := 0
-		if strings.ContainsRune("gjpqy", r) {
-			drop = scale
+		if strings.ContainsRune("gpqy", r) {
+			drop = 2 * scale
 		}
 		for row, bits := range strings.Fields(g) {
 			for col, bit := range bits {

@@ -40,6 +40,11 @@ func main() {
 	app := kingpin.New("agent-host-bench", "End-to-end benchmark of agent-host against the go-choria server.")
 	runCmd := app.Command("run", "Measure every server, agent and concurrency; write the report and the plot.")
 	longCmd := app.Command("long", "A long run of pooled requests against agent-host, watching its memory and its workers'.")
+	reportCmd := app.Command("report", "Write the report and the plot again from a run's results.json.")
+	reportCmd.Arg("results", "results.json of a run.").Required().StringVar(&o.results)
+	reportCmd.Flag("out", "Markdown file whose generated section is replaced.").Default("BENCHMARKS.md").StringVar(&o.out)
+	reportCmd.Flag("plot", "PNG to draw.").Default("BENCHMARKS.png").StringVar(&o.plot)
+	reportCmd.Flag("slow-concurrency", "Concurrency of the slow-agent row.").Default("64").IntVar(&o.slowConcurrency)
 	for _, c := range []*kingpin.CmdClause{runCmd, longCmd} {
 		c.Flag("work", "Scratch directory (emptied first): PKI, configurations, agents, logs, results.").Default("bin/bench").StringVar(&o.work)
 		c.Flag("out", "Markdown file whose generated sections are replaced.").Default("BENCHMARKS.md").StringVar(&o.out)
@@ -75,6 +80,8 @@ func main() {
 		err = runBench(ctx, o)
 	case longCmd.FullCommand():
 		err = runLong(ctx, o)
+	case reportCmd.FullCommand():
+		err = rewriteReport(o)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "agent-host-bench:", err)

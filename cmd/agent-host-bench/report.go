@@ -125,7 +125,7 @@ func e2eMarkdown(r *Results, o options) string {
 		"and spawns the others per request, as the exec set-up does: `nodeinfo` and py-mco-agent's `parrot` do not speak it. " +
 		"`rpcutil` is built into both servers.\n\n")
 
-	fmt.Fprintf(&b, "### A slow agent at concurrency %d\n\n", o.slowConcurrency)
+	fmt.Fprintf(&b, "### A slow agent at concurrency %d\n\n", slowConcurrency(r, o))
 	fmt.Fprintf(&b, "`%s`, requests sent for %s, each loop waiting up to 30 s for its reply. "+
 		"agent-host's defaults: 64 requests in flight, 32 per agent, 1024 queued.\n\n", r.SlowAgent, r.SlowDuration)
 	b.WriteString("| server | runs as | c | sent | replies OK | busy replies | other errors | unanswered | p50 ms | p99 ms | max ms |\n")
@@ -256,7 +256,7 @@ func targets(b *strings.Builder, r *Results, o options) {
 		parts = append(parts, fmt.Sprintf("%s %d unanswered (%d busy)", r.serverLabel(row.Server), row.NoReply, row.Busy))
 	}
 	fmt.Fprintf(b, "* At concurrency %d against a slow agent, 0 requests unanswered, each its reply or a clear busy error: %s — %s.\n",
-		o.slowConcurrency, strings.Join(parts, "; "), verdict(ok && len(parts) > 0))
+		slowConcurrency(r, o), strings.Join(parts, "; "), verdict(ok && len(parts) > 0))
 
 	// Idle memory.
 	for _, i := range r.Idle {
@@ -266,6 +266,13 @@ func targets(b *strings.Builder, r *Results, o options) {
 		}
 	}
 	b.WriteString("* RSS flat over at least 200 000 pooled requests: `make bench-long`, below.\n")
+}
+
+func slowConcurrency(r *Results, o options) int {
+	if len(r.Slow) > 0 {
+		return r.Slow[0].Concurrency
+	}
+	return o.slowConcurrency
 }
 
 func oneLine(s string) string {
