@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -56,10 +57,16 @@ var env *environment
 type environment struct {
 	dir     string
 	binary  string
+	ca      *pki
 	nats    *server.Server
 	natsURL string
 	nodes   []*node
 	logs    []string // files worth printing when something fails
+
+	// greeter is the sdk-go example agent; refServer is
+	// cmd/reference-server, the real Choria server.
+	greeter   string
+	refServer string
 
 	// client is the Choria framework of rip.mcollective, certificate
 	// issued by the nodes' CA; rogue has a certificate of the same name
@@ -111,7 +118,7 @@ func (e *environment) setUp() error {
 	// Built before HOME changes, which would take the go command's build
 	// and module caches with it.
 	e.binary = filepath.Join(e.dir, "agent-host")
-	if err := buildAgentHost(e.binary); err != nil {
+	if err := buildAll(e); err != nil {
 		return err
 	}
 
@@ -129,6 +136,7 @@ func (e *environment) setUp() error {
 	if err != nil {
 		return err
 	}
+	e.ca = ca
 	other, err := newPKI(filepath.Join(e.dir, "ssl-other"), "Some other CA")
 	if err != nil {
 		return err
@@ -177,15 +185,36 @@ func (e *environment) setUp() error {
 	return e.waitReady()
 }
 
-// buildAgentHost builds the binary from the enclosing module.
-func buildAgentHost(out string) error {
+// buildAll builds, side by side, agent-host and the sdk-go example agent
+// greeter from the enclosing module, and the reference Choria server
+// from this one.
+func buildAll(e *environment) error {
+	e.greeter = filepath.Join(e.dir, "greeter")
+	e.refServer = filepath.Join(e.dir, "reference-server")
+	root := filepath.Join("..", "..")
+	builds := []struct{ dir, out, pkg string }{
+		{root, e.binary, "./cmd/agent-host"},
+		{root, e.greeter, "./sdk-go/examples/greeter"},
+		{".", e.refServer, "./cmd/reference-server"},
+	}
+	errs := make([]error, len(builds))
+	var wg sync.WaitGroup
+	for i, b := range builds {
+		wg.Go(func() { errs[i] = goBuild(b.dir, b.out, b.pkg) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// goBuild builds the package pkg of the module in dir into out.
+func goBuild(dir, out, pkg string) error {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
-		return fmt.Errorf("the go command is needed to build agent-host: %w", err)
+		return fmt.Errorf("the go command is needed to build %s: %w", pkg, err)
 	}
-	cmd := exec.Command(gobin, "-C", filepath.Join("..", ".."), "build", "-o", out, "./cmd/agent-host")
+	cmd := exec.Command(gobin, "-C", dir, "build", "-o", out, pkg)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("building agent-host: %w\n%s", err, b)
+		return fmt.Errorf("building %s: %w\n%s", pkg, err, b)
 	}
 	return nil
 }
