@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -245,8 +246,10 @@ func (e *env) config(k serverKind, name, libdir string, extra ...string) (string
 	case "pool":
 		kv = append(kv, "plugin.agent_host.pool.mode", "auto")
 	case "ref":
-		// Choria's own defaults otherwise; no registration, no stats port.
-		kv = append(kv, "registerinterval", "0", "plugin.choria.stats_port", "0")
+		// Choria's default authorization (actionpolicy) denies every
+		// request to an agent without a policy file; agent-host does not
+		// authorize yet either. No registration, no stats port.
+		kv = append(kv, "rpcauthorization", "0", "registerinterval", "0", "plugin.choria.stats_port", "0")
 	}
 	return path, writeConfig(path, append(kv, extra...)...)
 }
@@ -334,6 +337,9 @@ func runBench(ctx context.Context, o options) error {
 	for _, k := range res.Servers {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if !slices.Contains(o.servers, k.Key) {
+			continue
 		}
 		if k.Key == "ref" {
 			if _, err := os.Stat(o.reference); err != nil {
@@ -468,6 +474,9 @@ func (e *env) idle(ctx context.Context, o options, res *Results) []Idle {
 	}
 	var out []Idle
 	for _, k := range []serverKind{serverRef, serverPool} {
+		if !slices.Contains(o.servers, k.Key) {
+			continue
+		}
 		if k.Key == "ref" {
 			if _, err := os.Stat(o.reference); err != nil {
 				continue
