@@ -84,7 +84,12 @@ type Row struct {
 	ServerCPU   float64 `json:"server_cpu_s"`
 	AgentsCPU   float64 `json:"agents_cpu_s"`
 	Workers     int     `json:"workers"`
-	Error       string  `json:"error,omitempty"`
+	// LogSlowConsumer and LogTimeouts count the server's log lines during
+	// the row that say NATS dropped messages for a slow consumer, and
+	// that a request timed out; only for the slow-agent rows.
+	LogSlowConsumer int    `json:"log_slow_consumer,omitempty"`
+	LogTimeouts     int    `json:"log_timeouts,omitempty"`
+	Error           string `json:"error,omitempty"`
 }
 
 // answered counts the requests that got a reply.
@@ -392,6 +397,8 @@ func runBench(ctx context.Context, o options) error {
 		} else if k.Key == "ref" {
 			m = "spawned (Choria)"
 		}
+		logFile := filepath.Join(e.dir, k.Key+".log")
+		slowBefore, timeoutsBefore := logCounts(logFile)
 		out, err := e.load.run(ctx, "--concurrency", itoa(o.slowConcurrency), "--duration", o.slowDuration.String(),
 			"--timeout", "30s", "--pid", itoa(p.pid()), "--data", fmt.Sprintf(`{"ms":%d}`, o.slowMS), "pooltest", "sleep")
 		row := Row{Agent: "pooltest sleep", Server: k.Key, Mode: m, Concurrency: o.slowConcurrency}
@@ -400,6 +407,8 @@ func runBench(ctx context.Context, o options) error {
 		} else {
 			row = rowFrom("pooltest sleep", k, m, out)
 		}
+		slowAfter, timeoutsAfter := logCounts(logFile)
+		row.LogSlowConsumer, row.LogTimeouts = slowAfter-slowBefore, timeoutsAfter-timeoutsBefore
 		logf("%-16s slow c=%d: %d sent, %d ok, %d busy, %d other failures, %d unanswered %s",
 			k.Label, o.slowConcurrency, row.Sent, row.OK, row.Busy, row.Failed-row.Busy, row.NoReply, row.Error)
 		res.Slow = append(res.Slow, row)
@@ -521,6 +530,24 @@ func (e *env) idle(ctx context.Context, o options, res *Results) []Idle {
 		out = append(out, idle)
 	}
 	return out
+}
+
+// logCounts counts the lines of a server's log that say NATS dropped
+// messages for a slow consumer, and that a request timed out.
+func logCounts(path string) (slowConsumer, timeouts int) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(strings.ToLower(string(b)), "\n") {
+		if strings.Contains(line, "slow consumer") {
+			slowConsumer++
+		}
+		if strings.Contains(line, "timeout") || strings.Contains(line, "timed out") {
+			timeouts++
+		}
+	}
+	return slowConsumer, timeouts
 }
 
 func execOutput(name string, args ...string) (string, error) {

@@ -128,16 +128,20 @@ func e2eMarkdown(r *Results, o options) string {
 	fmt.Fprintf(&b, "### A slow agent at concurrency %d\n\n", slowConcurrency(r, o))
 	fmt.Fprintf(&b, "`%s`, requests sent for %s, each loop waiting up to 30 s for its reply. "+
 		"agent-host's defaults: 64 requests in flight, 32 per agent, 1024 queued.\n\n", r.SlowAgent, r.SlowDuration)
-	b.WriteString("| server | runs as | c | sent | replies OK | busy replies | other errors | unanswered | p50 ms | p99 ms | max ms |\n")
-	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	b.WriteString("| server | runs as | c | sent | replies OK | busy replies | other errors | unanswered | p50 ms | p99 ms | max ms | its log: slow consumer / timeout lines |\n")
+	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, row := range r.Slow {
 		if row.Error != "" {
-			fmt.Fprintf(&b, "| %s | %s | %d | failed: %s | | | | | | | |\n", r.serverLabel(row.Server), row.Mode, row.Concurrency, oneLine(row.Error))
+			fmt.Fprintf(&b, "| %s | %s | %d | failed: %s | | | | | | | | |\n", r.serverLabel(row.Server), row.Mode, row.Concurrency, oneLine(row.Error))
 			continue
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %d | %d | %s | %s | %s |\n", r.serverLabel(row.Server), row.Mode, row.Concurrency,
-			row.Sent, row.OK, row.Busy, row.Failed-row.Busy, row.NoReply, num(row.P50ms), num(row.P99ms), num(row.MaxMs))
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %d | %d | %s | %s | %s | %d / %d |\n", r.serverLabel(row.Server), row.Mode, row.Concurrency,
+			row.Sent, row.OK, row.Busy, row.Failed-row.Busy, row.NoReply, num(row.P50ms), num(row.P99ms), num(row.MaxMs), row.LogSlowConsumer, row.LogTimeouts)
 	}
+	b.WriteString("\ngo-choria starts every request's agent at once, with no limit, and checks requests one at a time from a NATS channel " +
+		"subscription buffered for 10 messages, beyond which NATS drops them (\"slow consumer\"); a request whose agent does not finish " +
+		"within the DDL's timeout gets no reply. " +
+		"agent-host queues what it cannot run yet and answers a request it cannot queue, or that waited past its TTL, that the node is busy.\n")
 
 	b.WriteString("\n### Memory, idle, with 50 agents loaded\n\n")
 	b.WriteString("48 copies of the sh agent `nodeinfo`, `greeter` and `pooltest`; agent-host in its pool set-up with " +
