@@ -95,10 +95,27 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
+// gitCommit names the commit measured, and says so when tracked files
+// other than the report differ from it.
 func gitCommit() string {
 	out, err := execOutput("git", "rev-parse", "--short", "HEAD")
 	if err != nil {
 		return "unknown"
 	}
-	return strings.TrimSpace(out)
+	commit := strings.TrimSpace(out)
+	status, err := execOutput("git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md", ":!BENCHMARKS.png")
+	if err == nil && strings.TrimSpace(status) != "" {
+		commit += "` with uncommitted changes to `" + strings.Join(changedFiles(status), "`, `")
+	}
+	return commit
+}
+
+func changedFiles(status string) []string {
+	var files []string
+	for _, line := range strings.Split(strings.TrimSpace(status), "\n") {
+		if len(line) > 3 {
+			files = append(files, strings.TrimSpace(line[3:]))
+		}
+	}
+	return files
 }

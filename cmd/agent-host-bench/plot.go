@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 )
 
 var (
@@ -42,7 +43,11 @@ func writePlot(path string, r *Results) error {
 	c := plotConcurrency(r.Concurrency)
 	img := image.NewRGBA(image.Rect(0, 0, plotW, plotH))
 	fill(img, 0, 0, plotW, plotH, white)
-	title := fmt.Sprintf("agent-host bench, concurrency %d: commit %s, %d CPUs, %s, %s", c, r.Commit, r.CPUs, r.Platform, r.Date)
+	commit, _, dirty := strings.Cut(r.Commit, "`")
+	if dirty {
+		commit += " + uncommitted changes"
+	}
+	title := fmt.Sprintf("agent-host bench, concurrency %d: commit %s, %d CPUs, %s, %s", c, commit, r.CPUs, r.Platform, r.Date)
 	drawText(img, marginL, 16, title, scale, black)
 	// Legend.
 	x := marginL
