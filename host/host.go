@@ -264,6 +264,11 @@ func (h *Host) Run(ctx context.Context) error {
 		}
 	}()
 
+	// Agents and workers get only the descriptors they are given, not
+	// what the host inherited.
+	if err := proc.CloseInheritedOnExec(); err != nil {
+		h.log.Debug("descriptors the host inherited may reach its agents", "error", err)
+	}
 	// Agents' descendants that leave their session come back to the host
 	// when their parent dies, rather than to init, so they can be stopped.
 	if h.cfg.StopLeftovers {

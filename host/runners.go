@@ -53,7 +53,7 @@ func (r *agentRunners) runnerFor(a *runner.Agent) (runner.Runner, func() int) {
 		p = &pooledAgent{agent: a, exec: exec, pool: pool.New(poolConfig(a, cfg, r.inv), pool.WithLogger(r.log.With("component", "pool")))}
 		if old != nil {
 			old.next.Store(p)
-			r.retireLocked(old, "the agent changed on disk")
+			r.retireLocked(old, "the agent changed on disk", wp.ReasonReload)
 		}
 		r.pools[a.Name] = p
 		r.log.Info("serving the agent with a pool of workers", "agent", a.Name, "max_workers", cfg.PoolMaxWorkers, "min_workers", cfg.PoolMinWorkers)
@@ -90,14 +90,14 @@ func (r *agentRunners) retired(table *agentTable) {
 	defer r.mu.Unlock()
 	for name, p := range r.pools {
 		if e := table.get(name); e == nil || e.run != runner.Runner(p) {
-			r.retireLocked(p, "the agent is no longer served")
+			r.retireLocked(p, "the agent is no longer served", wp.ReasonStop)
 		}
 	}
 }
 
 // retireLocked closes p in the background: the requests that picked it
 // still finish on its workers.
-func (r *agentRunners) retireLocked(p *pooledAgent, why string) {
+func (r *agentRunners) retireLocked(p *pooledAgent, why, reason string) {
 	if r.pools[p.agent.Name] == p {
 		delete(r.pools, p.agent.Name)
 	}
@@ -105,7 +105,7 @@ func (r *agentRunners) retireLocked(p *pooledAgent, why string) {
 	r.closing.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ForAgent(p.agent.Name).PoolShutdownGrace+r.cfg.ShutdownGrace)
 		defer cancel()
-		_ = p.pool.Close(ctx)
+		_ = p.pool.CloseFor(ctx, reason)
 	})
 }
 
@@ -114,7 +114,7 @@ func (r *agentRunners) retireLocked(p *pooledAgent, why string) {
 func (r *agentRunners) close() {
 	r.mu.Lock()
 	for _, p := range r.pools {
-		r.retireLocked(p, "the host is stopping")
+		r.retireLocked(p, "the host is stopping", wp.ReasonStop)
 	}
 	r.mu.Unlock()
 	r.closing.Wait()
@@ -161,6 +161,7 @@ func poolConfig(a *runner.Agent, cfg *config.Config, inv *inventory.Inventory) p
 	return pool.Config{
 		Agent:             a.Name,
 		Executable:        a.Executable,
+		HostName:          "agent-host/" + Version,
 		PluginConfigDir:   cfg.PluginConfigDir(),
 		Facts:             inv.Facts,
 		MinWorkers:        cfg.PoolMinWorkers,

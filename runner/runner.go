@@ -13,6 +13,12 @@ import (
 	"github.com/agent-host/agent-host/protocol"
 )
 
+// DefaultPluginConfigDir is where agents' configuration lives when the
+// host has no configuration file: the plugin.d beside Choria's default
+// server configuration, /etc/choria/server.conf. An agent is told
+// CHORIA_EXTERNAL_CONFIG=<dir>/<agent>.
+const DefaultPluginConfigDir = "/etc/choria/plugin.d"
+
 // Runner runs the actions of one agent.
 type Runner interface {
 	// Run executes one request and returns the agent's reply. The

@@ -14,9 +14,9 @@ import (
 // node's facts, classes and agents, and expr-lang's closures and
 // builtins repeat work.
 type budget struct {
-	calls int // calls of fact(), with(), include() and semver() left
-	with  int // bytes of with() queries left
-	steps int // closure steps left
+	calls   int // calls of fact(), with(), include() and semver() left
+	with    int // bytes of with() queries left
+	steps   int // closure steps left
 	match   int // regular expression matching left: subject bytes times pattern instructions
 	compile int // size of patterns left to compile (see regexpCost)
 	built   int // bytes the builtins may still take and return

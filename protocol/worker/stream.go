@@ -56,13 +56,24 @@ func (r *Reader) Next() ([]byte, error) {
 type Writer struct {
 	mu  sync.Mutex
 	w   io.Writer
+	max int // 0 until SetMax
 	buf bytes.Buffer
 }
 
 // NewWriter writes to w.
 func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
 
-// Write encodes doc as one line and writes it.
+// SetMax sets the largest document Write writes, once the handshake
+// agreed one.
+func (w *Writer) SetMax(max int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.max = max
+}
+
+// Write encodes doc as one line and writes it. A document larger than
+// the limit is not written: the error wraps ErrTooLarge, and the stream
+// is as it was.
 func (w *Writer) Write(doc any) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -71,6 +82,9 @@ func (w *Writer) Write(doc any) error {
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(doc); err != nil {
 		return fmt.Errorf("worker: encoding a document: %w", err)
+	}
+	if size := w.buf.Len() - 1; w.max > 0 && size > w.max {
+		return fmt.Errorf("%w: %d bytes, more than %d", ErrTooLarge, size, w.max)
 	}
 	_, err := w.w.Write(w.buf.Bytes())
 	return err

@@ -58,11 +58,13 @@ const (
 
 // Reasons a shutdown or a cancel gives.
 const (
-	ReasonStop     = "stop"
-	ReasonReload   = "reload"
-	ReasonRecycle  = "recycle"
-	ReasonIdle     = "idle"
-	ReasonFailed   = "failed"
+	ReasonStop    = "stop"
+	ReasonReload  = "reload"
+	ReasonRecycle = "recycle"
+	ReasonIdle    = "idle"
+	ReasonFailed  = "failed"
+	// ReasonDeadline is a cancel's at the request's deadline; a cancel for
+	// any other reason gives ReasonStop.
 	ReasonDeadline = "deadline"
 )
 

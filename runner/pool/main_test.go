@@ -120,11 +120,21 @@ func rawWorker(mode string) int {
 		ready.V = 9
 		_ = out.Write(ready)
 		time.Sleep(time.Hour)
+	case "readyexit":
+		_ = out.Write(ready)
+		return 0
 	case "inactive":
 		ready.Activate, ready.ActivateReason = false, "not on this node"
 		_ = out.Write(ready)
 		return 0
-	case "garbage", "nopong", "noread":
+	case "closein": // ready, then deaf: its end of fd 3 closed, alive
+		os.NewFile(wp.HostFD, "in").Close()
+		_ = out.Write(ready)
+		time.Sleep(time.Hour)
+	case "closeout": // mute: its end of fd 4 closed before the handshake, alive
+		os.NewFile(wp.WorkerFD, "out").Close()
+		time.Sleep(time.Hour)
+	case "garbage", "nopong", "noread", "spamreply", "bigreply":
 		_ = out.Write(ready)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown raw mode", mode)
@@ -150,6 +160,16 @@ func rawWorker(mode string) int {
 					fmt.Fprintf(os.NewFile(wp.WorkerFD, "out"), "not json %d\n", i)
 				}
 				continue
+			}
+			if mode == "bigreply" {
+				_ = out.Write(wp.Reply{Type: wp.TypeReply, V: wp.V1, ID: doc.ID, Reply: json.RawMessage(`{"data":{"x":"` + strings.Repeat("x", 200_000) + `"}}`)})
+				continue
+			}
+			if mode == "spamreply" {
+				// Replies to requests never sent, before the real one.
+				for i := range 5000 {
+					_ = out.Write(wp.Reply{Type: wp.TypeReply, V: wp.V1, ID: "bogus" + strconv.Itoa(i), Reply: json.RawMessage(`{"data":{}}`)})
+				}
 			}
 			_ = out.Write(wp.Reply{Type: wp.TypeReply, V: wp.V1, ID: doc.ID, Reply: json.RawMessage(`{"statuscode":0,"data":{"pid":` + strconv.Itoa(os.Getpid()) + `}}`)})
 		case *wp.Shutdown:

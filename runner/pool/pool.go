@@ -55,6 +55,9 @@ type Config struct {
 	Agent string
 	// Executable is the agent's executable, started with no arguments.
 	Executable string
+	// HostName names the host and its version in the handshake, for the
+	// worker's log. Empty means "agent-host".
+	HostName string
 	// PluginConfigDir is where the agent's configuration lives: workers get
 	// CHORIA_EXTERNAL_CONFIG=<PluginConfigDir>/<agent>, as in exec mode.
 	PluginConfigDir string
@@ -152,6 +155,9 @@ func (c *Config) setDefaults() {
 	if c.Path == "" {
 		c.Path = os.Getenv("PATH")
 	}
+	if c.HostName == "" {
+		c.HostName = "agent-host"
+	}
 	if c.TempDir == "" {
 		c.TempDir = os.TempDir()
 	}
@@ -159,10 +165,13 @@ func (c *Config) setDefaults() {
 	if abs, err := filepath.Abs(c.Executable); err == nil {
 		c.Executable = abs
 	}
-	if c.PluginConfigDir != "" {
-		if abs, err := filepath.Abs(c.PluginConfigDir); err == nil {
-			c.PluginConfigDir = abs
-		}
+	// As in exec mode: a relative or empty directory would name the
+	// agent's configuration inside the shared TempDir.
+	if c.PluginConfigDir == "" {
+		c.PluginConfigDir = runner.DefaultPluginConfigDir
+	}
+	if abs, err := filepath.Abs(c.PluginConfigDir); err == nil {
+		c.PluginConfigDir = abs
 	}
 	if c.Facts == nil {
 		c.Facts = func() []byte { return []byte("{}") }
@@ -490,6 +499,10 @@ func (p *Pool) failedLocked(why string) {
 	now := time.Now()
 	p.failuresTotal++
 	p.failures = slices.DeleteFunc(p.failures, func(t time.Time) bool { return now.Sub(t) > p.cfg.RestartPeriod })
+	if len(p.failures) == 0 {
+		// The last failure is a period ago: this one starts afresh.
+		p.backoff = p.cfg.RestartBackoff
+	}
 	p.failures = append(p.failures, now)
 	p.startAt = now.Add(p.backoff)
 	p.backoff = min(2*p.backoff, p.cfg.RestartBackoffMax)
@@ -524,6 +537,12 @@ func (p *Pool) healthyLocked() {
 // that arrive meanwhile are still served: a hot reload closes the old pool
 // while requests that picked it still run.
 func (p *Pool) Close(ctx context.Context) error {
+	return p.CloseFor(ctx, wp.ReasonStop)
+}
+
+// CloseFor is Close, telling the workers why they shut down: one of the
+// protocol's reasons, such as wp.ReasonReload for an agent that changed.
+func (p *Pool) CloseFor(ctx context.Context, reason string) error {
 	p.mu.Lock()
 	p.closing = true
 	for p.inFlightLocked() > 0 {
@@ -542,7 +561,9 @@ stop:
 	for _, w := range p.workers {
 		if w.state == ready || w.state == draining {
 			w.state = draining
-			w.retireReason = wp.ReasonStop
+			if w.retireReason == "" {
+				w.retireReason = reason
+			}
 			w.shutdown()
 		}
 	}

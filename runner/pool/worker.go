@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -58,7 +59,8 @@ type worker struct {
 	lastPing     time.Time
 	retireReason string
 	killReason   string
-	garbage      int
+	garbageLines int
+	maxDocument  int // the limit agreed in the handshake
 
 	shutdownOnce sync.Once
 }
@@ -111,6 +113,9 @@ func (p *Pool) start(id int) {
 	p.started++
 	w.born, w.lastUsed, w.lastPing = time.Now(), time.Now(), time.Now()
 	p.workers = append(p.workers, w)
+	// Only now: a worker that died at once is taken out of p.workers by
+	// watch, which must not run before it is in.
+	p.wg.Go(w.watch)
 	p.log.Info("worker started", "pid", w.proc.Pid(), "sdk", w.sdk, "protocol", w.v, "concurrency", w.capacity)
 	if p.closing || p.failed != nil {
 		w.state = draining
@@ -184,14 +189,13 @@ func (p *Pool) launch(id int) (*worker, error) {
 		return nil, err
 	}
 	p.wg.Go(func() { w.read(reader) })
-	p.wg.Go(w.watch)
 	return w, nil
 }
 
 // handshake sends Hello and reads the worker's answer.
 func (w *worker) handshake(reader *wp.Reader) error {
 	cfg := &w.p.cfg
-	if err := w.out.Write(wp.Hello{Type: wp.TypeHello, Versions: []int{wp.V1}, Host: "agent-host", Agent: cfg.Agent,
+	if err := w.out.Write(wp.Hello{Type: wp.TypeHello, Versions: []int{wp.V1}, Host: cfg.HostName, Agent: cfg.Agent,
 		MaxDocumentBytes: cfg.MaxDocumentBytes, HandshakeMS: cfg.HandshakeTimeout.Milliseconds()}); err != nil {
 		return fmt.Errorf("the worker exited before the handshake (%s): %s", w.how(), tailText(w.proc.StderrTail()))
 	}
@@ -220,7 +224,11 @@ func (w *worker) handshake(reader *wp.Reader) error {
 	switch doc := f.doc.(type) {
 	case nil:
 		if errors.Is(f.err, io.EOF) || errors.Is(f.err, os.ErrClosed) {
-			<-w.proc.Exited()
+			select {
+			case <-w.proc.Exited():
+			case <-timer.C:
+				return &handshakeError{msg: fmt.Sprintf("the worker closed its protocol stream before the handshake; its stderr ended with: %s", tailText(w.proc.StderrTail()))}
+			}
 			return &handshakeError{msg: fmt.Sprintf("the worker exited before the handshake (%s); its stderr ended with: %s", w.how(), tailText(w.proc.StderrTail()))}
 		}
 		return &handshakeError{msg: fmt.Sprintf("the worker's answer to the handshake is not a protocol document: %v", f.err)}
@@ -246,8 +254,10 @@ func (w *worker) handshake(reader *wp.Reader) error {
 			limit = min(limit, doc.MaxDocumentBytes)
 		}
 		reader.SetMax(limit)
+		w.out.SetMax(limit)
+		w.maxDocument = limit
 		if cfg.MaxRequests > 0 {
-			w.limit = cfg.MaxRequests + rand.N(cfg.MaxRequestsJitter+1)
+			w.limit = cfg.MaxRequests + rand.N(min(cfg.MaxRequestsJitter, 1<<30)+1)
 		}
 		if cfg.MaxLifetime > 0 {
 			w.lifetime = cfg.MaxLifetime + jitter(cfg.MaxLifetime/10)
@@ -264,7 +274,7 @@ func (w *worker) read(reader *wp.Reader) {
 	for {
 		line, err := reader.Next()
 		if errors.Is(err, wp.ErrTooLarge) {
-			w.kill(fmt.Sprintf("it sent a protocol document larger than %d bytes (plugin.agent_host.pool.max_document_bytes)", w.p.cfg.MaxDocumentBytes))
+			w.kill(fmt.Sprintf("it sent a protocol document larger than %d bytes, the limit agreed in the handshake (plugin.agent_host.pool.max_document_bytes)", w.maxDocument))
 			return
 		}
 		if err != nil {
@@ -272,37 +282,61 @@ func (w *worker) read(reader *wp.Reader) {
 		}
 		doc, err := wp.Decode(line, w.v)
 		if err != nil {
-			w.p.mu.Lock()
-			w.garbage++
-			n := w.garbage
-			w.p.mu.Unlock()
-			log.Warn("the worker wrote something that is not a protocol document on its protocol stream", "error", err, "line", clip(line))
-			if n >= maxGarbage {
-				w.kill(fmt.Sprintf("it wrote %d lines that are not protocol documents", n))
+			if w.garbage(log, "the worker wrote something that is not a protocol document on its protocol stream", "error", err, "line", clip(line)) {
 				return
 			}
 			continue
 		}
 		switch doc := doc.(type) {
 		case *wp.Reply:
-			w.deliver(doc)
+			if !w.deliver(doc) && w.garbage(log, "the worker replied to a request it was not asked, or twice", "id", doc.ID) {
+				return
+			}
 		case *wp.Pong:
 			w.p.mu.Lock()
-			if ch := w.pongs[doc.ID]; ch != nil {
+			ch := w.pongs[doc.ID]
+			if ch != nil {
 				close(ch)
 				delete(w.pongs, doc.ID)
 			}
 			w.p.mu.Unlock()
+			// A pong after its ping timed out is no harm, and costs
+			// nothing: it is not logged.
 		default:
-			log.Warn("the worker sent a document a worker does not send", "type", fmt.Sprintf("%T", doc))
+			if w.garbage(log, "the worker sent a document a worker does not send", "type", fmt.Sprintf("%T", doc)) {
+				return
+			}
 		}
 	}
 }
 
-// deliver hands a reply to the request waiting for it.
-func (w *worker) deliver(doc *wp.Reply) {
+// garbage counts a line the worker should not have written and logs it;
+// after maxGarbage of them the worker is stopped, and garbage says so.
+func (w *worker) garbage(log *slog.Logger, msg string, args ...any) bool {
+	w.p.mu.Lock()
+	w.garbageLines++
+	n := w.garbageLines
+	w.p.mu.Unlock()
+	if n > maxGarbage {
+		return false // being stopped; said already
+	}
+	log.Warn(msg, args...)
+	if n == maxGarbage {
+		w.kill(fmt.Sprintf("it wrote %d lines that are not protocol documents or answer nothing asked", n))
+		return true
+	}
+	return false
+}
+
+// deliver hands a reply to the request waiting for it, and says whether
+// one was.
+func (w *worker) deliver(doc *wp.Reply) bool {
 	w.p.mu.Lock()
 	ch := w.calls[doc.ID]
+	if ch == nil {
+		w.p.mu.Unlock()
+		return false
+	}
 	delete(w.calls, doc.ID)
 	// The slot is free: a draining worker may now go, a waiting request
 	// may now come.
@@ -311,19 +345,16 @@ func (w *worker) deliver(doc *wp.Reply) {
 	}
 	w.p.notifyLocked()
 	w.p.mu.Unlock()
-	if ch == nil {
-		w.p.log.Warn("a worker replied to a request it was not asked, or twice", "worker", w.id, "id", doc.ID)
-		return
-	}
 	if size := int64(len(doc.Reply)); size > w.p.cfg.MaxReplyBytes {
 		ch <- result{err: &runner.ReplyTooLargeError{Size: size, Limit: w.p.cfg.MaxReplyBytes}}
-		return
+		return true
 	}
 	reply, err := protocol.DecodeAgentReply(doc.Reply)
 	if err != nil {
 		err = &runner.Failure{Message: fmt.Sprintf("executing %s failed: its reply could not be read", w.p.cfg.Agent), Err: err}
 	}
 	ch <- result{reply, err}
+	return true
 }
 
 // watch waits for the worker to end and fails what it was running.
@@ -355,7 +386,7 @@ func (w *worker) watch() {
 		w.proc.Wait()
 		msg := fmt.Sprintf("executing %s failed: the worker running it died (%s); its stderr ended with: %s", p.cfg.Agent, how, tailText(w.proc.StderrTail()))
 		if reason != "" {
-			msg = fmt.Sprintf("executing %s failed: the worker running it was stopped: %s", p.cfg.Agent, reason)
+			msg = fmt.Sprintf("executing %s failed: the worker running it was stopped: %s; its stderr ended with: %s", p.cfg.Agent, reason, tailText(w.proc.StderrTail()))
 		}
 		for _, ch := range calls {
 			ch <- result{err: &runner.Failure{Message: msg, Err: errors.New(how)}}
@@ -401,9 +432,16 @@ func (w *worker) call(ctx context.Context, id string, ch chan result, req *proto
 	if !ok {
 		deadline = time.Now().Add(time.Hour)
 	}
-	if err := w.out.Write(wp.Request{Type: wp.TypeRequest, V: w.v, ID: id, DeadlineMS: deadline.UnixMilli(), Request: req, Facts: facts}); err != nil {
-		// The worker is gone or going, and never saw the request; watch
-		// answers ch.
+	err := w.out.Write(wp.Request{Type: wp.TypeRequest, V: w.v, ID: id, DeadlineMS: deadline.UnixMilli(), Request: req, Facts: facts})
+	switch {
+	case errors.Is(err, wp.ErrTooLarge):
+		// Nothing was written: only this request fails.
+		w.unreserve(id)
+		return nil, &runner.Failure{Message: fmt.Sprintf("executing %s failed: the request is larger than the %d bytes its worker accepts (plugin.agent_host.pool.max_document_bytes)", w.p.cfg.Agent, w.maxDocument), Err: err}
+	case err != nil:
+		// The worker never saw the request, and cannot be sent any:
+		// once it is gone, which the kill makes sure of, watch answers ch.
+		w.kill(fmt.Sprintf("its protocol stream could not be written: %v", err))
 		r := <-ch
 		return nil, fmt.Errorf("%w: %w", errNotSent, r.err)
 	}
@@ -424,11 +462,21 @@ func (w *worker) call(ctx context.Context, id string, ch chan result, req *proto
 	case <-t.C:
 		w.kill(fmt.Sprintf("it did not answer a cancelled request within %s", w.p.cfg.CancelGrace))
 	}
-	err := ctx.Err()
+	err = ctx.Err()
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = runner.ErrTimeout
 	}
 	return nil, fmt.Errorf("executing %s failed: %w", w.p.cfg.Agent, err)
+}
+
+// unreserve gives back the slot of a request that was never sent.
+func (w *worker) unreserve(id string) {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	if _, ok := w.calls[id]; ok {
+		delete(w.calls, id)
+		w.p.notifyLocked()
+	}
 }
 
 // kill stops the worker's process group at once.
@@ -469,7 +517,8 @@ func (w *worker) shutdown() {
 // ping asks the worker for a pong and stops it if none comes in time.
 func (w *worker) ping() {
 	w.p.mu.Lock()
-	if w.state != ready {
+	// Requests may have come since the supervisor saw it idle.
+	if w.state != ready || len(w.calls) > 0 {
 		w.p.mu.Unlock()
 		return
 	}
@@ -479,6 +528,7 @@ func (w *worker) ping() {
 	w.pongs[id] = ch
 	w.p.mu.Unlock()
 	if err := w.out.Write(wp.Ping{Type: wp.TypePing, V: w.v, ID: id}); err != nil {
+		w.kill(fmt.Sprintf("its protocol stream could not be written: %v", err))
 		return
 	}
 	t := time.NewTimer(w.p.cfg.PingTimeout)
@@ -487,7 +537,15 @@ func (w *worker) ping() {
 	case <-ch:
 	case <-w.proc.Exited():
 	case <-t.C:
-		w.kill(fmt.Sprintf("it did not answer a ping within %s", w.p.cfg.PingTimeout))
+		w.p.mu.Lock()
+		delete(w.pongs, id)
+		busy := len(w.calls) > 0
+		w.p.mu.Unlock()
+		// A worker that took a request meanwhile may be answering it
+		// first; its requests' deadlines look after it.
+		if !busy {
+			w.kill(fmt.Sprintf("it did not answer a ping within %s", w.p.cfg.PingTimeout))
+		}
 	}
 }
 

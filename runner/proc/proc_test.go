@@ -478,8 +478,11 @@ func TestExitStopsLeftovers(t *testing.T) {
 		{name: "background child", script: "sleep 300 & echo $!"},
 		{name: "child ignoring SIGTERM", script: `sh -c 'trap "" TERM; echo $$; exec sleep 300' &
 sleep 0.2`},
-		{name: "child in its own process group", script: python + ` -c 'import os; os.setpgid(0, 0); print(os.getpid(), flush=True); os.execvp("sleep", ["sleep", "300"])' &
-sleep 0.2`, escapes: true},
+		// The script waits for Python to be in its group, however long
+		// the interpreter takes to start on a busy machine.
+		{name: "child in its own process group", script: `moved=$(mktemp -u)
+` + python + ` -c 'import os, sys; os.setpgid(0, 0); print(os.getpid(), flush=True); open(sys.argv[1], "w").close(); os.execvp("sleep", ["sleep", "300"])' "$moved" &
+while [ ! -e "$moved" ]; do sleep 0.02; done; rm -f "$moved"`, escapes: true},
 		{name: "child in a new session", script: "setsid sleep 300 & echo $!; sleep 0.2", escapes: true},
 		{name: "new session ignoring SIGTERM", script: `setsid sh -c 'trap "" TERM; echo $$; exec sleep 300' &
 sleep 0.2`, escapes: true},

@@ -48,9 +48,6 @@ import (
 
 // Defaults for the zero values of Config.
 const (
-	// DefaultPluginConfigDir is the plugin.d beside Choria's default
-	// server configuration, /etc/choria/server.conf.
-	DefaultPluginConfigDir   = "/etc/choria/plugin.d"
 	DefaultMaxReplyBytes     = 1 << 20
 	DefaultActivationTimeout = 2 * time.Second
 )
@@ -61,7 +58,7 @@ type Config struct {
 	// told CHORIA_EXTERNAL_CONFIG=<PluginConfigDir>/<agent>, made absolute
 	// and without a ".cfg" suffix, as Choria does. Choria uses the plugin.d
 	// directory beside its server configuration file. Empty means
-	// DefaultPluginConfigDir.
+	// runner.DefaultPluginConfigDir.
 	PluginConfigDir string
 	// Facts returns the node's facts as a JSON object, written to the
 	// facts file of every RPC request. Nil means {}. Activation checks get
@@ -140,7 +137,7 @@ func (s *Spawner) Close() {
 // New returns a Spawner with cfg's empty fields set to their defaults.
 func New(cfg Config, opts ...Option) *Spawner {
 	if cfg.PluginConfigDir == "" {
-		cfg.PluginConfigDir = DefaultPluginConfigDir
+		cfg.PluginConfigDir = runner.DefaultPluginConfigDir
 	}
 	if abs, err := filepath.Abs(cfg.PluginConfigDir); err == nil {
 		cfg.PluginConfigDir = abs

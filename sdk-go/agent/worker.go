@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/agent-host/agent-host/protocol"
@@ -57,7 +58,16 @@ func (a *Agent) serveWorker(ctx context.Context) error {
 	if !ready.Activate {
 		return nil
 	}
-	r.SetMax(hello.MaxDocumentBytes)
+	if hello.MaxDocumentBytes > 0 {
+		r.SetMax(hello.MaxDocumentBytes)
+		w.SetMax(hello.MaxDocumentBytes)
+	}
+	// The host is gone when fd 0 ends, as when fd 3 does: nothing is
+	// worth finishing then.
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	}()
 	s := &session{agent: a, w: w, sem: make(chan struct{}, a.concurrency), running: map[string]context.CancelFunc{}, ctx: ctx, config: os.Getenv("CHORIA_EXTERNAL_CONFIG")}
 	return s.serve(r)
 }
@@ -138,7 +148,14 @@ func (s *session) start(doc *wp.Request) {
 			rep = protocol.AgentReply{Statuscode: protocol.Aborted, Statusmsg: "Cancelled: " + ctx.Err().Error(), Data: json.RawMessage("{}")}
 		}
 		b, _ := json.Marshal(rep)
-		if err := s.w.Write(wp.Reply{Type: wp.TypeReply, V: wp.V1, ID: doc.ID, Reply: b}); err != nil {
+		err := s.w.Write(wp.Reply{Type: wp.TypeReply, V: wp.V1, ID: doc.ID, Reply: b})
+		if errors.Is(err, wp.ErrTooLarge) {
+			// A reply the host would refuse would cost every request this
+			// worker runs: this one fails alone.
+			b, _ = json.Marshal(protocol.AgentReply{Statuscode: protocol.UnknownError, Statusmsg: fmt.Sprintf("the reply is too large for the host: %v (plugin.agent_host.pool.max_document_bytes)", err), Data: json.RawMessage("{}")})
+			err = s.w.Write(wp.Reply{Type: wp.TypeReply, V: wp.V1, ID: doc.ID, Reply: b})
+		}
+		if err != nil {
 			s.agent.log.Error("writing a reply", "error", err)
 		}
 	}()
@@ -155,6 +172,14 @@ func workerFiles() (in, out *os.File, err error) {
 		if n[i], err = strconv.Atoi(strings.TrimSpace(f)); err != nil {
 			return nil, nil, fmt.Errorf("%s is %q: %w", wp.EnvFDs, os.Getenv(wp.EnvFDs), err)
 		}
+	}
+	// The streams and the variables naming them are this process's:
+	// a child that is itself a worker must not find and speak on them.
+	for _, fd := range n {
+		syscall.CloseOnExec(fd)
+	}
+	for _, key := range []string{wp.EnvWorker, wp.EnvVersions, wp.EnvFDs} {
+		os.Unsetenv(key)
 	}
 	return os.NewFile(uintptr(n[0]), "agent-host-in"), os.NewFile(uintptr(n[1]), "agent-host-out"), nil
 }
