@@ -248,6 +248,20 @@ func New(cfg Config, opts ...Option) *Pool {
 	return p
 }
 
+// waitLocked waits for a change, with p.mu held on entry and return; it
+// reports false when ctx ended first.
+func (p *Pool) waitLocked(ctx context.Context) bool {
+	changed := p.changed
+	p.mu.Unlock()
+	defer p.mu.Lock()
+	select {
+	case <-changed:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // notifyLocked wakes everyone waiting for a change; p.mu is held.
 func (p *Pool) notifyLocked() {
 	close(p.changed)
@@ -321,15 +335,9 @@ func (p *Pool) acquire(ctx context.Context) (*worker, string, chan result, error
 			return nil, "", nil, ErrClosed
 		}
 		p.growLocked()
-		changed := p.changed
-		p.mu.Unlock()
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			p.mu.Lock()
+		if !p.waitLocked(ctx) {
 			return nil, "", nil, waitFailure(ctx.Err())
 		}
-		p.mu.Lock()
 	}
 }
 
@@ -546,18 +554,11 @@ func (p *Pool) CloseFor(ctx context.Context, reason string) error {
 	p.mu.Lock()
 	p.closing = true
 	for p.inFlightLocked() > 0 {
-		changed := p.changed
-		p.mu.Unlock()
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			p.mu.Lock()
+		if !p.waitLocked(ctx) {
 			p.log.Warn("closing the pool with requests still running", "running", p.inFlightLocked())
-			goto stop
+			break
 		}
-		p.mu.Lock()
 	}
-stop:
 	for _, w := range p.workers {
 		if w.state == ready || w.state == draining {
 			w.state = draining

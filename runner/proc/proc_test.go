@@ -552,18 +552,20 @@ func TestSweeperFindsOrphansBehindManyChildren(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = other.Process.Kill(); _ = other.Wait() })
 	}
-	out := newLines()
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	start(t, ctx, proc.Spec{Path: tool(t, "sh"), Args: []string{"sh", "-c", `(setsid sh -c 'echo $$; exec sleep 300' &); exec sleep 300`}},
-		proc.WithStdout(out.add))
-	runnertest.WaitProcessGone(t, pidLine(t, out.first(t)), patience)
+	orphanOfRunningProcessIsStopped(t)
 }
 
 // An orphan that turns up while its process still runs, in a session of
 // its own, is stopped by the sweeper without waiting for an exit.
 func TestSweeperStopsOrphansOfRunningProcesses(t *testing.T) {
 	tool(t, "setsid")
+	orphanOfRunningProcessIsStopped(t)
+}
+
+// orphanOfRunningProcessIsStopped runs a process that leaves an orphan in
+// a session of its own and lives on, and waits for the orphan to go.
+func orphanOfRunningProcessIsStopped(t *testing.T) {
+	t.Helper()
 	out := newLines()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
