@@ -118,6 +118,7 @@ type Idle struct {
 type Results struct {
 	Date         string       `json:"date"`
 	Commit       string       `json:"commit"`
+	Uncommitted  int          `json:"uncommitted_files,omitempty"`
 	GoVersion    string       `json:"go_version"`
 	Python       string       `json:"python"`
 	Platform     string       `json:"platform"`
@@ -328,7 +329,7 @@ func runBench(ctx context.Context, o options) error {
 	}
 	defer e.close()
 	res := &Results{
-		Date: time.Now().UTC().Format("2006-01-02"), Commit: o.commit, GoVersion: runtime.Version(),
+		Date: time.Now().UTC().Format("2006-01-02"), Commit: o.commit, Uncommitted: o.uncommitted, GoVersion: runtime.Version(),
 		Python: pythonVersion(), Platform: runtime.GOOS + "/" + runtime.GOARCH, CPUs: runtime.NumCPU(), CPUModel: cpuModel(),
 		Duration: o.duration.String(), Ramp: o.ramp.String(), Concurrency: o.concurrency, Agents: benchAgents,
 		Servers:   []serverKind{serverRef, serverExec, serverPool},

@@ -53,9 +53,9 @@ func runLong(ctx context.Context, o options) error {
 		return fmt.Sprintf("%+.1f %%", 100*float64(b-a)/float64(a))
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "Run on %s on commit `%s`: %d CPUs, %s, %s; %.0f s in all. agent-host in its pool set-up on the bench's TLS broker, "+
+	fmt.Fprintf(&b, "Run on %s on %s: %d CPUs, %s, %s; %.0f s in all. agent-host in its pool set-up on the bench's TLS broker, "+
 		"signed requests, workers never replaced for age or count (`plugin.agent_host.pool.max_requests = 0`).\n\n",
-		time.Now().UTC().Format("2006-01-02"), o.commit, runtime.NumCPU(), runtime.GOOS+"/"+runtime.GOARCH, runtime.Version(), time.Since(began).Seconds())
+		time.Now().UTC().Format("2006-01-02"), commitNote(o.commit, o.uncommitted), runtime.NumCPU(), runtime.GOOS+"/"+runtime.GOARCH, runtime.Version(), time.Since(began).Seconds())
 	b.WriteString("| requests | c | req/s | ok | failed | no reply | p50 ms | p95 ms | p99 ms | host CPU ms/req | workers' CPU ms/req |\n")
 	b.WriteString("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	h, w := 0.0, 0.0

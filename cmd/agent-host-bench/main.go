@@ -34,6 +34,7 @@ type options struct {
 	longRequests                           int64
 	longConcurrency                        int
 	commit                                 string
+	uncommitted                            int
 }
 
 func main() {
@@ -58,7 +59,7 @@ func main() {
 	}
 	runCmd.Flag("plot", "PNG to draw.").Default("BENCHMARKS.png").StringVar(&o.plot)
 	runCmd.Flag("reference", "The go-choria reference server binary; its rows are left out when it is missing.").Default("bin/reference-server").StringVar(&o.reference)
-	runCmd.Flag("duration", "How long each row is measured.").Default("5s").DurationVar(&o.duration)
+	runCmd.Flag("duration", "How long each row is measured.").Default("8s").DurationVar(&o.duration)
 	runCmd.Flag("ramp", "Warm-up before each row, not measured.").Default("1s").DurationVar(&o.ramp)
 	runCmd.Flag("concurrency", "Concurrencies measured.").Default("1", "4", "16").IntsVar(&o.concurrency)
 	runCmd.Flag("server", "Servers measured: ref, exec, pool.").Default("ref", "exec", "pool").EnumsVar(&o.servers, "ref", "exec", "pool")
@@ -74,7 +75,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if o.commit == "" {
-		o.commit = gitCommit()
+		o.commit, o.uncommitted = gitCommit()
 	}
 	var err error
 	switch cmd {
@@ -95,27 +96,26 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
-// gitCommit names the commit measured, and says so when tracked files
-// other than the report differ from it.
-func gitCommit() string {
+// gitCommit names the commit measured, and counts the tracked files other
+// than the report that differ from it in the checkout the binaries were
+// built from.
+func gitCommit() (string, int) {
 	out, err := execOutput("git", "rev-parse", "--short", "HEAD")
 	if err != nil {
-		return "unknown"
+		return "unknown", 0
 	}
-	commit := strings.TrimSpace(out)
 	status, err := execOutput("git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md", ":!BENCHMARKS.png")
-	if err == nil && strings.TrimSpace(status) != "" {
-		commit += "` with uncommitted changes to `" + strings.Join(changedFiles(status), "`, `")
+	if err != nil || strings.TrimSpace(status) == "" {
+		return strings.TrimSpace(out), 0
 	}
-	return commit
+	return strings.TrimSpace(out), len(strings.Split(strings.TrimSpace(status), "\n"))
 }
 
-func changedFiles(status string) []string {
-	var files []string
-	for _, line := range strings.Split(strings.TrimSpace(status), "\n") {
-		if len(line) > 3 {
-			files = append(files, strings.TrimSpace(line[3:]))
-		}
+// commitNote says which commit was measured, in Markdown.
+func commitNote(commit string, uncommitted int) string {
+	s := "commit `" + commit + "`"
+	if uncommitted > 0 {
+		s += fmt.Sprintf(" (with uncommitted changes to %d tracked files in the checkout, which the binaries were built from)", uncommitted)
 	}
-	return files
+	return s
 }

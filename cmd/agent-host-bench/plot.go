@@ -8,7 +8,6 @@ import (
 	"math"
 	"os"
 	"slices"
-	"strings"
 )
 
 var (
@@ -43,8 +42,8 @@ func writePlot(path string, r *Results) error {
 	c := plotConcurrency(r.Concurrency)
 	img := image.NewRGBA(image.Rect(0, 0, plotW, plotH))
 	fill(img, 0, 0, plotW, plotH, white)
-	commit, _, dirty := strings.Cut(r.Commit, "`")
-	if dirty {
+	commit := r.Commit
+	if r.Uncommitted > 0 {
 		commit += " + uncommitted changes"
 	}
 	title := fmt.Sprintf("agent-host bench, concurrency %d: commit %s, %d CPUs, %s, %s", c, commit, r.CPUs, r.Platform, r.Date)

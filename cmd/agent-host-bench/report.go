@@ -64,9 +64,9 @@ func e2eMarkdown(r *Results, o options) string {
 	if r.CPUModel != "" {
 		cpu += " (" + r.CPUModel + ")"
 	}
-	fmt.Fprintf(&b, "Run on %s on commit `%s`: %s, %s, %s, Python %s; `make bench` took %.0f s for this part. "+
+	fmt.Fprintf(&b, "Run on %s on %s: %s, %s, %s, Python %s; `make bench` took %.0f s for this part. "+
 		"Each row is %s of warm-up (not counted), then %s measured. Client, broker, servers and agents share the CPUs.\n\n",
-		r.Date, r.Commit, cpu, r.Platform, r.GoVersion, r.Python, r.Elapsed, r.Ramp, r.Duration)
+		r.Date, commitNote(r.Commit, r.Uncommitted), cpu, r.Platform, r.GoVersion, r.Python, r.Elapsed, r.Ramp, r.Duration)
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "**Note:** %s\n\n", n)
 	}
@@ -249,18 +249,25 @@ func targets(b *strings.Builder, r *Results, o options) {
 		}
 	}
 
-	// Slow agent.
+	// Slow agent: the target is agent-host's; the reference for comparison.
 	parts, ok = nil, true
+	var refPart string
 	for _, row := range r.Slow {
+		if row.Server == "ref" {
+			if row.Error == "" {
+				refPart = fmt.Sprintf(" (go-choria, for comparison: %d of %d unanswered)", row.NoReply, row.Sent)
+			}
+			continue
+		}
 		if row.Error != "" {
 			ok = false
 			continue
 		}
 		ok = ok && row.NoReply == 0
-		parts = append(parts, fmt.Sprintf("%s %d unanswered (%d busy)", r.serverLabel(row.Server), row.NoReply, row.Busy))
+		parts = append(parts, fmt.Sprintf("%s %d of %d unanswered, %d busy replies", r.serverLabel(row.Server), row.NoReply, row.Sent, row.Busy))
 	}
-	fmt.Fprintf(b, "* At concurrency %d against a slow agent, 0 requests unanswered, each its reply or a clear busy error: %s — %s.\n",
-		slowConcurrency(r, o), strings.Join(parts, "; "), verdict(ok && len(parts) > 0))
+	fmt.Fprintf(b, "* At concurrency %d against a slow agent, 0 requests unanswered, each its reply or a clear busy error: %s%s — %s.\n",
+		slowConcurrency(r, o), strings.Join(parts, "; "), refPart, verdict(ok && len(parts) > 0))
 
 	// Idle memory.
 	for _, i := range r.Idle {
