@@ -310,9 +310,10 @@ func rowFrom(a string, k serverKind, m string, res *loadResult) Row {
 		s := res.Kinds[0]
 		r.Sent, r.OK, r.Failed, r.Busy, r.NoReply = s.Sent, s.OK, s.Failed, s.Busy, s.NoReply
 		r.P50ms, r.P95ms, r.P99ms, r.MaxMs = s.P50ms, s.P95ms, s.P99ms, s.MaxMs
-		// Throughput is of answered requests.
-		if res.Seconds > 0 {
-			r.PerSecond = float64(r.OK+r.Failed) / res.Seconds
+		// Throughput is of answered requests, up to the last reply: a
+		// lost request's 30 s wait is in its own column, not in this one.
+		if secs := res.ReplySecs; secs > 0 {
+			r.PerSecond = float64(r.OK+r.Failed) / secs
 		}
 	}
 	if res.ServerCPU != nil {

@@ -84,7 +84,7 @@ func e2eMarkdown(r *Results, o options) string {
 	}
 	b.WriteString("\n")
 
-	b.WriteString("req/s counts answered requests; × ref is against go-choria serving the same agent at the same concurrency. " +
+	b.WriteString("req/s counts answered requests, from the start of the row to its last reply; × ref is against go-choria serving the same agent at the same concurrency. " +
 		"CPU is per answered request: the server process's own (host), and its agents' (the processes it spawned and reaped, " +
 		"and its live pool workers), from `/proc` before and after the row; the broker and the client are not in it. " +
 		"CPU × ref compares host + agents.\n\n")

@@ -169,6 +169,7 @@ type loadResult struct {
 	Seconds     float64 `json:"seconds"`
 	Requests    int64   `json:"requests"`
 	PerSecond   float64 `json:"per_second"`
+	ReplySecs   float64 `json:"reply_seconds"`
 	Kinds       []struct {
 		Kind    string  `json:"kind"`
 		Sent    int64   `json:"sent"`

@@ -191,12 +191,15 @@ type stats struct {
 
 // result summarises a run.
 type result struct {
-	Node        string   `json:"node"`
-	Concurrency int      `json:"concurrency"`
-	Seconds     float64  `json:"seconds"`
-	Requests    int64    `json:"requests"`
-	PerSecond   float64  `json:"per_second"`
-	Kinds       []*stats `json:"kinds"`
+	Node        string  `json:"node"`
+	Concurrency int     `json:"concurrency"`
+	Seconds     float64 `json:"seconds"`
+	Requests    int64   `json:"requests"`
+	PerSecond   float64 `json:"per_second"`
+	// ReplySeconds runs from the start to the last reply received: the
+	// window of answered requests, without the wait for lost ones.
+	ReplySeconds float64  `json:"reply_seconds"`
+	Kinds        []*stats `json:"kinds"`
 	// NodeAlive, RSSWarmKiB and RSSEndKiB are set with --pid.
 	NodeAlive  *bool `json:"node_alive,omitempty"`
 	RSSWarmKiB int64 `json:"rss_warm_kib,omitempty"`
@@ -455,10 +458,13 @@ func run(ctx context.Context, o options) (*result, error) {
 		onWarm = nil
 	}
 	start := time.Now()
-	l.phase(ctx, conns, cycle, byKind, start.Add(o.duration), o.requests, onWarm)
+	last := l.phase(ctx, conns, cycle, byKind, start.Add(o.duration), o.requests, onWarm)
 	elapsed := time.Since(start)
 
 	res := &result{Node: o.identity, Concurrency: o.concurrency, Seconds: elapsed.Seconds()}
+	if !last.IsZero() {
+		res.ReplySeconds = last.Sub(start).Seconds()
+	}
 	if o.pid > 0 {
 		after := sampleTree(o.pid)
 		res.NodeAlive = &after.Alive
@@ -489,10 +495,10 @@ func run(ctx context.Context, o options) (*result, error) {
 }
 
 // phase runs every loop until the deadline passes (requests == 0) or
-// requests have been sent. onWarm, when set, is called once after
-// --warmup requests.
-func (l *loader) phase(ctx context.Context, conns []*nats.Conn, cycle []*kind, byKind map[*kind]*stats, deadline time.Time, requests int64, onWarm func()) {
-	var total atomic.Int64
+// requests have been sent, and returns when the last reply came. onWarm,
+// when set, is called once after --warmup requests.
+func (l *loader) phase(ctx context.Context, conns []*nats.Conn, cycle []*kind, byKind map[*kind]*stats, deadline time.Time, requests int64, onWarm func()) time.Time {
+	var total, lastReply atomic.Int64
 	more := func() bool {
 		if ctx.Err() != nil {
 			return false
@@ -529,6 +535,15 @@ func (l *loader) phase(ctx context.Context, conns []*nats.Conn, cycle []*kind, b
 					continue
 				}
 				r, answered, took, err := l.call(ctx, nc, k)
+				if answered {
+					now := time.Now().UnixNano()
+					for {
+						prev := lastReply.Load()
+						if now <= prev || lastReply.CompareAndSwap(prev, now) {
+							break
+						}
+					}
+				}
 				switch {
 				case ctx.Err() != nil:
 					return
@@ -553,6 +568,10 @@ func (l *loader) phase(ctx context.Context, conns []*nats.Conn, cycle []*kind, b
 		})
 	}
 	wg.Wait()
+	if n := lastReply.Load(); n > 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 var pingKind = &kind{name: "rpcutil#ping", agent: "rpcutil", action: "ping", body: []byte(`{"agent":"rpcutil","action":"ping","data":{}}`)}
