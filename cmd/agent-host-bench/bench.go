@@ -86,7 +86,7 @@ type Row struct {
 	Workers     int     `json:"workers"`
 	// LogSlowConsumer and LogTimeouts count the server's log lines during
 	// the row that say NATS dropped messages for a slow consumer, and
-	// that a request timed out; only for the slow-agent rows.
+	// that a request timed out.
 	LogSlowConsumer int    `json:"log_slow_consumer,omitempty"`
 	LogTimeouts     int    `json:"log_timeouts,omitempty"`
 	Error           string `json:"error,omitempty"`
@@ -377,6 +377,7 @@ func runBench(ctx context.Context, o options) error {
 					return ctx.Err()
 				}
 				m := mode(k, a)
+				slowBefore, timeoutsBefore := logCounts(filepath.Join(e.dir, k.Key+".log"))
 				out, err := e.load.run(ctx, "--concurrency", itoa(c), "--duration", o.duration.String(), "--ramp", o.ramp.String(),
 					"--timeout", "30s", "--pid", itoa(p.pid()), "--data", a.Data, a.Agent, a.Action)
 				var row Row
@@ -385,6 +386,8 @@ func runBench(ctx context.Context, o options) error {
 				} else {
 					row = rowFrom(a.Label, k, m, out)
 				}
+				slowAfter, timeoutsAfter := logCounts(filepath.Join(e.dir, k.Key+".log"))
+				row.LogSlowConsumer, row.LogTimeouts = slowAfter-slowBefore, timeoutsAfter-timeoutsBefore
 				h, ag := row.cpuPerRequest()
 				logf("%-16s %-34s c=%-3d %8.1f req/s  p50 %7.2f ms  p99 %7.2f ms  cpu %.3f+%.3f ms/req  failed %d  no reply %d %s",
 					k.Label, a.Label, c, row.PerSecond, row.P50ms, row.P99ms, h, ag, row.Failed, row.NoReply, row.Error)

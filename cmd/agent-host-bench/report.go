@@ -121,6 +121,17 @@ func e2eMarkdown(r *Results, o options) string {
 			}
 		}
 	}
+	var logged []string
+	for _, row := range r.Rows {
+		if row.LogSlowConsumer > 0 || row.LogTimeouts > 0 {
+			logged = append(logged, fmt.Sprintf("%s, `%s` c=%d: %d slow-consumer and %d timeout lines",
+				r.serverLabel(row.Server), row.Agent, row.Concurrency, row.LogSlowConsumer, row.LogTimeouts))
+		}
+	}
+	if len(logged) > 0 {
+		b.WriteString("\nThe servers' logs during these rows said NATS dropped requests (\"slow consumer, messages dropped\") or a request timed out: " +
+			strings.Join(logged, "; ") + ".\n")
+	}
 	b.WriteString("\nIn the pool set-up agent-host pools the agents that speak its worker protocol (here `greeter`, written with sdk-go) " +
 		"and spawns the others per request, as the exec set-up does: `nodeinfo` and py-mco-agent's `parrot` do not speak it. " +
 		"`rpcutil` is built into both servers.\n\n")
