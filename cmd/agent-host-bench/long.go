@@ -66,7 +66,10 @@ func runLong(ctx context.Context, o options) error {
 		k.OK, k.Failed, k.NoReply, num(k.P50ms), num(k.P95ms), num(k.P99ms), num(h), num(w))
 	b.WriteString("| RSS | after the first tenth | at the end | change |\n| --- | ---: | ---: | ---: |\n")
 	fmt.Fprintf(&b, "| agent-host | %s MiB | %s MiB | %s |\n", mib(res.RSSWarmKiB), mib(res.RSSEndKiB), change(res.RSSWarmKiB, res.RSSEndKiB))
-	fmt.Fprintf(&b, "| its %d workers together | %s MiB | %s MiB | %s |\n", res.Workers, mib(res.WorkersRSSWarm), mib(res.WorkersRSSEnd), change(res.WorkersRSSWarm, res.WorkersRSSEnd))
+	fmt.Fprintf(&b, "| its workers (%d) together | %s MiB | %s MiB | %s |\n", res.Workers, mib(res.WorkersRSSWarm), mib(res.WorkersRSSEnd), change(res.WorkersRSSWarm, res.WorkersRSSEnd))
+	flat := func(a, b int64) bool { return a > 0 && 100*float64(b-a)/float64(a) <= 10 }
+	fmt.Fprintf(&b, "\nRSS flat (within 10 %%) over %d pooled requests, host and workers: %s.\n", k.Sent,
+		verdict(k.NoReply == 0 && flat(res.RSSWarmKiB, res.RSSEndKiB) && flat(res.WorkersRSSWarm, res.WorkersRSSEnd)))
 	if stopErr != nil {
 		fmt.Fprintf(&b, "\n**Note:** %s\n", stopErr)
 	}
