@@ -260,6 +260,22 @@ func targets(b *strings.Builder, r *Results, o options) {
 		}
 	}
 
+	// Every request of the table answered.
+	lost := map[string]int64{}
+	var where []string
+	for _, row := range r.Rows {
+		lost[row.Server] += row.NoReply
+		if row.NoReply > 0 && row.Server != "ref" {
+			where = append(where, fmt.Sprintf("%s `%s` c=%d: %d", r.serverLabel(row.Server), row.Agent, row.Concurrency, row.NoReply))
+		}
+	}
+	if len(where) == 0 {
+		fmt.Fprintf(b, "* Every request of the table above answered by agent-host (go-choria, for comparison: %d unanswered) — %s.\n", lost["ref"], verdict(true))
+	} else {
+		fmt.Fprintf(b, "* Every request of the table above answered by agent-host: unanswered %s (go-choria, for comparison: %d) — %s.\n",
+			strings.Join(where, ", "), lost["ref"], verdict(false))
+	}
+
 	// Slow agent: the target is agent-host's; the reference for comparison.
 	parts, ok = nil, true
 	var refPart string
