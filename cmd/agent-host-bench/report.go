@@ -134,7 +134,8 @@ func e2eMarkdown(r *Results, o options) string {
 	}
 	b.WriteString("\nIn the pool set-up agent-host pools the agents that speak its worker protocol (here `greeter`, written with sdk-go) " +
 		"and spawns the others per request, as the exec set-up does: `nodeinfo` and py-mco-agent's `parrot` do not speak it. " +
-		"`rpcutil` is built into both servers.\n\n")
+		"`rpcutil` is built into both servers. So both set-ups run `rpcutil`, `nodeinfo` and `parrot` the same way: " +
+		"the differences between their rows are this machine's noise from row to row.\n\n")
 
 	fmt.Fprintf(&b, "### A slow agent at concurrency %d\n\n", slowConcurrency(r, o))
 	fmt.Fprintf(&b, "`%s`, requests sent for %s, each loop waiting up to 30 s for its reply. "+
