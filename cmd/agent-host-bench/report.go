@@ -205,7 +205,7 @@ func targets(b *strings.Builder, r *Results, o options) {
 			haveRef = true
 			q := x.PerSecond / ref.PerSecond
 			ok = ok && q >= 1
-			parts = append(parts, fmt.Sprintf("`%s` c=%d %.2f×", a.Agent, c, q))
+			parts = append(parts, fmt.Sprintf("`%s` c=%d %.2f×", a.Label, c, q))
 		}
 	}
 	if haveRef {
@@ -227,7 +227,7 @@ func targets(b *strings.Builder, r *Results, o options) {
 			}
 			h, _ := x.cpuPerRequest()
 			ok = ok && h <= 0.5
-			parts = append(parts, fmt.Sprintf("`%s` c=%d %.2f ms", a.Agent, c, h))
+			parts = append(parts, fmt.Sprintf("`%s` c=%d %.2f ms", a.Label, c, h))
 		}
 	}
 	fmt.Fprintf(b, "* Host CPU per spawned request (agent-host exec, its own process, agents not included) ≤ 0.5 ms: %s — %s.\n",
@@ -245,7 +245,7 @@ func targets(b *strings.Builder, r *Results, o options) {
 			}
 			h, _ := x.cpuPerRequest()
 			ph, _ := ping.cpuPerRequest()
-			parts = append(parts, fmt.Sprintf("`%s` c=%d %.2f ms", a.Agent, c, h-ph))
+			parts = append(parts, fmt.Sprintf("`%s` c=%d %.2f ms", a.Label, c, h-ph))
 		}
 	}
 	if len(parts) > 0 {
