@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/agent-host/agent-host/cmd/internal/loadreport"
 )
 
 // The node every server is, and the caller the load comes from.
@@ -72,18 +74,15 @@ type Row struct {
 	Concurrency int     `json:"concurrency"`
 	Seconds     float64 `json:"seconds"`
 	PerSecond   float64 `json:"per_second"`
-	Sent        int64   `json:"sent"`
-	OK          int64   `json:"ok"`
-	Failed      int64   `json:"failed"`
-	Busy        int64   `json:"busy"`
-	NoReply     int64   `json:"no_reply"`
-	P50ms       float64 `json:"p50_ms"`
-	P95ms       float64 `json:"p95_ms"`
-	P99ms       float64 `json:"p99_ms"`
-	MaxMs       float64 `json:"max_ms"`
-	ServerCPU   float64 `json:"server_cpu_s"`
-	AgentsCPU   float64 `json:"agents_cpu_s"`
-	Workers     int     `json:"workers"`
+	// Counts and the latencies are agent-host-load's for the row's kind.
+	loadreport.Counts
+	P50ms     float64 `json:"p50_ms"`
+	P95ms     float64 `json:"p95_ms"`
+	P99ms     float64 `json:"p99_ms"`
+	MaxMs     float64 `json:"max_ms"`
+	ServerCPU float64 `json:"server_cpu_s"`
+	AgentsCPU float64 `json:"agents_cpu_s"`
+	Workers   int     `json:"workers"`
 	// LogSlowConsumer and LogTimeouts count the server's log lines during
 	// the row that say NATS dropped messages for a slow consumer, and
 	// that a request timed out.
@@ -92,12 +91,9 @@ type Row struct {
 	Error           string `json:"error,omitempty"`
 }
 
-// answered counts the requests that got a reply.
-func (r *Row) answered() int64 { return r.OK + r.Failed }
-
 // cpuPerRequest is host and agents CPU milliseconds per answered request.
 func (r *Row) cpuPerRequest() (host, agents float64) {
-	n := r.answered()
+	n := r.Answered()
 	if n == 0 {
 		return 0, 0
 	}
@@ -304,16 +300,16 @@ func mode(k serverKind, a benchAgent) string {
 	}
 }
 
-func rowFrom(a string, k serverKind, m string, res *loadResult) Row {
+func rowFrom(a string, k serverKind, m string, res *loadreport.Result) Row {
 	r := Row{Agent: a, Server: k.Key, Mode: m, Concurrency: res.Concurrency, Seconds: res.Seconds, PerSecond: res.PerSecond, Workers: res.Workers}
 	if len(res.Kinds) > 0 {
 		s := res.Kinds[0]
-		r.Sent, r.OK, r.Failed, r.Busy, r.NoReply = s.Sent, s.OK, s.Failed, s.Busy, s.NoReply
+		r.Counts = s.Counts
 		r.P50ms, r.P95ms, r.P99ms, r.MaxMs = s.P50ms, s.P95ms, s.P99ms, s.MaxMs
 		// Throughput is of answered requests, up to the last reply: a
 		// lost request's 30 s wait is in its own column, not in this one.
-		if secs := res.ReplySecs; secs > 0 {
-			r.PerSecond = float64(r.OK+r.Failed) / secs
+		if secs := res.ReplySeconds; secs > 0 {
+			r.PerSecond = float64(r.Answered()) / secs
 		}
 	}
 	if res.ServerCPU != nil {
@@ -521,7 +517,7 @@ func (e *env) idle(ctx context.Context, o options, res *Results) []Idle {
 				if err != nil {
 					return err
 				}
-				idle.RSSKiB, idle.Workers, idle.WorkersRSSKiB = r.RSSEndKiB, r.Workers, r.WorkersRSSEnd
+				idle.RSSKiB, idle.Workers, idle.WorkersRSSKiB = r.RSSEndKiB, r.Workers, r.WorkersRSSEndKiB
 				if r.Workers >= wantWorkers || time.Now().After(deadline) {
 					return nil
 				}

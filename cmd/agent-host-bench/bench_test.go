@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/agent-host/agent-host/cmd/internal/loadreport"
 )
 
 func TestGlyphsAreFiveBySeven(t *testing.T) {
@@ -32,11 +34,11 @@ func sampleResults() *Results {
 		for _, c := range r.Concurrency {
 			for i, s := range r.Servers {
 				r.Rows = append(r.Rows, Row{Agent: a.Label, Server: s.Key, Mode: mode(s, a), Concurrency: c,
-					PerSecond: float64(100 * (i + 1) * c), OK: 500, ServerCPU: 0.5, AgentsCPU: float64(i)})
+					PerSecond: float64(100 * (i + 1) * c), Counts: loadreport.Counts{OK: 500}, ServerCPU: 0.5, AgentsCPU: float64(i)})
 			}
 		}
 	}
-	r.Slow = []Row{{Agent: "pooltest sleep", Server: "exec", Concurrency: 64, Sent: 10, OK: 10}}
+	r.Slow = []Row{{Agent: "pooltest sleep", Server: "exec", Concurrency: 64, Counts: loadreport.Counts{Sent: 10, OK: 10}}}
 	r.Idle = []Idle{{Server: "pool", Agents: 50, RSSKiB: 20000, Workers: 2, WorkersRSSKiB: 8000}}
 	return r
 }

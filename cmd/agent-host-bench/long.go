@@ -59,17 +59,17 @@ func runLong(ctx context.Context, o options) error {
 	b.WriteString("| requests | c | req/s | ok | failed | no reply | p50 ms | p95 ms | p99 ms | host CPU ms/req | workers' CPU ms/req |\n")
 	b.WriteString("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	h, w := 0.0, 0.0
-	if n := k.OK + k.Failed; n > 0 && res.ServerCPU != nil {
+	if n := k.Answered(); n > 0 && res.ServerCPU != nil {
 		h, w = 1000**res.ServerCPU/float64(n), 1000**res.AgentsCPU/float64(n)
 	}
 	fmt.Fprintf(&b, "| %d | %d | %s | %d | %d | %d | %s | %s | %s | %s | %s |\n\n", k.Sent, res.Concurrency, num(res.PerSecond),
 		k.OK, k.Failed, k.NoReply, num(k.P50ms), num(k.P95ms), num(k.P99ms), num(h), num(w))
 	b.WriteString("| RSS | after the first tenth | at the end | change |\n| --- | ---: | ---: | ---: |\n")
 	fmt.Fprintf(&b, "| agent-host | %s MiB | %s MiB | %s |\n", mib(res.RSSWarmKiB), mib(res.RSSEndKiB), change(res.RSSWarmKiB, res.RSSEndKiB))
-	fmt.Fprintf(&b, "| its workers (%d) together | %s MiB | %s MiB | %s |\n", res.Workers, mib(res.WorkersRSSWarm), mib(res.WorkersRSSEnd), change(res.WorkersRSSWarm, res.WorkersRSSEnd))
+	fmt.Fprintf(&b, "| its workers (%d) together | %s MiB | %s MiB | %s |\n", res.Workers, mib(res.WorkersRSSWarmKiB), mib(res.WorkersRSSEndKiB), change(res.WorkersRSSWarmKiB, res.WorkersRSSEndKiB))
 	flat := func(a, b int64) bool { return a > 0 && 100*float64(b-a)/float64(a) <= 10 }
 	fmt.Fprintf(&b, "\nRSS flat (within 10 %%) over %d pooled requests, host and workers: %s.\n", k.Sent,
-		verdict(k.NoReply == 0 && flat(res.RSSWarmKiB, res.RSSEndKiB) && flat(res.WorkersRSSWarm, res.WorkersRSSEnd)))
+		verdict(k.NoReply == 0 && flat(res.RSSWarmKiB, res.RSSEndKiB) && flat(res.WorkersRSSWarmKiB, res.WorkersRSSEndKiB)))
 	if stopErr != nil {
 		fmt.Fprintf(&b, "\n**Note:** %s\n", stopErr)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/agent-host/agent-host/cmd/internal/loadreport"
 	"github.com/agent-host/agent-host/protocol/client"
 	"github.com/agent-host/agent-host/protocol/security"
 )
@@ -163,36 +164,6 @@ func without(want, have []string) []string {
 	return missing
 }
 
-// loadResult is what agent-host-load --json prints, the parts used here.
-type loadResult struct {
-	Concurrency int     `json:"concurrency"`
-	Seconds     float64 `json:"seconds"`
-	Requests    int64   `json:"requests"`
-	PerSecond   float64 `json:"per_second"`
-	ReplySecs   float64 `json:"reply_seconds"`
-	Kinds       []struct {
-		Kind    string  `json:"kind"`
-		Sent    int64   `json:"sent"`
-		OK      int64   `json:"ok"`
-		Failed  int64   `json:"failed"`
-		Busy    int64   `json:"busy"`
-		NoReply int64   `json:"no_reply"`
-		P50ms   float64 `json:"p50_ms"`
-		P95ms   float64 `json:"p95_ms"`
-		P99ms   float64 `json:"p99_ms"`
-		MaxMs   float64 `json:"max_ms"`
-	} `json:"kinds"`
-	NodeAlive        *bool    `json:"node_alive"`
-	RSSWarmKiB       int64    `json:"rss_warm_kib"`
-	RSSEndKiB        int64    `json:"rss_end_kib"`
-	WorkersRSSWarm   int64    `json:"workers_rss_warm_kib"`
-	WorkersRSSEnd    int64    `json:"workers_rss_end_kib"`
-	ServerCPU        *float64 `json:"server_cpu_s"`
-	AgentsCPU        *float64 `json:"agents_cpu_s"`
-	Workers          int      `json:"workers"`
-	UnexpectedReplys int64    `json:"unexpected_replies"`
-}
-
 // loadArgs are the agent-host-load arguments every run shares.
 type loadArgs struct {
 	binary, broker, identity, caller, cert, key, ca string
@@ -201,7 +172,7 @@ type loadArgs struct {
 // runLoad runs agent-host-load with extra arguments and decodes its JSON.
 // Its exit status 2 (a request lost, the node's memory grew) still gives a
 // result; the caller judges it.
-func (a loadArgs) run(ctx context.Context, extra ...string) (*loadResult, error) {
+func (a loadArgs) run(ctx context.Context, extra ...string) (*loadreport.Result, error) {
 	args := []string{"--broker", a.broker, "--identity", a.identity, "--caller", a.caller,
 		"--cert", a.cert, "--key", a.key, "--ca", a.ca, "--json"}
 	args = append(args, extra...)
@@ -213,7 +184,7 @@ func (a loadArgs) run(ctx context.Context, extra ...string) (*loadResult, error)
 	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 2) {
 		return nil, fmt.Errorf("agent-host-load %s: %w: %s", strings.Join(extra, " "), err, strings.TrimSpace(stderr.String()))
 	}
-	var res loadResult
+	var res loadreport.Result
 	if err := json.Unmarshal(out, &res); err != nil {
 		return nil, fmt.Errorf("agent-host-load %s printed %q: %w", strings.Join(extra, " "), out, err)
 	}

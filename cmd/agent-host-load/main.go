@@ -37,6 +37,7 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/nats-io/nats.go"
 
+	"github.com/agent-host/agent-host/cmd/internal/loadreport"
 	"github.com/agent-host/agent-host/protocol"
 	"github.com/agent-host/agent-host/protocol/client"
 	"github.com/agent-host/agent-host/protocol/security"
@@ -169,59 +170,20 @@ func schedule(kinds []*kind) []*kind {
 	return cycle
 }
 
-// stats are one kind's counters.
+// stats are one kind's counters while the run goes on; Stats is filled
+// in from them at the end.
 type stats struct {
-	Kind   string `json:"kind"`
-	Sent   int64  `json:"sent"`
-	OK     int64  `json:"ok"`
-	Failed int64  `json:"failed"`
-	// Busy counts the failures that were the node saying it is busy.
-	Busy    int64   `json:"busy"`
-	NoReply int64   `json:"no_reply"`
-	P50ms   float64 `json:"p50_ms"`
-	P90ms   float64 `json:"p90_ms"`
-	P95ms   float64 `json:"p95_ms"`
-	P99ms   float64 `json:"p99_ms"`
-	MaxMs   float64 `json:"max_ms"`
+	loadreport.Stats
 
 	sent, ok, failed, busy, noReply atomic.Int64
 	mu                              sync.Mutex
 	lat                             []time.Duration
 }
 
-// result summarises a run.
-type result struct {
-	Node        string  `json:"node"`
-	Concurrency int     `json:"concurrency"`
-	Seconds     float64 `json:"seconds"`
-	Requests    int64   `json:"requests"`
-	PerSecond   float64 `json:"per_second"`
-	// ReplySeconds runs from the start to the last reply received: the
-	// window of answered requests, without the wait for lost ones.
-	ReplySeconds float64  `json:"reply_seconds"`
-	Kinds        []*stats `json:"kinds"`
-	// NodeAlive, RSSWarmKiB and RSSEndKiB are set with --pid.
-	NodeAlive  *bool `json:"node_alive,omitempty"`
-	RSSWarmKiB int64 `json:"rss_warm_kib,omitempty"`
-	RSSEndKiB  int64 `json:"rss_end_kib,omitempty"`
-	// WorkersRSSWarmKiB and WorkersRSSEndKiB sum the resident memory of
-	// the node's live descendants (its pool workers) at the same moments.
-	WorkersRSSWarmKiB int64 `json:"workers_rss_warm_kib,omitempty"`
-	WorkersRSSEndKiB  int64 `json:"workers_rss_end_kib,omitempty"`
-	// ServerCPU and AgentsCPU are the CPU seconds the node's process and
-	// its descendants (agents it ran and reaped, live pool workers) used
-	// while requests were measured; Workers counts its live descendants
-	// at the end. Set with --pid (Linux).
-	ServerCPU *float64 `json:"server_cpu_s,omitempty"`
-	AgentsCPU *float64 `json:"agents_cpu_s,omitempty"`
-	Workers   int      `json:"workers,omitempty"`
-	// DaemonStats is the node's rpcutil daemon_stats at the end.
-	DaemonStats map[string]any `json:"daemon_stats,omitempty"`
-	// Unexpected counts replies to no request waiting for one: to a
-	// malformed message, or after a timeout. Only counted with --strays
-	// (implied by --mix).
-	Unexpected int64 `json:"unexpected_replies"`
-}
+func newStats(k *kind) *stats { return &stats{Stats: loadreport.Stats{Kind: k.name}} }
+
+// result summarises a run: what --json prints.
+type result struct{ loadreport.Result }
 
 // maxRSSGrowth is how much the node's memory may grow between warm-up and
 // the end of a healthy run, in percent.
@@ -432,7 +394,7 @@ func run(ctx context.Context, o options) (*result, error) {
 		// Warm-up: workers started, caches filled; nothing counted.
 		discard := map[*kind]*stats{}
 		for _, k := range kinds {
-			discard[k] = &stats{Kind: k.name}
+			discard[k] = newStats(k)
 		}
 		l.phase(ctx, conns, cycle, discard, time.Now().Add(o.ramp), 0, nil)
 		if ctx.Err() != nil {
@@ -442,7 +404,7 @@ func run(ctx context.Context, o options) (*result, error) {
 
 	byKind := map[*kind]*stats{}
 	for _, k := range kinds {
-		byKind[k] = &stats{Kind: k.name}
+		byKind[k] = newStats(k)
 	}
 	var before treeSample
 	if o.pid > 0 {
@@ -461,7 +423,7 @@ func run(ctx context.Context, o options) (*result, error) {
 	last := l.phase(ctx, conns, cycle, byKind, start.Add(o.duration), o.requests, onWarm)
 	elapsed := time.Since(start)
 
-	res := &result{Node: o.identity, Concurrency: o.concurrency, Seconds: elapsed.Seconds()}
+	res := &result{loadreport.Result{Node: o.identity, Concurrency: o.concurrency, Seconds: elapsed.Seconds()}}
 	if !last.IsZero() {
 		res.ReplySeconds = last.Sub(start).Seconds()
 	}
@@ -479,7 +441,7 @@ func run(ctx context.Context, o options) (*result, error) {
 		slices.Sort(s.lat)
 		s.P50ms, s.P90ms, s.P95ms, s.P99ms, s.MaxMs = pct(s.lat, 0.50), pct(s.lat, 0.90), pct(s.lat, 0.95), pct(s.lat, 0.99), pct(s.lat, 1)
 		res.Requests += s.Sent
-		res.Kinds = append(res.Kinds, s)
+		res.Kinds = append(res.Kinds, &s.Stats)
 	}
 	res.PerSecond = float64(res.Requests) / elapsed.Seconds()
 	if o.pid > 0 {
