@@ -158,17 +158,17 @@ func New(cfg *config.Config, opts ...Option) (*Host, error) {
 	h.matcher = filter.NewMatcher(filter.WithLogger(slog.New(newLimitedHandler(h.log.Handler(), h.refusals)).With("component", "filter")))
 	h.inv = inventory.New(cfg.FactsFiles, cfg.ClassesFile, h.log.With("component", "inventory"))
 	h.spawner, h.catalog = newAgentSource(cfg, h.inv, h.log)
-	h.runners = newAgentRunners(cfg, h.spawner, h.inv, h.log)
-	if h.rpcutil, err = h.newRPCUtil(); err != nil {
-		return nil, err
-	}
-	h.intake = newIntake(cfg.PendingLimit, cfg.PendingBytes)
 	h.queue = newAgentQueue(queueLimits{
 		count:            cfg.QueueLimit,
 		bytes:            cfg.QueueBytes,
 		perAgent:         max(cfg.QueueLimit/2, 1),
 		inFlightPerAgent: inFlightPerAgent(cfg),
 	})
+	h.runners = newAgentRunners(cfg, h.spawner, h.inv, h.log, h.queue.limitsChanged)
+	if h.rpcutil, err = h.newRPCUtil(); err != nil {
+		return nil, err
+	}
+	h.intake = newIntake(cfg.PendingLimit, cfg.PendingBytes)
 	return h, nil
 }
 

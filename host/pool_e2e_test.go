@@ -230,3 +230,33 @@ func waitGone(t *testing.T, pid int) {
 		return err != nil || strings.Contains(string(b), ") Z ")
 	})
 }
+
+// TestPooledBurstUsesTheAnnouncedConcurrency: until its first worker's
+// handshake a pool assumes one request per worker; requests queued
+// meanwhile start as soon as the worker says it runs more, not when the
+// first finishes.
+func TestPooledBurstUsesTheAnnouncedConcurrency(t *testing.T) {
+	eachPoolAgent(t, func(t *testing.T, exe string) {
+		h := start(t, setup{pooltest: exe, configure: func(c *config.Config) { c.PoolMaxWorkers = 1 }})
+		const sleep = 1500 * time.Millisecond
+		begin := time.Now()
+		var subs []*nats.Subscription
+		for range 4 { // the pooltest agents announce 4
+			sreq, id := unsigned(t, "pooltest", fmt.Sprintf(`{"agent":"pooltest","action":"sleep","data":{"ms":%d}}`, sleep.Milliseconds()), nil)
+			subs = append(subs, h.send(t, sreq, id, "mcollective.node."+node))
+		}
+		for _, sub := range subs {
+			msg, err := sub.NextMsg(20 * time.Second)
+			if err != nil {
+				t.Fatalf("a request went unanswered: %v", err)
+			}
+			if r := replyBody(t, msg.Data); r.Statuscode != protocol.OK {
+				t.Fatalf("reply %d %q", r.Statuscode, r.Statusmsg)
+			}
+		}
+		// Run one after another they would take two sleeps at least.
+		if took := time.Since(begin); took >= 2*sleep {
+			t.Errorf("4 requests of %s on one worker running 4 at once took %s: they did not run together", sleep, took)
+		}
+	})
+}

@@ -163,6 +163,14 @@ func (q *agentQueue) inFlightLimit(a *agentEntry) int {
 	return q.limits.inFlightPerAgent
 }
 
+// limitsChanged is told that an agent may now hold more slots (its pool
+// learnt what a worker runs at once): requests waiting for one look again.
+func (q *agentQueue) limitsChanged() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.cond.Broadcast()
+}
+
 // done gives back the slot r held.
 func (q *agentQueue) done(r *request) {
 	q.mu.Lock()

@@ -27,14 +27,16 @@ type agentRunners struct {
 	spawner *spawn.Spawner
 	inv     *inventory.Inventory
 	log     *slog.Logger
+	// capacityChanged is called when a pool may run more at once.
+	capacityChanged func()
 
 	mu      sync.Mutex
 	pools   map[string]*pooledAgent // by agent name
 	closing sync.WaitGroup          // pools being closed
 }
 
-func newAgentRunners(cfg *config.Config, sp *spawn.Spawner, inv *inventory.Inventory, log *slog.Logger) *agentRunners {
-	return &agentRunners{cfg: cfg, spawner: sp, inv: inv, log: log, pools: map[string]*pooledAgent{}}
+func newAgentRunners(cfg *config.Config, sp *spawn.Spawner, inv *inventory.Inventory, log *slog.Logger, capacityChanged func()) *agentRunners {
+	return &agentRunners{cfg: cfg, spawner: sp, inv: inv, log: log, capacityChanged: capacityChanged, pools: map[string]*pooledAgent{}}
 }
 
 // runnerFor returns the runner for a, reusing its pool when a is the agent
@@ -50,7 +52,7 @@ func (r *agentRunners) runnerFor(a *runner.Agent) (runner.Runner, func() int) {
 	p := r.pools[a.Name]
 	if p == nil || p.agent != a {
 		old := p
-		p = &pooledAgent{agent: a, exec: exec, pool: pool.New(poolConfig(a, cfg, r.inv), pool.WithLogger(r.log.With("component", "pool")))}
+		p = &pooledAgent{agent: a, exec: exec, pool: pool.New(poolConfig(a, cfg, r.inv, r.capacityChanged), pool.WithLogger(r.log.With("component", "pool")))}
 		if old != nil {
 			old.next.Store(p)
 			r.retireLocked(old, "the agent changed on disk", wp.ReasonReload)
@@ -157,8 +159,9 @@ func (p *pooledAgent) capacity() int {
 }
 
 // poolConfig is the pool an agent gets from its settings.
-func poolConfig(a *runner.Agent, cfg *config.Config, inv *inventory.Inventory) pool.Config {
+func poolConfig(a *runner.Agent, cfg *config.Config, inv *inventory.Inventory, capacityChanged func()) pool.Config {
 	return pool.Config{
+		OnCapacity:        capacityChanged,
 		Agent:             a.Name,
 		Executable:        a.Executable,
 		HostName:          "agent-host/" + Version,

@@ -55,6 +55,10 @@ type Config struct {
 	Agent string
 	// Executable is the agent's executable, started with no arguments.
 	Executable string
+	// OnCapacity, when set, is called when Capacity grows: a worker
+	// announced that it runs more requests at once than the pool assumed.
+	// It is called without the pool's lock held.
+	OnCapacity func()
 	// HostName names the host and its version in the handshake, for the
 	// worker's log. Empty means "agent-host".
 	HostName string

@@ -248,7 +248,9 @@ func (w *worker) handshake(reader *wp.Reader) error {
 		if cfg.Concurrency > 0 {
 			w.capacity = min(w.capacity, cfg.Concurrency)
 		}
-		w.p.perWorker.Store(int64(w.capacity))
+		if old := w.p.perWorker.Swap(int64(w.capacity)); old < int64(w.capacity) && cfg.OnCapacity != nil {
+			cfg.OnCapacity()
+		}
 		limit := cfg.MaxDocumentBytes
 		if doc.MaxDocumentBytes > 0 {
 			limit = min(limit, doc.MaxDocumentBytes)
