@@ -11,11 +11,17 @@ BIN     := bin/agent-host
 CLOCK   := testdata/agents/clock/clock/clock-$(GOOS)_$(GOARCH)
 GREETER := testdata/agents/greeter/greeter/greeter-$(GOOS)_$(GOARCH)
 PYENV   := $(VENV)/.installed
+# sdk-python is installed into a virtual environment of its own: .venv has
+# the real py-mco-agent, whose import names (mco_agent, choria_external)
+# the SDK also provides.
+SDKVENV ?= .venv-sdk
+SDKENV  := $(SDKVENV)/.installed
+SDKSRC  := sdk-python/pyproject.toml $(wildcard sdk-python/src/*/*.py)
 # Agents get the host's PATH; the virtual environment first makes
 # `#!/usr/bin/env python3` agents find py-mco-agent.
 AGENT_PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all build run test test-go test-interop bench bench-go bench-e2e bench-long bench-tools bench-load soak generate vet clean FORCE
+.PHONY: all build run test test-go test-interop test-python sdk-venv bench bench-go bench-e2e bench-long bench-tools bench-load soak generate vet clean FORCE
 
 all: build
 
@@ -35,18 +41,29 @@ $(PYENV): testdata/pymco/requirements.txt
 	$(VENV)/bin/pip install --disable-pip-version-check -q -r testdata/pymco/requirements.txt
 	touch $@
 
+$(SDKENV): $(SDKSRC)
+	$(PYTHON) -m venv $(SDKVENV)
+	$(SDKVENV)/bin/pip install --disable-pip-version-check -q ./sdk-python pytest
+	touch $@
+
+## sdk-venv: the virtual environment with sdk-python installed (and pytest)
+sdk-venv: $(SDKENV)
+
 ## run: serve the example agents on an embedded NATS broker (Ctrl-C stops)
 run: build $(PYENV)
 	PATH="$(AGENT_PATH)" $(BIN) run --config testdata/config/dev.conf --plugins testdata/agents
 
-## test: every test, including the interop tests against the real Choria client code
-test: test-go test-interop
+## test: every test, including the interop tests against the real Choria client code and the Python SDK's
+test: test-go test-interop test-python
 
 test-go: $(PYENV) $(CLOCK) $(GREETER)
 	PATH="$(AGENT_PATH)" $(GO) test -race -count=1 ./...
 
 test-interop: $(PYENV)
 	cd testdata/choria-interop && PATH="$(AGENT_PATH)" $(GO) test -count=1 ./...
+
+test-python: $(SDKENV)
+	$(SDKVENV)/bin/python -m pytest -q -p no:cacheprovider sdk-python/tests
 
 ## bench: Go benchmarks, then the end-to-end side-by-side run against the go-choria server; writes BENCHMARKS.md and BENCHMARKS.png
 bench: bench-go bench-e2e
@@ -116,4 +133,4 @@ vet:
 	$(GO) vet ./...
 
 clean:
-	rm -rf bin $(VENV) $(CLOCK) $(GREETER)
+	rm -rf bin $(VENV) $(SDKVENV) $(CLOCK) $(GREETER)

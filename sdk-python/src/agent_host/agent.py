@@ -1,0 +1,178 @@
+"""Agents: a class per agent, a method per action."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from agent_host.config import Config
+from agent_host.exceptions import ChoriaExternalException, InactiveAgent, RPCAborted, UnknownRPCAction
+from agent_host.protocol import ExternalActivationRequest, ExternalRPCRequest
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
+    from typing import Any, Callable, Dict, Optional, Type, TypeVar
+
+    from agent_host.protocol import ProtocolMessage, Reply
+
+    F = TypeVar("F", bound=Callable[..., Any])
+    C = TypeVar("C", bound=type)
+
+
+class ChoriaExternal:
+    """Base of anything the external protocol runs: the request, its reply,
+    the plugin's configuration and a logger named ``choria.<name>``.
+
+    The plugin's name is its class name in lower case.
+    """
+
+    def __init__(self, request: ProtocolMessage, reply: Reply) -> None:
+        self.plugin_name: str = type(self).__name__.lower()
+        self.request: Any = request
+        self.reply: Any = reply
+        self.config: Optional[Config] = None
+        self._facts: Optional[Dict[str, Any]] = None
+
+    @property
+    def agent_name(self) -> str:
+        """py-mco-agent 0.3's name for ``plugin_name``."""
+        return self.plugin_name
+
+    @property
+    def logger(self) -> logging.Logger:
+        """``logging.getLogger("choria.<name>")``; ``logging`` is imported on first use."""
+        logger = self.__dict__.get("_logger")
+        if logger is None:
+            from agent_host.logs import setup_logger
+
+            logger = setup_logger().getChild(self.plugin_name)
+            self.__dict__["_logger"] = logger
+        return logger
+
+    @logger.setter
+    def logger(self, value: logging.Logger) -> None:
+        self.__dict__["_logger"] = value
+
+    def load_facts(self) -> Dict[str, Any]:
+        """The node's facts, read from ``CHORIA_EXTERNAL_FACTS`` on first use.
+
+        ``{}`` when there are none: the file is empty for activation checks.
+        """
+        if getattr(self, "_facts", None) is None:
+            facts: Any = {}
+            path = os.environ.get("CHORIA_EXTERNAL_FACTS")
+            if path:
+                try:
+                    with open(path, "r", encoding="utf-8") as fp:
+                        text = fp.read()
+                    if text.strip():
+                        facts = json.loads(text)
+                except (OSError, ValueError):
+                    facts = {}
+            self._facts = facts if isinstance(facts, dict) else {}
+        return self._facts  # type: ignore[return-value]
+
+    def load_config(self) -> None:
+        self.config = Config(self.plugin_name)
+        self.config.read_config()
+
+    def execute(self) -> None:
+        """Does the work; subclasses override it."""
+
+    @classmethod
+    def dispatch(cls, request: ProtocolMessage, reply: Reply) -> None:
+        """Runs ``execute`` for one request, turning failures into a failed reply."""
+        try:
+            plugin = cls(request=request, reply=reply)
+            plugin.load_config()
+            try:
+                plugin.execute()
+            except Exception as e:
+                raise RPCAborted(str(e))
+        except ChoriaExternalException as e:
+            _fail(reply, e)
+
+
+def _fail(reply: Any, e: ChoriaExternalException) -> None:
+    # py-mco-agent's statusmsg: the description, then str(e), which starts
+    # with the description again ("RPC Aborted: RPC Aborted: boom").
+    reply.fail(e.statuscode, "{0}: {1}".format(e.description, str(e)))
+
+
+class Agent(ChoriaExternal):
+    """A Choria external agent.
+
+    Decorate the class with ``@register_actions`` and each action method
+    with ``@action``; an action reads ``self.request.data`` and
+    ``self.config`` and writes ``self.reply.data`` or calls
+    ``self.reply.fail(code, message)``. Override ``should_activate`` to
+    decline to run on a node.
+    """
+
+    # Filled per class by @register_actions (each class has its own dict).
+    _actions: Dict[str, Callable[..., Any]] = {}
+
+    @staticmethod
+    def should_activate() -> bool:
+        """Whether the agent is served on this node; only ``True`` activates it."""
+        return True
+
+    def execute(self) -> None:
+        name = self.request.action
+        method = type(self)._actions.get(name)
+        if method is None:
+            raise UnknownRPCAction(name)
+        method(self)
+
+    # py-mco-agent 0.3's name for execute.
+    def run(self) -> None:
+        self.execute()
+
+    @classmethod
+    def dispatch(cls, request: ProtocolMessage, reply: Reply) -> None:
+        """Answers one activation check or RPC request into ``reply``.
+
+        An exception from an action fails the request with code 1 (RPC
+        Aborted); an inactive agent answers code 5. An exception raised while
+        deciding activation propagates (the process exits 1, and the host
+        does not activate the agent).
+        """
+        try:
+            agent = cls(request=request, reply=reply)
+            agent.load_config()
+            if isinstance(request, ExternalActivationRequest):
+                reply.activate = agent.should_activate() is True  # type: ignore[attr-defined]
+            elif isinstance(request, ExternalRPCRequest):
+                if not agent.should_activate():
+                    raise InactiveAgent()
+                try:
+                    agent.execute()
+                except Exception as e:
+                    raise RPCAborted(str(e))
+        except ChoriaExternalException as e:
+            if isinstance(request, ExternalActivationRequest):
+                raise
+            _fail(reply, e)
+
+
+def action(method: F) -> F:
+    """Marks a method of an ``Agent`` subclass as an action named after it."""
+    method._register_action = True  # type: ignore[attr-defined]
+    return method
+
+
+def register_actions(cls: C) -> C:
+    """Registers the class's ``@action`` methods, and those of the registered
+    classes it derives from, as its actions."""
+    actions: Dict[str, Any] = {}
+    for base in reversed(cls.__mro__[1:]):
+        actions.update(base.__dict__.get("_actions", {}))
+    for name, method in cls.__dict__.items():
+        if getattr(method, "_register_action", False):
+            actions[name] = method
+    cls._actions = actions  # type: ignore[attr-defined]
+    return cls
+
+
+__all__ = ["ChoriaExternal", "Agent", "action", "register_actions"]

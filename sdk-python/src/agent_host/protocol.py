@@ -1,0 +1,304 @@
+"""The external agent protocol's documents: requests and replies.
+
+Requests are checked against the protocol's JSON schemas (draft-04) by a
+small built-in validator covering the keywords those schemas use, so no
+``jsonschema`` import is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from agent_host.exceptions import ImproperlyConfigured, InvalidRPCData
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Optional, Type, TypeVar
+
+    P = TypeVar("P", bound="ProtocolMessage")
+
+RPC_REQUEST = "io.choria.mcorpc.external.v1.rpc_request"
+RPC_REPLY = "io.choria.mcorpc.external.v1.rpc_reply"
+ACTIVATION_REQUEST = "io.choria.mcorpc.external.v1.activation_request"
+ACTIVATION_REPLY = "io.choria.mcorpc.external.v1.activation_reply"
+
+_NAME = {"type": "string", "minLength": 1, "pattern": "^[a-z0-9_]*$"}
+
+RPC_REQUEST_SCHEMA: Dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-04/schema",
+    "id": "https://choria.io/schemas/mcorpc/external/v1/rpc_request.json",
+    "title": RPC_REQUEST,
+    "type": "object",
+    "required": ["$schema", "protocol", "agent", "action", "requestid", "senderid",
+                 "callerid", "collective", "ttl", "msgtime", "data"],
+    "properties": {
+        "protocol": {"type": "string", "enum": [RPC_REQUEST]},
+        "agent": _NAME,
+        "action": _NAME,
+        "requestid": {"type": "string"},
+        "senderid": {"type": "string"},
+        "callerid": {"type": "string"},
+        "collective": {"type": "string"},
+        "ttl": {"type": "integer"},
+        "msgtime": {"type": "integer"},
+        "data": {"type": "object"},
+    },
+}
+
+ACTIVATION_REQUEST_SCHEMA: Dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-04/schema",
+    "id": "https://choria.io/schemas/mcorpc/external/v1/activation_request.json",
+    "title": ACTIVATION_REQUEST,
+    "type": "object",
+    "required": ["$schema", "protocol", "agent"],
+    "properties": {
+        "protocol": {"type": "string", "enum": [ACTIVATION_REQUEST]},
+        "agent": _NAME,
+    },
+}
+
+_TYPES: Dict[str, Callable[[Any], bool]] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool))
+    or (isinstance(v, float) and v.is_integer()),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+}
+
+
+def validate(value: Any, schema: Dict[str, Any], path: str = "") -> None:
+    """Checks ``value`` against ``schema``; raises ``InvalidRPCData`` with the first problem.
+
+    Supports ``type``, ``enum``, ``required``, ``properties``, ``items``,
+    ``minLength``, ``maxLength``, ``pattern``, ``minimum`` and ``maximum``;
+    other keywords are ignored.
+    """
+    where = " in %s" % path if path else ""
+    want = schema.get("type")
+    if want is not None:
+        names = want if isinstance(want, list) else [want]
+        if not any(_TYPES.get(n, lambda v: True)(value) for n in names):
+            raise InvalidRPCData("%s is not of type %s%s" % (json.dumps(value), ", ".join(repr(n) for n in names), where))
+    if "enum" in schema and value not in schema["enum"]:
+        raise InvalidRPCData("%s is not one of %r%s" % (json.dumps(value), schema["enum"], where))
+    if isinstance(value, dict):
+        for key in schema.get("required", ()):
+            if key not in value:
+                raise InvalidRPCData("%r is a required property%s" % (key, where))
+        for key, sub in schema.get("properties", {}).items():
+            if key in value:
+                validate(value[key], sub, "%s.%s" % (path, key) if path else key)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            validate(item, schema["items"], "%s[%d]" % (path, i))
+    elif isinstance(value, str):
+        if "minLength" in schema and len(value) < schema["minLength"]:
+            raise InvalidRPCData("%s is too short%s" % (json.dumps(value), where))
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            raise InvalidRPCData("%s is too long%s" % (json.dumps(value), where))
+        if "pattern" in schema:
+            import re
+
+            if not re.search(schema["pattern"], value):
+                raise InvalidRPCData("%s does not match %r%s" % (json.dumps(value), schema["pattern"], where))
+    elif _TYPES["number"](value):
+        if "minimum" in schema and value < schema["minimum"]:
+            raise InvalidRPCData("%s is less than the minimum of %s%s" % (value, schema["minimum"], where))
+        if "maximum" in schema and value > schema["maximum"]:
+            raise InvalidRPCData("%s is greater than the maximum of %s%s" % (value, schema["maximum"], where))
+
+
+class ProtocolMessage:
+    """A document of one protocol, its schema's ``properties`` read as attributes.
+
+    Subclasses name their protocol in ``_protocol`` and give their schema
+    in ``_schema``, or leave it ``None`` to have ``load_schema`` read
+    ``schemas/<protocol>.json`` beside the module defining the subclass.
+    ``@ProtocolMessage.register_protocol()`` makes ``get_protocol`` find them.
+    """
+
+    _protocols: Dict[str, Type[ProtocolMessage]] = {}
+    _protocol: Optional[str] = None
+    _schema: Optional[Dict[str, Any]] = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        if self._schema is None:
+            raise ImproperlyConfigured(
+                "Must call {0}.load_schema before constructing an object".format(type(self).__name__))
+        props = {}
+        for prop in self._schema.get("properties", {}):
+            props[prop] = kwargs.get(prop)
+        self.__dict__["_properties"] = props
+
+    def __getattr__(self, item: str) -> Any:
+        props = self.__dict__.get("_properties")
+        if props is None or item not in props:
+            raise AttributeError(item)
+        return props[item]
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The document's properties as a dict."""
+        return dict(self._properties)
+
+    def __repr__(self) -> str:
+        return "%s(%r)" % (type(self).__name__, self._properties)
+
+    @classmethod
+    def load_schema(cls) -> None:
+        if cls._schema is not None:
+            return
+        import sys
+
+        module = sys.modules.get(cls.__module__)
+        base = os.path.dirname(getattr(module, "__file__", None) or ".")
+        with open(os.path.join(base, "schemas", "{0}.json".format(cls._protocol)), "r", encoding="utf-8") as fp:
+            cls._schema = json.load(fp)
+
+    @classmethod
+    def get_protocol(cls, protocol_name: str) -> Type[ProtocolMessage]:
+        if protocol_name not in cls._protocols:
+            raise InvalidRPCData("Unsupported message protocol {0}".format(protocol_name))
+        return cls._protocols[protocol_name]
+
+    @classmethod
+    def from_json(cls: Type[P], request: str) -> P:
+        try:
+            message = json.loads(request)
+        except ValueError as e:
+            raise InvalidRPCData("request is not JSON: %s" % e) from None
+        return cls.from_dict(message)
+
+    @classmethod
+    def from_dict(cls: Type[P], message: Any) -> P:
+        cls.load_schema()
+        assert cls._schema is not None
+        validate(message, cls._schema)
+        fields = dict(message)
+        cls.parse_message_hook(fields)
+        return cls(**fields)
+
+    @classmethod
+    def parse_message_hook(cls, fields: Dict[str, Any]) -> None:
+        """Lets a subclass change the fields before the object is built."""
+
+    @staticmethod
+    def create_reply() -> Reply:
+        raise InvalidRPCData("Method should only be called for a ProtocolMessage subclass")
+
+    @classmethod
+    def register_protocol(cls) -> Callable[[Type[P]], Type[P]]:
+        def decorator(protocol_cls: Type[P]) -> Type[P]:
+            if protocol_cls._protocol is None:
+                raise ImproperlyConfigured("ProtocolMessage classes must define _protocol name")
+            cls._protocols[protocol_cls._protocol] = protocol_cls
+            return protocol_cls
+
+        return decorator
+
+
+class Reply:
+    """Base of the reply documents."""
+
+    _protocol: Optional[str] = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def successful(self) -> bool:
+        return True
+
+    def to_json(self) -> str:
+        raise NotImplementedError
+
+
+class ActionReply(Reply):
+    """The reply to an RPC request: ``statuscode``, ``statusmsg`` and ``data``.
+
+    Written as ``{"statuscode": 0, "statusmsg": "", "data": {...}}``, those
+    keys in that order with ``json.dumps``' default separators.
+    ``disableresponse`` is kept for compatibility and never written.
+    """
+
+    _protocol = RPC_REPLY
+
+    def __init__(self, statuscode: int = 0, statusmsg: str = "", data: Optional[Dict[str, Any]] = None,
+                 disableresponse: bool = False, *args: Any, **kwargs: Any) -> None:
+        Reply.__init__(self, *args, **kwargs)
+        self.statuscode = statuscode
+        self.statusmsg = statusmsg
+        self.data: Dict[str, Any] = data if data else {}
+        self.disableresponse = disableresponse
+
+    def fail(self, code: int, message: str) -> None:
+        """Sets the status code and message; the action carries on."""
+        self.statuscode = code
+        self.statusmsg = message
+
+    def successful(self) -> bool:
+        return self.statuscode == 0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"statuscode": self.statuscode, "statusmsg": self.statusmsg, "data": self.data}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+class ActivationReply(Reply):
+    """The reply to an activation check: ``{"activate": true|false}``."""
+
+    _protocol = ACTIVATION_REPLY
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        Reply.__init__(self, *args, **kwargs)
+        self.activate = True
+
+    def fail(self, *args: Any) -> None:
+        """Declines activation (any arguments are ignored)."""
+        self.activate = False
+
+    def successful(self) -> bool:
+        return self.activate is True
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"activate": self.activate}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+@ProtocolMessage.register_protocol()
+class ExternalActivationRequest(ProtocolMessage):
+    """An activation check: ``.protocol`` and ``.agent``."""
+
+    _protocol = ACTIVATION_REQUEST
+    _schema = ACTIVATION_REQUEST_SCHEMA
+
+    @staticmethod
+    def create_reply() -> ActivationReply:
+        return ActivationReply()
+
+
+@ProtocolMessage.register_protocol()
+class ExternalRPCRequest(ProtocolMessage):
+    """An RPC request: ``.protocol .agent .action .requestid .senderid .callerid
+    .collective .ttl .msgtime .data``."""
+
+    _protocol = RPC_REQUEST
+    _schema = RPC_REQUEST_SCHEMA
+
+    @staticmethod
+    def create_reply() -> ActionReply:
+        return ActionReply()
+
+
+__all__ = [
+    "RPC_REQUEST", "RPC_REPLY", "ACTIVATION_REQUEST", "ACTIVATION_REPLY",
+    "RPC_REQUEST_SCHEMA", "ACTIVATION_REQUEST_SCHEMA", "validate",
+    "ProtocolMessage", "Reply", "ActionReply", "ActivationReply",
+    "ExternalActivationRequest", "ExternalRPCRequest",
+]
