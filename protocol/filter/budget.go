@@ -21,6 +21,10 @@ type budget struct {
 	compile int // size of patterns left to compile (see regexpCost)
 	built   int // bytes the builtins may still take and return
 
+	// evaluation is how long the compound expressions may run, until
+	// when; until is set when the first one starts, so compiling does
+	// not count.
+	evaluation time.Duration
 	// until is when the compound expressions have run for too long; it
 	// is set when the first one starts, so compiling does not count.
 	until time.Time
@@ -33,7 +37,7 @@ type budget struct {
 }
 
 func newBudget() *budget {
-	return &budget{calls: MaxFunctionCalls, with: MaxWithBytes, steps: MaxClosureSteps, match: MaxMatchCost, compile: MaxRegexCompile, built: MaxBuiltBytes}
+	return &budget{calls: MaxFunctionCalls, with: MaxWithBytes, steps: MaxClosureSteps, match: MaxMatchCost, compile: MaxRegexCompile, built: MaxBuiltBytes, evaluation: MaxEvaluation}
 }
 
 type compiledRegexp struct {
@@ -86,13 +90,13 @@ func (b *budget) regexpMatch(pattern string, subject []byte) (bool, error) {
 // start begins the time the compound expressions may run, at the first.
 func (b *budget) start() {
 	if b.until.IsZero() {
-		b.until = time.Now().Add(MaxEvaluation)
+		b.until = time.Now().Add(b.evaluation)
 	}
 }
 
 func (b *budget) inTime() error {
 	if !b.until.IsZero() && time.Now().After(b.until) {
-		return b.exceeded(fmt.Errorf("%w: evaluating the filter took more than %s", ErrFilterTooComplex, MaxEvaluation))
+		return b.exceeded(fmt.Errorf("%w: evaluating the filter took more than %s", ErrFilterTooComplex, b.evaluation))
 	}
 	return nil
 }

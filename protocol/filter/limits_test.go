@@ -407,3 +407,22 @@ func TestChargingKeepsTypes(t *testing.T) {
 		}
 	}
 }
+
+// TestEvaluationTime: the time compound expressions may run is a backstop
+// behind the counted limits: an expression within every count that runs
+// too long is refused.
+func TestEvaluationTime(t *testing.T) {
+	m := NewMatcher()
+	m.evaluation = 100 * time.Microsecond
+	// 9 000 steps of two builtins each, within every count, take far
+	// longer than 100 µs.
+	slow := `all(1..9000, {upper("abcdefghijklmnop") != "" && lower("ABCDEFGHIJKLMNOP") != ""})`
+	ok, err := m.Match(compoundFilter(slow), testNode())
+	if ok || !errors.Is(err, ErrFilterTooComplex) || !strings.Contains(err.Error(), "took more than 100µs") {
+		t.Errorf("Match = %v, %v; want refused for its time", ok, err)
+	}
+	m.evaluation = time.Minute
+	if !mustMatch(t, m, compoundFilter(slow), testNode()) {
+		t.Error("the same kind of expression did not match within a generous limit")
+	}
+}
