@@ -3,13 +3,10 @@ package filter
 import (
 	"container/list"
 	"fmt"
-	"maps"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
@@ -125,6 +122,7 @@ func exprEnv(m *Matcher, n *Node, b *budget) map[string]any {
 		// The closures of an expression call this for every element; see
 		// exprPolicy.
 		tickFunc:  func(v any) (any, error) { return v, b.step() },
+		costFunc:  func(v any) (any, error) { return v, b.charge(v) },
 		matchFunc: func(subject any, pattern string) (bool, error) { return exprMatches(subject, pattern, b) },
 		"fact": func(path string) (any, error) {
 			if err := b.call(); err != nil {
@@ -151,7 +149,6 @@ func exprEnv(m *Matcher, n *Node, b *budget) map[string]any {
 			return semverSatisfies(version, constraint)
 		},
 	}
-	maps.Copy(env, costFuncs(b))
 	return env
 }
 
@@ -375,44 +372,12 @@ func call(function string, args ...ast.Node) ast.Node {
 	return &ast.CallNode{Callee: &ast.IdentifierNode{Value: function}, Arguments: args}
 }
 
-// costed wraps n in the charging function of its type, so that its value
-// is charged against the budget and the expression type-checks as it
-// would uncharged.
-func costed(n ast.Node) ast.Node {
-	name := costFunc
-	if suffix, ok := costSuffixes[n.Type()]; ok {
-		name += suffix
-	}
-	return call(name, n)
-}
-
-// costSuffixes name the charging function of each type exprEnv has one
-// for; other values go through costFunc itself, typed any.
-var costSuffixes = map[reflect.Type]string{
-	reflect.TypeFor[string]():        "_string",
-	reflect.TypeFor[int]():           "_int",
-	reflect.TypeFor[float64]():       "_float",
-	reflect.TypeFor[bool]():          "_bool",
-	reflect.TypeFor[time.Time]():     "_time",
-	reflect.TypeFor[time.Duration](): "_duration",
-}
-
-// costFuncs returns the charging functions exprEnv provides.
-func costFuncs(b *budget) map[string]any {
-	return map[string]any{
-		costFunc:               charging[any](b),
-		costFunc + "_string":   charging[string](b),
-		costFunc + "_int":      charging[int](b),
-		costFunc + "_float":    charging[float64](b),
-		costFunc + "_bool":     charging[bool](b),
-		costFunc + "_time":     charging[time.Time](b),
-		costFunc + "_duration": charging[time.Duration](b),
-	}
-}
-
-func charging[T any](b *budget) func(T) (T, error) {
-	return func(v T) (T, error) { return v, b.charge(v) }
-}
+// costed wraps n in the charging function, so that its value is charged
+// against the budget. The function is typed any: a wrapper typed by the
+// checker's idea of n would convert values the checker types wrongly
+// (max(1, 2.5) is typed int, get(agents, 9) string though it is nil), and
+// typeCheck has already caught the type errors the wrapper would hide.
+func costed(n ast.Node) ast.Node { return call(costFunc, n) }
 
 // hasClosure says n is a builtin given a closure.
 func hasClosure(n ast.Node) bool {

@@ -371,6 +371,21 @@ func TestRegexpProgramSize(t *testing.T) {
 			t.Logf("refused in %v", time.Since(start))
 		})
 	}
+	// An anchored alternation also compiles to a one-pass program that
+	// grows with the square of its branches: thirteen of 300 branches
+	// are within the filter's 16 KiB of patterns, not its compile budget.
+	var branches []string
+	for r := rune(0x100); r < 0x100+300; r++ {
+		branches = append(branches, string(r)+"x")
+	}
+	wideAlternation := "/^(?:" + strings.Join(branches, "|") + ")*$/"
+	many := make([]string, 13)
+	for i := range many {
+		many[i] = strings.Replace(wideAlternation, "$/", fmt.Sprintf("(?:%d)?$/", i), 1) // distinct patterns
+	}
+	if ok, err := m.Match(identityFilter(many...), &Node{Identity: "web01"}); ok || !errors.Is(err, ErrFilterTooComplex) {
+		t.Errorf("thirteen wide anchored alternations: Match = %v, %v; want refused", ok, err)
+	}
 	// Short counted repetitions are what real filters use.
 	if !mustMatch(t, m, identityFilter(`/^[a-z]{2,8}\d{1,3}$/`), &Node{Identity: "web01"}) {
 		t.Error("a pattern with short counted repetitions did not match")
@@ -400,6 +415,16 @@ func TestChargingKeepsTypes(t *testing.T) {
 		{`len(filter(1..6000, {true})) == 6000`, true},
 		{`(filter(1..9000, {# > 0}) | first()) == 1`, true},
 		{`last(filter(1..9000, {# > 0})) == 9000`, true},
+		// The checker types these by a guess the values do not follow.
+		{`max(1, 2.5) > 2`, true},
+		{`min(1, 0.5) < 1`, true},
+		{`max(2.5, len(agents)) == 3`, true},
+		{`get(agents, 10) == nil`, true},
+		{`get(agents, 10) == ""`, false},
+		{`first(agents[5:]) == nil`, true},
+		{`last(agents[5:]) == nil`, true},
+		{`(get(agents, 10) ?? "none") == "none"`, true},
+		{`now() - duration("1h") < now()`, true},
 	} {
 		got, err := m.Match(compoundFilter(tc.expression), testNode())
 		if got != tc.want || errors.Is(err, ErrFilterTooComplex) {

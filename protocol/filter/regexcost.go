@@ -54,6 +54,12 @@ func costOf(re *syntax.Regexp) (insts, size int) {
 		return min(i*n+n, costCap), min(s*n+n, costCap)
 	case syntax.OpConcat, syntax.OpAlternate:
 		insts, size = len(re.Sub), len(re.Sub)
+		if re.Op == syntax.OpAlternate {
+			// An anchored pattern also compiles to a one-pass program,
+			// whose tables grow with the square of an alternation's
+			// branches.
+			size += len(re.Sub) * len(re.Sub) / 2
+		}
 		for _, sub := range re.Sub {
 			i, s := costOf(sub)
 			insts, size = min(insts+i, costCap), min(size+s, costCap)

@@ -81,7 +81,7 @@ func (w *Writer) Write(doc any) error {
 	enc := json.NewEncoder(&w.buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(doc); err != nil {
-		return fmt.Errorf("worker: encoding a document: %w", err)
+		return fmt.Errorf("%w: %w", ErrEncoding, err)
 	}
 	if size := w.buf.Len() - 1; w.max > 0 && size > w.max {
 		return fmt.Errorf("%w: %d bytes, more than %d", ErrTooLarge, size, w.max)

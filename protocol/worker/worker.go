@@ -175,6 +175,9 @@ var (
 	ErrDocument = errors.New("worker: not a protocol document")
 	// ErrTooLarge means a document exceeded the agreed limit.
 	ErrTooLarge = errors.New("worker: document too large")
+	// ErrEncoding means a document could not be encoded; nothing was
+	// written.
+	ErrEncoding = errors.New("worker: encoding a document")
 )
 
 // maxDepth bounds the nesting of a document: request data and replies

@@ -109,7 +109,13 @@ func (p *Pool) start(id int) {
 		p.failedLocked(err.Error())
 		return
 	}
-	w.state = ready
+	if w.killReason != "" {
+		// Its reader stopped it already (garbage, an oversized document):
+		// it is on its way out, and watch has its requests to fail.
+		w.state = killed
+	} else {
+		w.state = ready
+	}
 	p.started++
 	w.born, w.lastUsed, w.lastPing = time.Now(), time.Now(), time.Now()
 	p.workers = append(p.workers, w)
@@ -440,6 +446,9 @@ func (w *worker) call(ctx context.Context, id string, ch chan result, req *proto
 		// Nothing was written: only this request fails.
 		w.unreserve(id)
 		return nil, &runner.Failure{Message: fmt.Sprintf("executing %s failed: the request is larger than the %d bytes its worker accepts (plugin.agent_host.pool.max_document_bytes)", w.p.cfg.Agent, w.maxDocument), Err: err}
+	case errors.Is(err, wp.ErrEncoding):
+		w.unreserve(id)
+		return nil, &runner.Failure{Message: fmt.Sprintf("executing %s failed: the request could not be encoded for its worker", w.p.cfg.Agent), Err: err}
 	case err != nil:
 		// The worker never saw the request, and cannot be sent any:
 		// once it is gone, which the kill makes sure of, watch answers ch.
