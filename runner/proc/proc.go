@@ -369,7 +369,10 @@ func (p *Process) supervise(ctx context.Context, readers <-chan struct{}) {
 		}
 	}()
 	exited := make(chan error, 1)
-	go func() { exited <- p.cmd.Wait() }()
+	go func() {
+		awaitExit(p.pid)
+		exited <- p.cmd.Wait()
+	}()
 
 	var (
 		waitErr error
