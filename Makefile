@@ -17,6 +17,8 @@ PYENV   := $(VENV)/.installed
 SDKVENV ?= .venv-sdk
 SDKENV  := $(SDKVENV)/.installed
 SDKSRC  := sdk-python/pyproject.toml $(wildcard sdk-python/src/*/*.py)
+# The pool tests also run sdk-python's pooltest agent with $(SDKVENV)'s
+# interpreter (runner/runnertest.PythonAgent), so test-go needs it.
 # Agents get the host's PATH; the virtual environment first makes
 # `#!/usr/bin/env python3` agents find py-mco-agent.
 AGENT_PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -56,7 +58,7 @@ run: build $(PYENV)
 ## test: every test, including the interop tests against the real Choria client code and the Python SDK's
 test: test-go test-interop test-python
 
-test-go: $(PYENV) $(CLOCK) $(GREETER)
+test-go: $(PYENV) $(SDKENV) $(CLOCK) $(GREETER)
 	PATH="$(AGENT_PATH)" $(GO) test -race -count=1 ./...
 
 test-interop: $(PYENV)

@@ -23,6 +23,7 @@ import (
 	"github.com/agent-host/agent-host/protocol"
 	"github.com/agent-host/agent-host/protocol/client"
 	v1 "github.com/agent-host/agent-host/protocol/v1"
+	"github.com/agent-host/agent-host/runner/runnertest"
 )
 
 const node = "node1.example.net"
@@ -60,6 +61,10 @@ func TestMain(m *testing.M) {
 				poolAgents = append(poolAgents, poolAgent{"node", js})
 			}
 		}
+	}
+	// The sdk-python one, when its virtual environment (make sdk-venv) is there.
+	if py, err := runnertest.PythonAgent(dir, "../.venv-sdk", "../testdata/agents-src/pypool/pooltest"); err == nil {
+		poolAgents = append(poolAgents, poolAgent{"python", py})
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

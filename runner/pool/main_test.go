@@ -19,6 +19,7 @@ import (
 	wp "github.com/agent-host/agent-host/protocol/worker"
 	"github.com/agent-host/agent-host/runner/pool"
 	"github.com/agent-host/agent-host/runner/proc"
+	"github.com/agent-host/agent-host/runner/runnertest"
 )
 
 // rawDir names the directory of the symbolic links to this test binary
@@ -28,14 +29,22 @@ const rawDir = "poolraw"
 
 // agents are the implementations of the pooltest agent
 // (testdata/pool/pooltest.json) every pool behaviour is tested with: the
-// sdk-go one, built by TestMain, and one in JavaScript written from
-// PROTOCOL.md alone, when node is installed.
+// sdk-go one, built by TestMain, one in JavaScript written from
+// PROTOCOL.md alone, when node is installed, and one written with
+// sdk-python, when its virtual environment (make sdk-venv) is there.
 var agents []implementation
 
 type implementation struct{ name, exe string }
 
 // nodeAgent is the JavaScript pooltest agent.
 const nodeAgent = "../../testdata/agents-src/nodepool/pooltest"
+
+// pyAgent is the sdk-python pooltest agent, and pyVenv the virtual
+// environment with sdk-python installed.
+const (
+	pyAgent = "../../testdata/agents-src/pypool/pooltest"
+	pyVenv  = "../../.venv-sdk"
+)
 
 // eachAgent runs fn as a subtest for every implementation.
 func eachAgent(t *testing.T, fn func(t *testing.T, exe string)) {
@@ -70,6 +79,9 @@ func TestMain(m *testing.M) {
 		if _, err := os.Stat(abs); err == nil {
 			agents = append(agents, implementation{"node", abs})
 		}
+	}
+	if exe, err := runnertest.PythonAgent(dir, pyVenv, pyAgent); err == nil {
+		agents = append(agents, implementation{"python", exe})
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

@@ -80,10 +80,10 @@ def test_activation(run):
     assert (r.returncode, r.reply_text) == (0, '{"activate": true}')
 
 
-def test_activation_does_not_offer_a_worker_yet(run):
+def test_activation_offers_a_worker_to_agent_host(run):
     r = run(PARROT, activation_request("parrot"), protocol=ACTIVATION,
             env={"AGENT_HOST_WORKER_PROTOCOLS": "1"})
-    assert (r.returncode, r.reply_text) == (0, '{"activate": true}')
+    assert (r.returncode, r.reply_text) == (0, '{"activate": true, "agent_host_worker": {"versions": [1]}}')
 
 
 def test_activation_declined_and_inactive_agent(run):

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     import logging
     from typing import Any, Callable, Dict, Optional, Type, TypeVar
 
+    import threading
+
     from agent_host.protocol import ProtocolMessage, Reply
 
     F = TypeVar("F", bound=Callable[..., Any])
@@ -33,6 +35,46 @@ class ChoriaExternal:
         self.reply: Any = reply
         self.config: Optional[Config] = None
         self._facts: Optional[Dict[str, Any]] = None
+        self._job: Any = None
+
+    # The request's deadline and cancellation. In pool mode the worker sets
+    # them (``_job``); in exec mode there is no deadline and no cancel (past
+    # its timeout the process is killed).
+
+    @property
+    def deadline(self) -> Optional[float]:
+        """When the host stops waiting for the reply, in seconds since the
+        epoch (``time.time()``'s clock); ``None`` in exec mode."""
+        job = self.__dict__.get("_job")
+        return job.deadline if job is not None else None
+
+    def time_left(self) -> Optional[float]:
+        """Seconds until ``deadline`` (never below 0); ``None`` without one."""
+        d = self.deadline
+        if d is None:
+            return None
+        import time
+
+        return max(0.0, d - time.time())
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """A ``threading.Event`` set when the request is cancelled: the host
+        sent a cancel, its deadline (less a margin) passed, or the worker
+        is shutting down. Check ``is_set()`` or ``wait(timeout)`` in long
+        actions; the reply is still sent when the action returns."""
+        job = self.__dict__.get("_job")
+        if job is None:
+            import threading
+
+            job = self._job = _ExecJob(threading.Event())
+        return job.cancelled  # type: ignore[no-any-return]
+
+    @property
+    def cancel_reason(self) -> Optional[str]:
+        """Why ``cancelled`` is set, or ``None``."""
+        job = self.__dict__.get("_job")
+        return job.cancel_reason if job is not None else None
 
     @property
     def agent_name(self) -> str:
@@ -81,10 +123,14 @@ class ChoriaExternal:
         """Does the work; subclasses override it."""
 
     @classmethod
-    def dispatch(cls, request: ProtocolMessage, reply: Reply) -> None:
-        """Runs ``execute`` for one request, turning failures into a failed reply."""
+    def dispatch(cls, request: ProtocolMessage, reply: Reply, job: Any = None) -> None:
+        """Runs ``execute`` for one request, turning failures into a failed reply.
+
+        ``job`` is the pool worker's request context (deadline, cancel, facts).
+        """
         try:
             plugin = cls(request=request, reply=reply)
+            _prepare(plugin, job)
             plugin.load_config()
             try:
                 plugin.execute()
@@ -92,6 +138,24 @@ class ChoriaExternal:
                 raise RPCAborted(str(e))
         except ChoriaExternalException as e:
             _fail(reply, e)
+
+
+class _ExecJob:
+    """Exec mode's request context: no deadline, never cancelled."""
+
+    deadline = None
+    cancel_reason = None
+    facts = None
+
+    def __init__(self, cancelled: Any) -> None:
+        self.cancelled = cancelled
+
+
+def _prepare(plugin: ChoriaExternal, job: Any) -> None:
+    if job is not None:
+        plugin._job = job
+        if job.facts is not None:
+            plugin._facts = job.facts
 
 
 def _fail(reply: Any, e: ChoriaExternalException) -> None:
@@ -109,6 +173,11 @@ class Agent(ChoriaExternal):
     ``self.reply.fail(code, message)``. Override ``should_activate`` to
     decline to run on a node.
     """
+
+    # How many requests a pool worker runs at once, each on its own
+    # instance in a thread of its own. Declare more in a subclass when the
+    # actions are thread-safe (or pass concurrency= to dispatch).
+    concurrency: int = 1
 
     # Filled per class by @register_actions (each class has its own dict).
     _actions: Dict[str, Callable[..., Any]] = {}
@@ -130,7 +199,7 @@ class Agent(ChoriaExternal):
         self.execute()
 
     @classmethod
-    def dispatch(cls, request: ProtocolMessage, reply: Reply) -> None:
+    def dispatch(cls, request: ProtocolMessage, reply: Reply, job: Any = None) -> None:
         """Answers one activation check or RPC request into ``reply``.
 
         An exception from an action fails the request with code 1 (RPC
@@ -140,6 +209,7 @@ class Agent(ChoriaExternal):
         """
         try:
             agent = cls(request=request, reply=reply)
+            _prepare(agent, job)
             agent.load_config()
             if isinstance(request, ExternalActivationRequest):
                 reply.activate = agent.should_activate() is True  # type: ignore[attr-defined]

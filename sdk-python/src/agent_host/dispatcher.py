@@ -6,7 +6,7 @@ import os
 import sys
 
 from agent_host.exceptions import ChoriaExternalException
-from agent_host.protocol import ProtocolMessage, RPC_REQUEST
+from agent_host.protocol import ActivationReply, ProtocolMessage, RPC_REQUEST
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,8 +46,14 @@ def _arg(argv: List[str], i: int) -> Optional[str]:
     return argv[i] if len(argv) > i and argv[i] else None
 
 
-def dispatch(cls: Any, argv: Optional[List[str]] = None) -> None:
+def dispatch(cls: Any, argv: Optional[List[str]] = None, concurrency: Optional[int] = None) -> None:
     """Answers the request this process was started for.
+
+    Started by agent-host as a pool worker (``AGENT_HOST_WORKER`` is
+    ``io.agent-host.worker``), it serves requests over the worker protocol
+    instead and does not return: see ``agent_host.worker``. ``concurrency``
+    (default: the class's ``concurrency`` attribute, else 1) is how many
+    requests the worker runs at once.
 
     The protocol is ``$CHORIA_EXTERNAL_PROTOCOL`` (argv's third argument
     when the variable is unset: Choria always passes the RPC protocol
@@ -65,6 +71,10 @@ def dispatch(cls: Any, argv: Optional[List[str]] = None) -> None:
     if argv is None:
         argv = sys.argv
     env = os.environ
+    if env.get("AGENT_HOST_WORKER") == "io.agent-host.worker":
+        from agent_host.worker import serve
+
+        serve(cls, concurrency)
     if "logging" in sys.modules:
         # The agent uses logging already: route its records now.
         setup_logger()
@@ -89,6 +99,9 @@ def dispatch(cls: Any, argv: Optional[List[str]] = None) -> None:
 
     reply = protocol.create_reply()
     cls.dispatch(request, reply)
+    if isinstance(reply, ActivationReply) and "1" in [v.strip() for v in env.get("AGENT_HOST_WORKER_PROTOCOLS", "").split(",")]:
+        # agent-host asks whether the agent runs as a pool worker; Choria never does.
+        reply.worker_versions = [1]
     write_reply(reply_file, reply)
 
 

@@ -256,6 +256,8 @@ class ActivationReply(Reply):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         Reply.__init__(self, *args, **kwargs)
         self.activate = True
+        # The worker protocol versions offered to agent-host (PROTOCOL.md 1).
+        self.worker_versions: Optional[List[int]] = None
 
     def fail(self, *args: Any) -> None:
         """Declines activation (any arguments are ignored)."""
@@ -265,7 +267,10 @@ class ActivationReply(Reply):
         return self.activate is True
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"activate": self.activate}
+        doc: Dict[str, Any] = {"activate": self.activate}
+        if self.worker_versions:
+            doc["agent_host_worker"] = {"versions": list(self.worker_versions)}
+        return doc
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
