@@ -70,7 +70,7 @@ test-python: $(SDKENV)
 ## bench: Go benchmarks, then the end-to-end side-by-side run against the go-choria server; writes BENCHMARKS.md and BENCHMARKS.png
 bench: bench-go bench-e2e
 
-bench-go: $(PYENV) $(CLOCK)
+bench-go: $(PYENV) $(SDKENV) $(CLOCK)
 	PATH="$(AGENT_PATH)" $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 
 BENCHTIME ?= 2s
@@ -89,8 +89,9 @@ bench-tools: build
 	fi
 
 ## bench-e2e: go-choria, agent-host exec and agent-host pool serving the same agents over TLS with signed requests
-bench-e2e: bench-tools $(PYENV)
-	PATH="$(AGENT_PATH)" bin/agent-host-bench run --out BENCHMARKS.md --plot BENCHMARKS.png
+## (parrot twice: with py-mco-agent from $(VENV), and with agent-host's Python SDK from $(SDKVENV))
+bench-e2e: bench-tools $(PYENV) $(SDKENV)
+	PATH="$(AGENT_PATH)" bin/agent-host-bench run --sdk-venv $(SDKVENV) --out BENCHMARKS.md --plot BENCHMARKS.png
 
 ## bench-long: 200 000 pooled requests against agent-host, its memory and its workers' watched; writes BENCHMARKS.md
 bench-long: bench-tools

@@ -39,6 +39,8 @@ type benchAgent struct {
 	Builtin bool `json:"builtin"`
 	// Pending, when set, is a row that cannot be measured yet, and why.
 	Pending string `json:"pending,omitempty"`
+	// Spawned, when set, qualifies its spawned rows (what runs it).
+	Spawned string `json:"spawned,omitempty"`
 }
 
 // The agents of the side-by-side table, in its order.
@@ -46,11 +48,11 @@ var benchAgents = []benchAgent{
 	{Label: "rpcutil ping", Agent: "rpcutil", Action: "ping", Data: `{}`, Kind: "built-in (Go, in the server)", Short: "built-in", Builtin: true},
 	{Label: "nodeinfo uptime", Agent: "nodeinfo", Action: "uptime", Data: `{}`, Kind: "POSIX sh, forks sed, cut, uname", Short: "POSIX sh"},
 	{Label: "parrot echo", Agent: "parrot", Action: "echo", Data: `{"message":"hello"}`, Kind: "Python, py-mco-agent 0.4.0", Short: "py-mco-agent"},
-	// SEAM: the same parrot pooled through agent-host's Python SDK. When
-	// sdk-python exists, install its parrot under the name parrot_sdk
-	// (in installAgents), clear Pending, and set Pooled.
-	{Label: "parrot echo (Python SDK, pooled)", Agent: "parrot_sdk", Action: "echo", Data: `{"message":"hello"}`, Kind: "Python, agent-host's Python SDK", Short: "Python SDK",
-		Pending: "the Python SDK (sdk-python) does not exist yet"},
+	// The same parrot file run with agent-host's Python SDK (sdk-python,
+	// in .venv-sdk) instead of py-mco-agent: pooled by agent-host pool,
+	// spawned per request by the others.
+	{Label: "parrot echo (Python SDK)", Agent: "parrot_sdk", Action: "echo", Data: `{"message":"hello"}`, Kind: "Python, the same parrot file with agent-host's Python SDK (sdk-python) in place of py-mco-agent", Short: "Python SDK",
+		Pooled: true, Spawned: "Python SDK"},
 	{Label: "greeter hello", Agent: "greeter", Action: "hello", Data: `{"name":"load"}`, Kind: "Go, sdk-go", Short: "sdk-go", Pooled: true},
 }
 
@@ -207,7 +209,54 @@ func (e *env) installAgents(libdir string) error {
 			return err
 		}
 	}
+	if err := e.installSDKParrot(libdir); err != nil {
+		return err
+	}
 	return e.installPooltest(libdir)
+}
+
+// installSDKParrot installs parrot again as parrot_sdk, to run with
+// sdk-python's interpreter: its DDL renamed, its executable a wrapper that
+// execs the virtual environment's python, by absolute path, on a copy of
+// the parrot file kept outside libdir. The parrot's
+// `#!/usr/bin/env python3` would find the agents' PATH's python3 first,
+// py-mco-agent's, which has the same import names.
+func (e *env) installSDKParrot(libdir string) error {
+	const name = "parrot_sdk"
+	python, err := filepath.Abs(filepath.Join(e.o.sdkVenv, "bin", "python"))
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(python); err != nil {
+		return fmt.Errorf("the Python SDK's interpreter (make sdk-venv makes it): %w", err)
+	}
+	if err := installAgent(libdir, filepath.Join(e.o.agents, "parrot"), name); err != nil {
+		return err
+	}
+	// The SDK's worker serves the agent its class is named after, and
+	// agent-host pools a worker only for the agent it was started for: the
+	// copy's class is renamed with the agent, as its DDL is.
+	src, err := os.ReadFile(filepath.Join(e.o.agents, "parrot", "parrot"))
+	if err != nil {
+		return err
+	}
+	text := strings.ReplaceAll(string(src), "Parrot", "Parrot_sdk")
+	if text == string(src) {
+		return fmt.Errorf("the parrot agent has no class Parrot to rename")
+	}
+	script := filepath.Join(e.dir, name+"-src", "parrot")
+	if err := os.MkdirAll(filepath.Dir(script), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(script, []byte(text), 0o755); err != nil {
+		return err
+	}
+	wrapper := fmt.Sprintf("#!/bin/sh\nexec %s %s \"$@\"\n", shellQuote(python), shellQuote(script))
+	return os.WriteFile(filepath.Join(libdir, "mcollective", "agent", name, name), []byte(wrapper), 0o755)
+}
+
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // installPooltest lays out pooltest as Choria's multi-arch agent.
@@ -286,18 +335,31 @@ func (e *env) startServer(ctx context.Context, k serverKind, name, conf string, 
 
 // mode says how kind k runs agent a.
 func mode(k serverKind, a benchAgent) string {
+	var m string
 	switch {
 	case a.Builtin:
 		return "built-in"
 	case k.Key == "pool" && a.Pooled:
 		return "pooled"
 	case k.Key == "pool":
-		return "spawned (no worker protocol)"
+		m = "spawned (no worker protocol"
 	case k.Key == "ref":
-		return "spawned (Choria)"
+		m = "spawned (Choria"
 	default:
-		return "spawned"
+		m = "spawned"
 	}
+	if a.Spawned != "" {
+		if strings.HasSuffix(m, "spawned") {
+			m += " ("
+		} else {
+			m += ", "
+		}
+		m += a.Spawned
+	}
+	if strings.Contains(m, "(") {
+		m += ")"
+	}
+	return m
 }
 
 func rowFrom(a string, k serverKind, m string, res *loadreport.Result) Row {
@@ -336,7 +398,7 @@ func runBench(ctx context.Context, o options) error {
 	if err := e.installAgents(libdir); err != nil {
 		return err
 	}
-	want := []string{"rpcutil", "nodeinfo", "parrot", "greeter", "pooltest"}
+	want := []string{"rpcutil", "nodeinfo", "parrot", "parrot_sdk", "greeter", "pooltest"}
 	for _, k := range res.Servers {
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -73,7 +73,7 @@ func TestPlotAndReport(t *testing.T) {
 	}
 	b, _ := os.ReadFile(md)
 	doc := string(b)
-	for _, want := range []string{"](bench.png)", "| `greeter hello` | agent-host pool | pooled | 4 | 1200 | 3.00× |", "not measured: the Python SDK", "## Soak"} {
+	for _, want := range []string{"](bench.png)", "| `greeter hello` | agent-host pool | pooled | 4 | 1200 | 3.00× |", "| `parrot echo (Python SDK)` | agent-host pool | pooled | 4 |", "Pooled Python parrot", "## Soak"} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("report lacks %q:\n%s", want, doc)
 		}

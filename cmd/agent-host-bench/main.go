@@ -27,6 +27,7 @@ type options struct {
 	work, out, plot, results               string
 	agentHost, load, reference             string
 	agents, pooltestBin, pooltestDDL       string
+	sdkVenv                                string
 	duration, ramp, slowDuration, longRamp time.Duration
 	concurrency                            []int
 	servers                                []string
@@ -55,6 +56,7 @@ func main() {
 		c.Flag("agents", "The example agents.").Default("testdata/agents").StringVar(&o.agents)
 		c.Flag("pooltest", "The pooltest agent binary (sdk-go), for the slow agent.").Default("bin/pooltest").StringVar(&o.pooltestBin)
 		c.Flag("pooltest-ddl", "The pooltest agent's DDL.").Default("testdata/pool/pooltest.json").StringVar(&o.pooltestDDL)
+		c.Flag("sdk-venv", "The virtual environment with sdk-python installed, whose python runs the Python SDK's parrot.").Default(".venv-sdk").StringVar(&o.sdkVenv)
 		c.Flag("commit", "The commit measured (default: git rev-parse --short HEAD).").StringVar(&o.commit)
 	}
 	runCmd.Flag("plot", "PNG to draw.").Default("BENCHMARKS.png").StringVar(&o.plot)

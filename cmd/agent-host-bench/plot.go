@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 )
 
 var (
@@ -148,6 +149,11 @@ func drawPanel(img *image.RGBA, r *Results, agents []benchAgent, c int, p panel,
 			drawText(img, bx+(barW-textWidth(label, scale))/2, y-glyphH*scale-6, label, scale, black)
 		}
 		name := a.Label
+		// A qualified label too wide for its group loses its qualifier
+		// (the line under it says what runs it).
+		if i := strings.Index(name, " ("); i > 0 && textWidth(name, scale) > groupW-8 {
+			name = name[:i]
+		}
 		drawText(img, left+gi*groupW+(groupW-textWidth(name, scale))/2, plotBottom+12, name, scale, black)
 		sub := a.Short
 		if n := groupW/(glyphA*scale) - 1; len(sub) > n {

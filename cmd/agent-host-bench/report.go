@@ -132,9 +132,11 @@ func e2eMarkdown(r *Results, o options) string {
 		b.WriteString("\nThe servers' logs during these rows said NATS dropped requests (\"slow consumer, messages dropped\") or a request timed out: " +
 			strings.Join(logged, "; ") + ".\n")
 	}
-	b.WriteString("\nIn the pool set-up agent-host pools the agents that speak its worker protocol (here `greeter`, written with sdk-go) " +
+	b.WriteString("\nIn the pool set-up agent-host pools the agents that speak its worker protocol (here `greeter`, written with sdk-go, " +
+		"and `parrot_sdk`, the parrot file run with agent-host's Python SDK, whose activation says it speaks it) " +
 		"and spawns the others per request, as the exec set-up does: `nodeinfo` and py-mco-agent's `parrot` do not speak it. " +
-		"`rpcutil` is built into both servers. So both set-ups run `rpcutil`, `nodeinfo` and `parrot` the same way: " +
+		"go-choria and agent-host exec spawn the Python SDK's parrot per request, so its rows there are the SDK's exec mode. " +
+		"`rpcutil` is built into both servers. So both agent-host set-ups run `rpcutil`, `nodeinfo` and `parrot` the same way: " +
 		"the differences between their rows are this machine's noise from row to row.\n\n")
 
 	fmt.Fprintf(&b, "### A slow agent at concurrency %d\n\n", slowConcurrency(r, o))
@@ -189,6 +191,8 @@ func targets(b *strings.Builder, r *Results, o options) {
 	}
 	fmt.Fprintf(b, "* Pooled Go agent (`greeter hello`, agent-host pool) at ≥ 90 %% of agent-host's own `rpcutil ping` rate: %s — %s.\n",
 		strings.Join(parts, ", "), verdict(ok && len(parts) > 0))
+
+	sdkTarget(b, r)
 
 	// exec against the reference, same agent.
 	parts, ok = nil, true
@@ -305,6 +309,76 @@ func targets(b *strings.Builder, r *Results, o options) {
 		}
 	}
 	b.WriteString("* RSS flat over at least 200 000 pooled requests: `make bench-long`, below.\n")
+}
+
+// sdkParrot is the label of the parrot run with the Python SDK.
+const sdkParrot = "parrot echo (Python SDK)"
+
+// sdkTarget evaluates the pooled Python parrot at concurrency 4 against
+// go-choria serving py-mco-agent's parrot, and against agent-host's own
+// ping rate in the same run.
+func sdkTarget(b *strings.Builder, r *Results) {
+	const c = 4
+	const what = "* Pooled Python parrot (`" + sdkParrot + "`, agent-host pool) at c=4: ≥ 30× the reference's req/s for py-mco-agent's `parrot echo` " +
+		"(go-choria) and ≤ 1/50 of its CPU per request (host + agents), p99 under 20 ms, and ≥ 80 % of agent-host's own `rpcutil ping` rate"
+	p, ref, ping := r.find(sdkParrot, "pool", c), r.find("parrot echo", "ref", c), r.find("rpcutil ping", "pool", c)
+	if p == nil {
+		fmt.Fprintf(b, "%s: not measured — %s.\n", what, verdict(false))
+		return
+	}
+	var parts []string
+	ok := true
+	if ref != nil && ref.PerSecond > 0 {
+		h, a := p.cpuPerRequest()
+		rh, ra := ref.cpuPerRequest()
+		q := p.PerSecond / ref.PerSecond
+		okQ := q >= 30
+		okC := rh+ra > 0 && (h+a)*50 <= rh+ra
+		ok = ok && okQ && okC
+		parts = append(parts, fmt.Sprintf("%s req/s against %s, %.1f× (%s)", num(p.PerSecond), num(ref.PerSecond), q, metWord(okQ)))
+		cpuQ := "—"
+		if h+a > 0 {
+			cpuQ = fmt.Sprintf("1/%.0f", (rh+ra)/(h+a))
+		}
+		parts = append(parts, fmt.Sprintf("CPU %s ms/req against %s, %s (%s)", num(h+a), num(rh+ra), cpuQ, metWord(okC)))
+	} else {
+		ok = false
+		parts = append(parts, "the reference's `parrot echo` row at c=4 is missing")
+	}
+	okP := p.P99ms < 20
+	ok = ok && okP
+	parts = append(parts, fmt.Sprintf("p99 %s ms (%s)", num(p.P99ms), metWord(okP)))
+	if ping != nil && ping.PerSecond > 0 {
+		pc := 100 * p.PerSecond / ping.PerSecond
+		ok = ok && pc >= 80
+		parts = append(parts, fmt.Sprintf("%.0f %% of ping's %s req/s (%s)", pc, num(ping.PerSecond), metWord(pc >= 80)))
+	} else {
+		ok = false
+		parts = append(parts, "agent-host pool's `rpcutil ping` row at c=4 is missing")
+	}
+	var other []string
+	for _, oc := range r.Concurrency {
+		x, pg := r.find(sdkParrot, "pool", oc), r.find("rpcutil ping", "pool", oc)
+		if oc == c || x == nil {
+			continue
+		}
+		s := fmt.Sprintf("c=%d %s req/s, p99 %s ms", oc, num(x.PerSecond), num(x.P99ms))
+		if pg != nil && pg.PerSecond > 0 {
+			s += fmt.Sprintf(", %.0f %% of ping", 100*x.PerSecond/pg.PerSecond)
+		}
+		other = append(other, s)
+	}
+	fmt.Fprintf(b, "%s: %s — %s.\n", what, strings.Join(parts, "; "), verdict(ok))
+	if len(other) > 0 {
+		fmt.Fprintf(b, "  At the other concurrencies, for information: %s.\n", strings.Join(other, "; "))
+	}
+}
+
+func metWord(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "not met"
 }
 
 func slowConcurrency(r *Results, o options) int {
