@@ -183,6 +183,17 @@ def test_handshake_concurrency_from_dispatch_and_a_later_host(worker):
     assert ready["v"] == 1 and ready["concurrency"] == 3 and ready["agents"] == ["workerkit"]
 
 
+def test_serves_the_agent_it_was_started_for(worker):
+    # The file is the agent: a DDL named otherwise than its class (here
+    # my_kit for class Workerkit) is served under the DDL's name.
+    w = worker()
+    ready = w.handshake("my_kit")
+    assert ready["agents"] == ["my_kit"] and ready["activate"] is True
+    w.request("1", "my_kit", "echo", {"message": "hi"})
+    reply = w.next()
+    assert reply["type"] == "reply" and reply["id"] == "1", (reply, w.stderr)
+
+
 def test_refuses_without_version_1(worker):
     w = worker()
     w.send(hello("workerkit", versions=[2, 3]))

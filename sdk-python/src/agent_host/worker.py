@@ -295,9 +295,12 @@ class Worker:
                        "reason": "%s speaks worker protocol version %d only" % (SDK, VERSION)})
             _log("error", "the host offers worker protocol versions %s; this worker speaks %d" % (json.dumps(offered), VERSION))
             _exit(1)
-        if doc.get("agent") != self.agent:
-            _log("warn", "the host started this worker for another agent", agent=doc.get("agent"), serves=self.agent)
-        activate, reason = self.activation(doc.get("agent") or self.agent)
+        # The file is the agent, whatever its class is called: as in exec
+        # mode, where the request names the agent, the worker serves the
+        # agent the host started it for (its DDL's name).
+        if isinstance(doc.get("agent"), str) and doc["agent"]:
+            self.agent = doc["agent"]
+        activate, reason = self.activation(self.agent)
         ready: Dict[str, Any] = {"type": "ready", "v": VERSION, "sdk": SDK, "agents": [self.agent],
                                  "concurrency": self.concurrency, "activate": activate}
         if reason:
