@@ -21,13 +21,11 @@ type budget struct {
 	compile int // size of patterns left to compile (see regexpCost)
 	built   int // bytes the builtins may still take and return
 
-	// evaluation is how long the compound expressions may run, until
-	// when; until is set when the first one starts, so compiling does
-	// not count.
+	// evaluation is how long the compound expressions may run, and
+	// until when they have run for too long; until is set when the first
+	// one starts, so compiling does not count.
 	evaluation time.Duration
-	// until is when the compound expressions have run for too long; it
-	// is set when the first one starts, so compiling does not count.
-	until time.Time
+	until      time.Time
 
 	regexps map[string]compiledRegexp // the filter's patterns, compiled once
 

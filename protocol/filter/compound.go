@@ -395,7 +395,7 @@ func isCosted(n ast.Node) bool {
 		return false
 	}
 	id, ok := c.Callee.(*ast.IdentifierNode)
-	return ok && strings.HasPrefix(id.Value, costFunc)
+	return ok && id.Value == costFunc
 }
 
 type closureCount struct{ n int }
