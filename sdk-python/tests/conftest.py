@@ -16,6 +16,7 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent.parent
 AGENTS = TESTS / "agents"
 PARROT = REPO / "testdata" / "agents" / "parrot" / "parrot"
+PYCOMPAT = REPO / "testdata" / "agents-src" / "pycompat"
 
 RPC = "io.choria.mcorpc.external.v1.rpc_request"
 ACTIVATION = "io.choria.mcorpc.external.v1.activation_request"

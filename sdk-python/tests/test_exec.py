@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from conftest import ACTIVATION, AGENTS, PARROT, RPC, activation_request, rpc_request
+from conftest import ACTIVATION, AGENTS, PARROT, PYCOMPAT, RPC, activation_request, rpc_request
 
-KITCHEN = AGENTS / "kitchen"
-LEGACY = AGENTS / "legacy"
+KITCHEN = PYCOMPAT / "kitchen" / "kitchen"
+LEGACY = PYCOMPAT / "legacy" / "legacy"
 NATIVE = AGENTS / "native"
 
 
