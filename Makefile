@@ -16,7 +16,7 @@ PYENV   := $(VENV)/.installed
 # the SDK also provides.
 SDKVENV ?= .venv-sdk
 SDKENV  := $(SDKVENV)/.installed
-SDKSRC  := sdk-python/pyproject.toml $(wildcard sdk-python/src/*/*.py)
+SDKSRC  := sdk-python/pyproject.toml sdk-python/requirements-test.txt $(wildcard sdk-python/src/*/*.py sdk-python/src/agent_host/schemas/*.json)
 # The pool tests also run sdk-python's pooltest agent with $(SDKVENV)'s
 # interpreter (runner/runnertest.PythonAgent), so test-go needs it.
 # Agents get the host's PATH; the virtual environment first makes
@@ -45,7 +45,7 @@ $(PYENV): testdata/pymco/requirements.txt
 
 $(SDKENV): $(SDKSRC)
 	$(PYTHON) -m venv $(SDKVENV)
-	$(SDKVENV)/bin/pip install --disable-pip-version-check -q ./sdk-python pytest
+	$(SDKVENV)/bin/pip install --disable-pip-version-check -q ./sdk-python -r sdk-python/requirements-test.txt
 	touch $@
 
 ## sdk-venv: the virtual environment with sdk-python installed (and pytest)
@@ -129,8 +129,10 @@ soak: build $(PYENV)
 	bin/agent-host-load --broker nats://127.0.0.1:$(SOAK_PORT) --identity dev1.example.net --concurrency 8 \
 		--requests $(SOAK_REQUESTS) --pid $$pid --mix '$(SOAK_MIX)' --report BENCHMARKS.md
 
+## generate: the JSON Schemas of protocol/schemas from the Go types, and sdk-python's copies of the ones it reads
 generate:
 	$(GO) generate ./...
+	cp protocol/schemas/io.choria.mcorpc.external.v1.*.json protocol/schemas/io.agent-host.worker.*.json sdk-python/src/agent_host/schemas/
 
 vet:
 	$(GO) vet ./...

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 
@@ -18,8 +18,12 @@ AGENTS = TESTS / "agents"
 PARROT = REPO / "testdata" / "agents" / "parrot" / "parrot"
 PYCOMPAT = REPO / "testdata" / "agents-src" / "pycompat"
 
+SCHEMAS = REPO / "protocol" / "schemas"
+
 RPC = "io.choria.mcorpc.external.v1.rpc_request"
 ACTIVATION = "io.choria.mcorpc.external.v1.activation_request"
+RPC_REPLY = "io.choria.mcorpc.external.v1.rpc_reply"
+ACTIVATION_REPLY = "io.choria.mcorpc.external.v1.activation_reply"
 
 
 def rpc_request(agent: str, action: str, data: Optional[Dict[str, Any]] = None, **over: Any) -> Dict[str, Any]:
@@ -46,6 +50,25 @@ def activation_request(agent: str) -> Dict[str, Any]:
         "protocol": ACTIVATION,
         "agent": agent,
     }
+
+
+_validators: Dict[str, Any] = {}
+
+
+def schema_errors(name: str, doc: Any) -> List[str]:
+    """What is wrong with ``doc`` by the schema ``name`` of protocol/schemas,
+    checked by the jsonschema library (the tests' reference validator)."""
+    from jsonschema import Draft202012Validator
+
+    v = _validators.get(name)
+    if v is None:
+        v = _validators[name] = Draft202012Validator(json.loads((SCHEMAS / (name + ".json")).read_text()))
+    return ["%s: %s" % ("/".join(str(p) for p in e.absolute_path), e.message) for e in v.iter_errors(doc)]
+
+
+def check_document(name: str, doc: Any) -> None:
+    errors = schema_errors(name, doc)
+    assert not errors, "%s is not a valid %s: %s" % (json.dumps(doc), name, errors)
 
 
 @dataclass
@@ -96,7 +119,12 @@ class Runner:
             [str(executable), str(request), str(reply), RPC],
             env=full_env, cwd=str(work), capture_output=True, text=True, timeout=30,
         )
-        return Result(proc.returncode, reply.read_text(), proc.stdout, proc.stderr)
+        result = Result(proc.returncode, reply.read_text(), proc.stdout, proc.stderr)
+        # Whatever an agent writes as its reply must be what the protocol's
+        # published schema says, in every test.
+        if result.reply_text and proc.returncode == 0:
+            check_document(RPC_REPLY if protocol == RPC else ACTIVATION_REPLY, result.reply)
+        return result
 
 
 @pytest.fixture

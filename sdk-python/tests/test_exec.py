@@ -160,6 +160,9 @@ def test_native_package_and_inherited_actions(run):
     (rpc_request("parrot", "echo", protocol="other"), "is not one of"),
     (rpc_request("parrot", "echo", data=[]), "is not of type 'object'"),
     ("not json", "not JSON"),
+    # Refused before json.loads, whose C decoder recurses.
+    (json.dumps(rpc_request("parrot", "echo"))[:-1] + ', "deep": ' + "[" * 5000 + "]" * 5000 + "}",
+     "nests deeper than 132 levels"),
 ])
 def test_invalid_request_exits_1_without_reply(run, doc, why):
     r = run(PARROT, doc, protocol=RPC)

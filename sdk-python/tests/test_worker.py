@@ -14,11 +14,14 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from conftest import ACTIVATION, AGENTS, REPO, activation_request, rpc_request
+from conftest import ACTIVATION, AGENTS, REPO, activation_request, rpc_request, schema_errors
 
 WORKERKIT = AGENTS / "workerkit"
 POOLTEST = REPO / "testdata" / "agents-src" / "pypool" / "pooltest"
 VECTORS = REPO / "testdata" / "vectors" / "worker"
+# The documents a worker writes, by type, and their schemas in protocol/schemas.
+WORKER_SCHEMAS = {"ready": "io.agent-host.worker.v1.ready", "reply": "io.agent-host.worker.v1.reply",
+                  "pong": "io.agent-host.worker.v1.pong", "refuse": "io.agent-host.worker.refuse"}
 
 
 def vector(name: str) -> Dict[str, Any]:
@@ -65,9 +68,11 @@ class Worker:
             os.close(fd)
         self.docs: "queue.Queue[Optional[Dict[str, Any]]]" = queue.Queue()
         self.raw: List[bytes] = []
+        self.invalid: List[str] = []
         self.out: List[bytes] = []
         self.err: List[bytes] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
         self.drains = [threading.Thread(target=self._drain, args=(stream, into), daemon=True)
                        for stream, into in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
         for t in self.drains:
@@ -77,7 +82,12 @@ class Worker:
         with os.fdopen(self.from_worker, "rb") as fp:
             for line in fp:
                 self.raw.append(line)
-                self.docs.put(json.loads(line))
+                doc = json.loads(line)
+                # Every document a worker writes is checked against its
+                # published schema; the fixture fails the test on an error.
+                name = WORKER_SCHEMAS.get(doc.get("type"))
+                self.invalid += schema_errors(name, doc) if name else ["unknown type %r" % doc.get("type")]
+                self.docs.put(doc)
         self.docs.put(None)
 
     @staticmethod
@@ -151,6 +161,7 @@ class Worker:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        self.reader.join(5)
 
 
 @pytest.fixture
@@ -165,6 +176,8 @@ def worker(tmp_path: Path) -> Any:
     yield start
     for w in started:
         w.close()
+    for w in started:
+        assert not w.invalid, "the worker wrote documents its schemas refuse: %s" % w.invalid
 
 
 def test_handshake_native_concurrency_from_the_class(worker):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from agent_host.config import Config
 from agent_host.exceptions import ChoriaExternalException, InactiveAgent, RPCAborted, UnknownRPCAction
-from agent_host.protocol import ExternalActivationRequest, ExternalRPCRequest
+from agent_host.protocol import ExternalActivationRequest, ExternalRPCRequest, loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -109,7 +108,7 @@ class ChoriaExternal:
                     with open(path, "r", encoding="utf-8") as fp:
                         text = fp.read()
                     if text.strip():
-                        facts = json.loads(text)
+                        facts = loads(text)
                 except (OSError, ValueError):
                     facts = {}
             self._facts = facts if isinstance(facts, dict) else {}

@@ -1,8 +1,9 @@
 """The external agent protocol's documents: requests and replies.
 
-Requests are checked against the protocol's JSON schemas (draft-04) by a
-small built-in validator covering the keywords those schemas use, so no
-``jsonschema`` import is needed.
+Requests are checked against the JSON Schemas that ``protocol/schemas``
+publishes (the package carries copies, ``schemas/``) by a small built-in
+validator covering the keywords those schemas use, so no ``jsonschema``
+import is paid on every exec start.
 """
 
 from __future__ import annotations
@@ -23,40 +24,64 @@ RPC_REPLY = "io.choria.mcorpc.external.v1.rpc_reply"
 ACTIVATION_REQUEST = "io.choria.mcorpc.external.v1.activation_request"
 ACTIVATION_REPLY = "io.choria.mcorpc.external.v1.activation_reply"
 
-_NAME = {"type": "string", "minLength": 1, "pattern": "^[a-z0-9_]*$"}
+# How deeply a document may nest arrays and objects (PROTOCOL.md 3): checked
+# before json.loads, whose C decoder recurses.
+MAX_DEPTH = 132
 
-RPC_REQUEST_SCHEMA: Dict[str, Any] = {
-    "$schema": "http://json-schema.org/draft-04/schema",
-    "id": "https://choria.io/schemas/mcorpc/external/v1/rpc_request.json",
-    "title": RPC_REQUEST,
-    "type": "object",
-    "required": ["$schema", "protocol", "agent", "action", "requestid", "senderid",
-                 "callerid", "collective", "ttl", "msgtime", "data"],
-    "properties": {
-        "protocol": {"type": "string", "enum": [RPC_REQUEST]},
-        "agent": _NAME,
-        "action": _NAME,
-        "requestid": {"type": "string"},
-        "senderid": {"type": "string"},
-        "callerid": {"type": "string"},
-        "collective": {"type": "string"},
-        "ttl": {"type": "integer"},
-        "msgtime": {"type": "integer"},
-        "data": {"type": "object"},
-    },
-}
+_SCHEMAS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas")
+_schemas: Dict[str, Dict[str, Any]] = {}
 
-ACTIVATION_REQUEST_SCHEMA: Dict[str, Any] = {
-    "$schema": "http://json-schema.org/draft-04/schema",
-    "id": "https://choria.io/schemas/mcorpc/external/v1/activation_request.json",
-    "title": ACTIVATION_REQUEST,
-    "type": "object",
-    "required": ["$schema", "protocol", "agent"],
-    "properties": {
-        "protocol": {"type": "string", "enum": [ACTIVATION_REQUEST]},
-        "agent": _NAME,
-    },
-}
+
+def schema(name: str) -> Dict[str, Any]:
+    """The JSON Schema ``name`` (say ``io.agent-host.worker.v1.request``) as
+    ``protocol/schemas`` publishes it; the package carries copies of those
+    files, read once on first use."""
+    found = _schemas.get(name)
+    if found is None:
+        with open(os.path.join(_SCHEMAS_DIR, name + ".json"), "r", encoding="utf-8") as fp:
+            found = _schemas[name] = json.load(fp)
+    return found
+
+
+class _KeepBrackets(dict):  # type: ignore[type-arg]
+    def __missing__(self, key: int) -> Optional[int]:
+        return key if chr(key) in "[]{}" else None
+
+
+_BRACKETS_ONLY = _KeepBrackets()
+_STRING: Any = None
+
+
+def too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
+    """Whether the JSON text nests arrays and objects deeper than ``limit``,
+    found without decoding it (brackets inside strings do not count)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    global _STRING
+    if _STRING is None:
+        import re
+
+        _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+    depth = 0
+    for c in _STRING.sub("", text).translate(_BRACKETS_ONLY):
+        if c in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def loads(text: str) -> Any:
+    """``json.loads``, refusing text nested deeper than ``MAX_DEPTH`` first."""
+    if too_deep(text):
+        raise ValueError("the document nests deeper than %d levels" % MAX_DEPTH)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("the document nests too deeply") from None
+
 
 _TYPES: Dict[str, Callable[[Any], bool]] = {
     "object": lambda v: isinstance(v, dict),
@@ -70,46 +95,91 @@ _TYPES: Dict[str, Callable[[Any], bool]] = {
 }
 
 
-def validate(value: Any, schema: Dict[str, Any], path: str = "") -> None:
+def validate(value: Any, schema: Dict[str, Any], path: str = "", root: Optional[Dict[str, Any]] = None) -> None:
     """Checks ``value`` against ``schema``; raises ``InvalidRPCData`` with the first problem.
 
-    Supports ``type``, ``enum``, ``required``, ``properties``, ``items``,
-    ``minLength``, ``maxLength``, ``pattern``, ``minimum`` and ``maximum``;
-    other keywords are ignored.
+    Supports the keywords of ``protocol/schemas`` and of Choria's draft-04
+    schemas: ``$ref`` (to ``#/...`` in the same schema), ``type``, ``enum``,
+    ``required``, ``properties``, ``additionalProperties``, ``items``,
+    ``minItems``, ``maxItems``, ``minLength``, ``maxLength``, ``pattern``,
+    ``minimum`` and ``maximum``; others (``description``, ``contentEncoding``)
+    assert nothing. Recursion follows the schema, not the value.
     """
+    root = schema if root is None else root
     where = " in %s" % path if path else ""
+    ref = schema.get("$ref")
+    if ref is not None:
+        validate(value, _resolve(root, ref), path, root)
     want = schema.get("type")
     if want is not None:
         names = want if isinstance(want, list) else [want]
         if not any(_TYPES.get(n, lambda v: True)(value) for n in names):
-            raise InvalidRPCData("%s is not of type %s%s" % (json.dumps(value), ", ".join(repr(n) for n in names), where))
-    if "enum" in schema and value not in schema["enum"]:
-        raise InvalidRPCData("%s is not one of %r%s" % (json.dumps(value), schema["enum"], where))
+            raise InvalidRPCData("%s is not of type %s%s" % (_short(value), ", ".join(repr(n) for n in names), where))
+    if "enum" in schema and not any(_same(value, e) for e in schema["enum"]):
+        raise InvalidRPCData("%s is not one of %r%s" % (_short(value), schema["enum"], where))
     if isinstance(value, dict):
         for key in schema.get("required", ()):
             if key not in value:
                 raise InvalidRPCData("%r is a required property%s" % (key, where))
-        for key, sub in schema.get("properties", {}).items():
+        props = schema.get("properties", {})
+        for key, sub in props.items():
             if key in value:
-                validate(value[key], sub, "%s.%s" % (path, key) if path else key)
-    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        for i, item in enumerate(value):
-            validate(item, schema["items"], "%s[%d]" % (path, i))
+                validate(value[key], sub, "%s.%s" % (path, key) if path else key, root)
+        extra = schema.get("additionalProperties", True)
+        if extra is not True:
+            for key in value:
+                if key in props:
+                    continue
+                if extra is False:
+                    raise InvalidRPCData("additional property %r is not allowed%s" % (key, where))
+                validate(value[key], extra, "%s.%s" % (path, key) if path else key, root)
+    elif isinstance(value, list):
+        if "minItems" in schema and len(value) < schema["minItems"]:
+            raise InvalidRPCData("%s has fewer than %d items%s" % (_short(value), schema["minItems"], where))
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            raise InvalidRPCData("%s has more than %d items%s" % (_short(value), schema["maxItems"], where))
+        if isinstance(schema.get("items"), dict):
+            for i, item in enumerate(value):
+                validate(item, schema["items"], "%s[%d]" % (path, i), root)
     elif isinstance(value, str):
         if "minLength" in schema and len(value) < schema["minLength"]:
-            raise InvalidRPCData("%s is too short%s" % (json.dumps(value), where))
+            raise InvalidRPCData("%s is too short%s" % (_short(value), where))
         if "maxLength" in schema and len(value) > schema["maxLength"]:
-            raise InvalidRPCData("%s is too long%s" % (json.dumps(value), where))
+            raise InvalidRPCData("%s is too long%s" % (_short(value), where))
         if "pattern" in schema:
             import re
 
             if not re.search(schema["pattern"], value):
-                raise InvalidRPCData("%s does not match %r%s" % (json.dumps(value), schema["pattern"], where))
+                raise InvalidRPCData("%s does not match %r%s" % (_short(value), schema["pattern"], where))
     elif _TYPES["number"](value):
         if "minimum" in schema and value < schema["minimum"]:
             raise InvalidRPCData("%s is less than the minimum of %s%s" % (value, schema["minimum"], where))
         if "maximum" in schema and value > schema["maximum"]:
             raise InvalidRPCData("%s is greater than the maximum of %s%s" % (value, schema["maximum"], where))
+
+
+def _resolve(root: Dict[str, Any], ref: str) -> Dict[str, Any]:
+    if not ref.startswith("#"):
+        raise ImproperlyConfigured("schema reference %r is not within the schema" % ref)
+    node: Any = root
+    for part in ref[1:].split("/")[1:]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, dict) or part not in node:
+            raise ImproperlyConfigured("schema reference %r is not found" % ref)
+        node = node[part]
+    if not isinstance(node, dict):
+        raise ImproperlyConfigured("schema reference %r is not a schema" % ref)
+    return node
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality for ``enum``: ``True`` is not ``1``."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class ProtocolMessage:
@@ -131,7 +201,10 @@ class ProtocolMessage:
                 "Must call {0}.load_schema before constructing an object".format(type(self).__name__))
         props = {}
         for prop in self._schema.get("properties", {}):
-            props[prop] = kwargs.get(prop)
+            # The published schemas list the document's "$schema" key too;
+            # py-mco-agent's objects never had it as an attribute.
+            if prop != "$schema":
+                props[prop] = kwargs.get(prop)
         self.__dict__["_properties"] = props
 
     def __getattr__(self, item: str) -> Any:
@@ -154,6 +227,9 @@ class ProtocolMessage:
         import sys
 
         module = sys.modules.get(cls.__module__)
+        if module is not None and module.__name__ == __name__:
+            cls._schema = schema(cls._protocol or "")
+            return
         base = os.path.dirname(getattr(module, "__file__", None) or ".")
         with open(os.path.join(base, "schemas", "{0}.json".format(cls._protocol)), "r", encoding="utf-8") as fp:
             cls._schema = json.load(fp)
@@ -167,7 +243,7 @@ class ProtocolMessage:
     @classmethod
     def from_json(cls: Type[P], request: str) -> P:
         try:
-            message = json.loads(request)
+            message = loads(request)
         except ValueError as e:
             raise InvalidRPCData("request is not JSON: %s" % e) from None
         return cls.from_dict(message)
@@ -281,7 +357,6 @@ class ExternalActivationRequest(ProtocolMessage):
     """An activation check: ``.protocol`` and ``.agent``."""
 
     _protocol = ACTIVATION_REQUEST
-    _schema = ACTIVATION_REQUEST_SCHEMA
 
     @staticmethod
     def create_reply() -> ActivationReply:
@@ -294,7 +369,6 @@ class ExternalRPCRequest(ProtocolMessage):
     .collective .ttl .msgtime .data``."""
 
     _protocol = RPC_REQUEST
-    _schema = RPC_REQUEST_SCHEMA
 
     @staticmethod
     def create_reply() -> ActionReply:
@@ -303,7 +377,7 @@ class ExternalRPCRequest(ProtocolMessage):
 
 __all__ = [
     "RPC_REQUEST", "RPC_REPLY", "ACTIVATION_REQUEST", "ACTIVATION_REPLY",
-    "RPC_REQUEST_SCHEMA", "ACTIVATION_REQUEST_SCHEMA", "validate",
+    "MAX_DEPTH", "schema", "too_deep", "loads", "validate",
     "ProtocolMessage", "Reply", "ActionReply", "ActivationReply",
     "ExternalActivationRequest", "ExternalRPCRequest",
 ]

@@ -24,13 +24,17 @@ import sys
 import threading
 import time
 
-from agent_host.exceptions import ChoriaExternalException
+from agent_host.exceptions import ChoriaExternalException, InvalidRPCData
 from agent_host.protocol import (
     ACTIVATION_REQUEST,
+    MAX_DEPTH,
     ActionReply,
     ActivationReply,
     ExternalActivationRequest,
     ExternalRPCRequest,
+    schema,
+    too_deep,
+    validate,
 )
 from agent_host.version import __version__
 
@@ -43,8 +47,6 @@ VERSION = 1
 SDK = "agent-host-python/" + __version__
 # The largest document before the handshake, either way (PROTOCOL.md 3).
 HANDSHAKE_MAX_BYTES = 65536
-# How deeply a document may nest arrays and objects (PROTOCOL.md 3).
-MAX_DEPTH = 132
 # A request is marked cancelled this long before its deadline, so that its
 # reply reaches the host before the host stops waiting.
 DEADLINE_MARGIN = 0.05
@@ -87,57 +89,23 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
-_STRING = None
-
-
-def too_deep(line: str, limit: int = MAX_DEPTH) -> bool:
-    """Whether the JSON text nests arrays and objects deeper than ``limit``,
-    found without decoding it (brackets inside strings do not count)."""
-    if line.count("[") + line.count("{") <= limit:
-        return False
-    global _STRING
-    if _STRING is None:
-        import re
-
-        _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
-    depth = 0
-    for c in _STRING.sub("", line).translate(_BRACKETS_ONLY):
-        if c in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        else:
-            depth -= 1
-    return False
-
-
-def _integer(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and v.is_integer()
-
-
-# The host's documents after the handshake: each field's check (PROTOCOL.md
-# 5-8, protocol/schemas); a field that fails makes the line no document.
-_FIELDS: Dict[str, Dict[str, Any]] = {
-    "request": {"id": lambda v: isinstance(v, str), "deadline_ms": _integer,
-                "request": lambda v: isinstance(v, dict), "facts": lambda v: v is None or isinstance(v, dict)},
-    "cancel": {"id": lambda v: isinstance(v, str), "reason": lambda v: v is None or isinstance(v, str)},
-    "ping": {"id": lambda v: isinstance(v, str)},
-    "shutdown": {"reason": lambda v: v is None or isinstance(v, str), "grace_ms": lambda v: v is None or _integer(v)},
-}
+# The host's documents a worker reads, by type, after the handshake
+# (PROTOCOL.md 5-8): each is checked against its published schema.
+_SCHEMAS = {kind: "io.agent-host.worker.v1." + kind for kind in ("request", "cancel", "ping", "shutdown")}
 
 
 def well_formed(doc: Dict[str, Any]) -> bool:
-    """Whether a document of a known type has its fields of the right JSON types."""
-    checks = _FIELDS.get(doc["type"], {})
-    return all(check(doc.get(name)) for name, check in checks.items())
-
-
-class _KeepBrackets(dict):  # type: ignore[type-arg]
-    def __missing__(self, key: int) -> Optional[int]:
-        return key if chr(key) in "[]{}" else None
-
-
-_BRACKETS_ONLY = _KeepBrackets()
+    """Whether a document of a known type is what its schema in
+    ``protocol/schemas`` says (required keys, JSON types)."""
+    name = _SCHEMAS.get(doc["type"])
+    if name is None:
+        return True
+    try:
+        validate(doc, schema(name))
+    except InvalidRPCData as e:
+        _log("error", "the host sent a %s document that is not valid: ignored" % doc["type"], error=str(e))
+        return False
+    return True
 
 
 class Job:
@@ -269,7 +237,6 @@ class Worker:
                 continue
             kind = doc["type"]
             if not well_formed(doc):
-                _log("error", "the host sent a %s document with a field of the wrong type: ignored" % kind)
                 continue
             if kind == "ping":
                 self.send({"type": "pong", "v": VERSION, "id": doc.get("id")})
@@ -288,6 +255,11 @@ class Worker:
     def hello(self, doc: Dict[str, Any]) -> None:
         if doc["type"] != "hello":
             _log("error", "the host did not start with hello", type=doc["type"])
+            _exit(1)
+        try:
+            validate(doc, schema("io.agent-host.worker.hello"))
+        except InvalidRPCData as e:
+            _log("error", "the host's hello is not valid", error=str(e))
             _exit(1)
         offered = doc.get("versions")
         if not isinstance(offered, list) or VERSION not in offered:
