@@ -43,6 +43,21 @@ $(PYENV): testdata/pymco/requirements.txt
 	$(VENV)/bin/pip install --disable-pip-version-check -q -r testdata/pymco/requirements.txt
 	touch $@
 
+# The other releases of py-mco-agent, for sdk-python's compatibility test
+# (sdk-python/tests/test_compat.py), each in its own environment.
+PYMCO03      := .venv-pymco03/.installed
+PYMCO04PCE01 := .venv-pymco04-pce01/.installed
+
+.venv-%/.installed:
+	$(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/pip install --disable-pip-version-check -q -r testdata/pymco/$(PYMCO_REQS_$*)
+	touch $@
+
+PYMCO_REQS_pymco03      := requirements-0.3.txt
+PYMCO_REQS_pymco04-pce01 := requirements-0.4-pce0.1.txt
+$(PYMCO03): testdata/pymco/requirements-0.3.txt
+$(PYMCO04PCE01): testdata/pymco/requirements-0.4-pce0.1.txt
+
 $(SDKENV): $(SDKSRC)
 	$(PYTHON) -m venv $(SDKVENV)
 	$(SDKVENV)/bin/pip install --disable-pip-version-check -q ./sdk-python -r sdk-python/requirements-test.txt
@@ -64,8 +79,9 @@ test-go: $(PYENV) $(SDKENV) $(CLOCK) $(GREETER)
 test-interop: $(PYENV)
 	cd testdata/choria-interop && PATH="$(AGENT_PATH)" $(GO) test -count=1 ./...
 
-test-python: $(SDKENV)
-	$(SDKVENV)/bin/python -m pytest -q -p no:cacheprovider sdk-python/tests
+test-python: $(SDKENV) $(PYENV) $(PYMCO03) $(PYMCO04PCE01)
+	PYMCO_04=$(CURDIR)/$(VENV) PYMCO_04_PCE01=$(CURDIR)/.venv-pymco04-pce01 PYMCO_03=$(CURDIR)/.venv-pymco03 \
+		$(SDKVENV)/bin/python -m pytest -q -p no:cacheprovider sdk-python/tests
 
 ## bench: Go benchmarks, then the end-to-end side-by-side run against the go-choria server; writes BENCHMARKS.md and BENCHMARKS.png
 bench: bench-go bench-e2e
@@ -138,4 +154,4 @@ vet:
 	$(GO) vet ./...
 
 clean:
-	rm -rf bin $(VENV) $(SDKVENV) $(CLOCK) $(GREETER)
+	rm -rf bin $(VENV) $(SDKVENV) .venv-pymco03 .venv-pymco04-pce01 $(CLOCK) $(GREETER)

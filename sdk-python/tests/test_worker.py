@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from conftest import ACTIVATION, AGENTS, REPO, activation_request, rpc_request, schema_errors
+from conftest import ACTIVATION, AGENTS, PYCOMPAT, REPO, activation_request, rpc_request, schema_errors
 
 WORKERKIT = AGENTS / "workerkit"
 POOLTEST = REPO / "testdata" / "agents-src" / "pypool" / "pooltest"
@@ -327,6 +327,16 @@ def test_stray_output_goes_to_the_log(worker):
     assert "hello from print()\n" in w.stdout and "an info record\n" in w.stdout
     assert w.stdout.endswith("no newline yet")  # flushed at exit
     assert "a warning record\n" in w.stderr
+
+
+def test_loggers_the_agent_gets_itself_reach_the_log(worker):
+    # legacy logs through logging.getLogger("mcorpc.legacy"), never self.logger.
+    w = worker(PYCOMPAT / "legacy" / "legacy")
+    w.handshake("legacy")
+    assert w.call("e", "legacy", "echo", {"message": "hi"})["data"]["message"] == "hi"
+    w.send({"type": "shutdown", "v": 1, "reason": "stop", "grace_ms": 1000})
+    assert w.wait() == 0
+    assert w.stdout == "legacy info\n"
 
 
 def test_children_inherit_neither_fds_nor_variables(worker):

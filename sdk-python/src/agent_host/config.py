@@ -23,7 +23,8 @@ class Config:
        0.4 looked, treating the variable as a directory).
 
     Without the variable, ``CONFIG_DIR/<agent>`` then ``CONFIG_DIR/<agent>.cfg``.
-    A missing file is an empty configuration.
+    A missing file is an empty configuration, and ``read_config`` leaves
+    ``config_file`` at the ``.cfg`` name.
     """
 
     CONFIG_DIR = "/etc/puppetlabs/mcollective/plugin.d/"
@@ -56,6 +57,9 @@ class Config:
     def read_config(self) -> None:
         """Reads the file, if there is one, replacing what was read before."""
         if not self.config_exists():
+            # As py-choria-external 0.2 leaves it (0.1 and py-mco-agent end
+            # theirs the same way): the name Puppet writes.
+            self.config_file = next(p for p in self.candidate_files() if p.endswith(".cfg"))
             return
         with open(self.config_file, "r", encoding="utf-8", errors="replace") as fp:
             self.config = self.parse_config(fp.readlines())

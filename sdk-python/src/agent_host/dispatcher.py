@@ -74,6 +74,9 @@ def dispatch(cls: Any, argv: Optional[List[str]] = None, concurrency: Optional[i
     if env.get("AGENT_HOST_WORKER") == "io.agent-host.worker":
         from agent_host.worker import serve
 
+        # A worker lives long: its loggers are routed from the start, for
+        # whatever the agent logs, however it got its logger.
+        setup_logger()
         serve(cls, concurrency)
     if "logging" in sys.modules:
         # The agent uses logging already: route its records now.
