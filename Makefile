@@ -76,7 +76,7 @@ test: test-go test-interop test-python
 test-go: $(PYENV) $(SDKENV) $(CLOCK) $(GREETER)
 	PATH="$(AGENT_PATH)" $(GO) test -race -count=1 ./...
 
-test-interop: $(PYENV)
+test-interop: $(PYENV) $(SDKENV)
 	cd testdata/choria-interop && PATH="$(AGENT_PATH)" $(GO) test -count=1 ./...
 
 test-python: $(SDKENV) $(PYENV) $(PYMCO03) $(PYMCO04PCE01)

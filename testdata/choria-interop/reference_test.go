@@ -210,12 +210,11 @@ func greet(t *testing.T, fw *choria.Framework, node string, input map[string]any
 	return res.bySender(t, node)
 }
 
-// TestChoriaServer runs the real Choria server in the test process.
-func TestChoriaServer(t *testing.T) {
-	client := newReferenceClient(t, "reference-client")
-	libdir := installChoriaAgents(t, filepath.Join(env.dir, choriaNode), false)
-	cfg := writeChoriaConfig(t, choriaNode, libdir)
-
+// startChoriaServer starts the real Choria server in the test process,
+// waits until it serves the agents on disk and stops it when the test
+// ends (or before, once Stop is called).
+func startChoriaServer(t *testing.T, cfg string) *refserver.Server {
+	t.Helper()
 	srv, err := refserver.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -230,6 +229,14 @@ func TestChoriaServer(t *testing.T) {
 	if err := srv.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
+	return srv
+}
+
+// TestChoriaServer runs the real Choria server in the test process.
+func TestChoriaServer(t *testing.T) {
+	client := newReferenceClient(t, "reference-client")
+	libdir := installChoriaAgents(t, filepath.Join(env.dir, choriaNode), false)
+	srv := startChoriaServer(t, writeChoriaConfig(t, choriaNode, libdir))
 	if got := srv.Agents(); !slices.Equal(got, choriaAgents) {
 		t.Fatalf("the Choria server serves %v, want %v", got, choriaAgents)
 	}
