@@ -97,6 +97,9 @@ type setup struct {
 	configure   func(*config.Config)
 	clientCfg   *client.Config
 	hostOpts    []host.Option
+	// install lays out more agents in the plugin directory before the
+	// host starts, so that they are loaded at once.
+	install func(t testing.TB, plugins string)
 }
 
 func start(t testing.TB, s setup) *harness {
@@ -119,6 +122,9 @@ func start(t testing.TB, s setup) *harness {
 	}
 	if s.pooltest != "" {
 		installPooltest(t, plugins, s.pooltest)
+	}
+	if s.install != nil {
+		s.install(t, plugins)
 	}
 
 	facts := filepath.Join(t.TempDir(), "facts.json")
