@@ -259,33 +259,21 @@ func TestPyMCOAgentsUnderTheSDK(t *testing.T) {
 			from := map[bool]string{true: "component=pool agent=%s worker=", false: "component=spawn agent=%s stream="}[pooled]
 			for _, l := range []struct {
 				agent, msg, level string
-				poolBug           bool // sdk-python loses it in pool mode
 			}{
-				{"parrot", "Using default prefix!", "ERROR", false},
-				{"kitchen", "about to fail", "ERROR", false},
-				{"kitchen", "info line", "INFO", false},
-				{"kitchen", "printed line", "INFO", false},
-				{"kitchen", "warning line", "ERROR", false},
-				{"kitchen", "error line", "ERROR", false},
-				{"legacy", "legacy info", "INFO", true},
+				{"parrot", "Using default prefix!", "ERROR"},
+				{"kitchen", "about to fail", "ERROR"},
+				{"kitchen", "info line", "INFO"},
+				{"kitchen", "printed line", "INFO"},
+				{"kitchen", "warning line", "ERROR"},
+				{"kitchen", "error line", "ERROR"},
+				{"legacy", "legacy info", "INFO"},
 			} {
 				t.Run("log "+l.agent+" "+l.msg, func(t *testing.T) {
 					var lines []string
-					within := 5 * time.Second
-					if pooled && l.poolBug {
-						within = time.Second
-					}
-					found := waitFor(within, func() bool {
+					waitFor(5*time.Second, func() bool {
 						lines = logLines(h.logs.String(), l.msg, l.agent)
 						return len(lines) > 0
 					})
-					if !found && pooled && l.poolBug {
-						// A worker routes the choria and mcorpc loggers only once
-						// an action uses self.logger; exec mode routes them in
-						// dispatch when the agent imported logging. Remove the
-						// skip when sdk-python is fixed.
-						t.Skip("sdk-python bug: logging.getLogger(\"mcorpc.legacy\").info is lost in pool mode")
-					}
 					if len(lines) != 1 || !strings.Contains(lines[0], " level="+l.level+" ") || !strings.Contains(lines[0], fmt.Sprintf(from, l.agent)) {
 						t.Errorf("%q logged as %q, want it once at %s with %s", l.msg, lines, l.level, fmt.Sprintf(from, l.agent))
 					}
