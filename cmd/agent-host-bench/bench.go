@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -132,8 +133,44 @@ type Results struct {
 	SlowDuration string       `json:"slow_duration"`
 	Slow         []Row        `json:"slow"`
 	Idle         []Idle       `json:"idle"`
+	Startup      *Startup     `json:"startup,omitempty"`
 	Notes        []string     `json:"notes"`
 	Elapsed      float64      `json:"elapsed_s"`
+}
+
+// Startup is the exec start-up of the Python parrot, with the SDK and with
+// py-mco-agent, as sdk-python/tools/startup.py measures it.
+type Startup struct {
+	Runs  int            `json:"runs"`
+	Envs  []StartupTimes `json:"envs"`
+	Error string         `json:"error,omitempty"`
+}
+
+// StartupTimes are one virtual environment's times.
+type StartupTimes struct {
+	Venv     string  `json:"venv"`
+	Packages string  `json:"packages"`
+	MeanMS   float64 `json:"mean_ms"`
+	MedianMS float64 `json:"median_ms"`
+	MinMS    float64 `json:"min_ms"`
+}
+
+// startup runs the start-up comparison: the SDK's environment first, then
+// py-mco-agent's, runs alternating between them.
+func startup(ctx context.Context, o options) *Startup {
+	logf("exec start-up of the Python parrot: %s against %s", o.sdkVenv, o.pymcoVenv)
+	cmd := exec.CommandContext(ctx, "python3", o.startupTool, "--json", "--runs", itoa(o.startupRuns), o.sdkVenv, o.pymcoVenv)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return &Startup{Error: fmt.Sprintf("%s: %v: %s", o.startupTool, err, oneLine(stderr.String()))}
+	}
+	var s Startup
+	if err := json.Unmarshal(out, &s); err != nil || len(s.Envs) != 2 {
+		return &Startup{Error: fmt.Sprintf("%s printed %q", o.startupTool, out)}
+	}
+	return &s
 }
 
 // env is what every server of a run shares.
@@ -217,10 +254,11 @@ func (e *env) installAgents(libdir string) error {
 
 // installSDKParrot installs parrot again as parrot_sdk, to run with
 // sdk-python's interpreter: its DDL renamed, its executable a wrapper that
-// execs the virtual environment's python, by absolute path, on a copy of
-// the parrot file kept outside libdir. The parrot's
-// `#!/usr/bin/env python3` would find the agents' PATH's python3 first,
-// py-mco-agent's, which has the same import names.
+// execs the virtual environment's python, by absolute path, on the parrot
+// file itself. The parrot's `#!/usr/bin/env python3` would find the
+// agents' PATH's python3 first, py-mco-agent's, which has the same import
+// names. The SDK serves the agent it is started for, whatever its class
+// is called.
 func (e *env) installSDKParrot(libdir string) error {
 	const name = "parrot_sdk"
 	python, err := filepath.Abs(filepath.Join(e.o.sdkVenv, "bin", "python"))
@@ -230,25 +268,11 @@ func (e *env) installSDKParrot(libdir string) error {
 	if _, err := os.Stat(python); err != nil {
 		return fmt.Errorf("the Python SDK's interpreter (make sdk-venv makes it): %w", err)
 	}
-	if err := installAgent(libdir, filepath.Join(e.o.agents, "parrot"), name); err != nil {
-		return err
-	}
-	// The SDK's worker serves the agent its class is named after, and
-	// agent-host pools a worker only for the agent it was started for: the
-	// copy's class is renamed with the agent, as its DDL is.
-	src, err := os.ReadFile(filepath.Join(e.o.agents, "parrot", "parrot"))
+	script, err := filepath.Abs(filepath.Join(e.o.agents, "parrot", "parrot"))
 	if err != nil {
 		return err
 	}
-	text := strings.ReplaceAll(string(src), "Parrot", "Parrot_sdk")
-	if text == string(src) {
-		return fmt.Errorf("the parrot agent has no class Parrot to rename")
-	}
-	script := filepath.Join(e.dir, name+"-src", "parrot")
-	if err := os.MkdirAll(filepath.Dir(script), 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(script, []byte(text), 0o755); err != nil {
+	if err := installAgent(libdir, filepath.Join(e.o.agents, "parrot"), name); err != nil {
 		return err
 	}
 	wrapper := fmt.Sprintf("#!/bin/sh\nexec %s %s \"$@\"\n", shellQuote(python), shellQuote(script))
@@ -481,6 +505,7 @@ func runBench(ctx context.Context, o options) error {
 	}
 
 	res.Idle = e.idle(ctx, o, res)
+	res.Startup = startup(ctx, o)
 	res.Elapsed = time.Since(began).Seconds()
 
 	b, _ := json.MarshalIndent(res, "", "  ")

@@ -100,3 +100,26 @@ func TestInstallAgentRenames(t *testing.T) {
 		t.Errorf("agent executable: %v %v", fi, err)
 	}
 }
+
+func TestStartupTarget(t *testing.T) {
+	for _, tt := range []struct {
+		sdk, pymco float64
+		want       string
+	}{
+		{80, 270, "0.30× — **met**"},
+		{100, 270, "0.37× — **not met**"},
+	} {
+		var b strings.Builder
+		s := &Startup{Runs: 5, Envs: []StartupTimes{{Venv: ".venv-sdk", MedianMS: tt.sdk}, {Venv: ".venv", MedianMS: tt.pymco}}}
+		startupMarkdown(&b, s)
+		startupTarget(&b, s)
+		if !strings.Contains(b.String(), tt.want) || !strings.Contains(b.String(), "| `.venv-sdk` |") {
+			t.Errorf("%v against %v:\n%s\nwant %q", tt.sdk, tt.pymco, b.String(), tt.want)
+		}
+	}
+	var b strings.Builder
+	startupTarget(&b, &Startup{Error: "no python3"})
+	if !strings.Contains(b.String(), "not measured — **not met**") {
+		t.Errorf("a failed measurement: %s", b.String())
+	}
+}

@@ -27,7 +27,8 @@ type options struct {
 	work, out, plot, results               string
 	agentHost, load, reference             string
 	agents, pooltestBin, pooltestDDL       string
-	sdkVenv                                string
+	sdkVenv, pymcoVenv, startupTool        string
+	startupRuns                            int
 	duration, ramp, slowDuration, longRamp time.Duration
 	concurrency                            []int
 	servers                                []string
@@ -59,6 +60,9 @@ func main() {
 		c.Flag("sdk-venv", "The virtual environment with sdk-python installed, whose python runs the Python SDK's parrot.").Default(".venv-sdk").StringVar(&o.sdkVenv)
 		c.Flag("commit", "The commit measured (default: git rev-parse --short HEAD).").StringVar(&o.commit)
 	}
+	runCmd.Flag("pymco-venv", "The virtual environment with the real py-mco-agent, for the exec start-up comparison.").Default(".venv").StringVar(&o.pymcoVenv)
+	runCmd.Flag("startup-tool", "sdk-python's start-up timer.").Default("sdk-python/tools/startup.py").StringVar(&o.startupTool)
+	runCmd.Flag("startup-runs", "Runs of the Python parrot per environment in the start-up comparison.").Default("30").IntVar(&o.startupRuns)
 	runCmd.Flag("plot", "PNG to draw.").Default("BENCHMARKS.png").StringVar(&o.plot)
 	runCmd.Flag("reference", "The go-choria reference server binary; its rows are left out when it is missing.").Default("bin/reference-server").StringVar(&o.reference)
 	runCmd.Flag("duration", "How long each row is measured.").Default("8s").DurationVar(&o.duration)

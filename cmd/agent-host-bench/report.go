@@ -170,9 +170,42 @@ func e2eMarkdown(r *Results, o options) string {
 		fmt.Fprintf(&b, "| %s | %d | %s | %d | %s |\n", r.serverLabel(i.Server), i.Agents, mib(i.RSSKiB), i.Workers, mib(i.WorkersRSSKiB))
 	}
 
+	startupMarkdown(&b, r.Startup)
+
 	b.WriteString("\n### Against the targets\n\n")
 	targets(&b, r, o)
 	return b.String()
+}
+
+// startupMarkdown is the exec start-up comparison: the same parrot file,
+// once with the SDK and once with py-mco-agent, the same interpreter.
+func startupMarkdown(b *strings.Builder, s *Startup) {
+	if s == nil {
+		return
+	}
+	b.WriteString("\n### Exec start-up of a Python agent\n\n")
+	if s.Error != "" {
+		fmt.Fprintf(b, "Not measured: %s\n", oneLine(s.Error))
+		return
+	}
+	fmt.Fprintf(b, "`sdk-python/tools/startup.py`: parrot's `echo` (`testdata/agents/parrot`, unchanged) run %d times through the file protocol "+
+		"by each virtual environment's interpreter, alternating — fork, exec, interpreter start-up, imports, request read and checked, reply written, exit. "+
+		"This is the whole cost of one request in exec mode, under Choria or agent-host.\n\n", s.Runs)
+	b.WriteString("| environment | packages | mean ms | median ms | min ms |\n| --- | --- | ---: | ---: | ---: |\n")
+	for _, e := range s.Envs {
+		fmt.Fprintf(b, "| `%s` | %s | %s | %s | %s |\n", e.Venv, e.Packages, num(e.MeanMS), num(e.MedianMS), num(e.MinMS))
+	}
+}
+
+// startupTarget: exec start-up with the SDK at most a third of py-mco-agent's.
+func startupTarget(b *strings.Builder, s *Startup) {
+	const what = "* Exec start-up of the Python parrot with the SDK ≤ 1/3 of py-mco-agent's (median, same interpreter)"
+	if s == nil || s.Error != "" || len(s.Envs) != 2 || s.Envs[1].MedianMS == 0 {
+		fmt.Fprintf(b, "%s: not measured — %s.\n", what, verdict(false))
+		return
+	}
+	q := s.Envs[0].MedianMS / s.Envs[1].MedianMS
+	fmt.Fprintf(b, "%s: %s ms against %s ms, %.2f× — %s.\n", what, num(s.Envs[0].MedianMS), num(s.Envs[1].MedianMS), q, verdict(q <= 1.0/3))
 }
 
 func targets(b *strings.Builder, r *Results, o options) {
@@ -193,6 +226,7 @@ func targets(b *strings.Builder, r *Results, o options) {
 		strings.Join(parts, ", "), verdict(ok && len(parts) > 0))
 
 	sdkTarget(b, r)
+	startupTarget(b, r.Startup)
 
 	// exec against the reference, same agent.
 	parts, ok = nil, true

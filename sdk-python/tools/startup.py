@@ -8,7 +8,9 @@ that parrot's ``#!/usr/bin/env python3`` runs that environment's
 interpreter with the SDK installed there. Runs alternate between the
 environments so that load on the machine affects them alike. Prints the
 mean and median wall time of a run (fork, exec, interpreter start-up,
-imports, request read, reply written, exit) for each.
+imports, request read, reply written, exit) for each; with ``--json``,
+one JSON document instead (``make bench`` reads it):
+``{"runs": N, "envs": [{"venv", "packages", "mean_ms", "median_ms", "min_ms"}]}``.
 """
 
 from __future__ import annotations
@@ -54,9 +56,24 @@ def once(venv: Path, tmp: Path) -> float:
     return took
 
 
+def packages(venv: Path) -> str:
+    """What provides mco_agent in the environment, say "agent-host-sdk 0.1.0"."""
+    out = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "list", "--format", "json",
+                          "--disable-pip-version-check"], capture_output=True, text=True)
+    try:
+        listed = {p["name"].lower(): p["version"] for p in json.loads(out.stdout)}
+    except ValueError:
+        return "unknown"
+    names = [n for n in ("agent-host-sdk", "py-mco-agent", "py-choria-external") if n in listed]
+    if "py-mco-agent" in listed and "jsonschema" in listed:  # what it imports on every start
+        names.append("jsonschema")
+    return ", ".join("%s %s" % (n, listed[n]) for n in names)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--json", action="store_true", help="print one JSON document")
     ap.add_argument("venvs", nargs="+", type=Path)
     args = ap.parse_args()
     times: dict = {v: [] for v in args.venvs}
@@ -67,6 +84,11 @@ def main() -> None:
         for _ in range(args.runs):
             for v in args.venvs:
                 times[v].append(once(v, tmp))
+    if args.json:
+        print(json.dumps({"runs": args.runs, "envs": [
+            {"venv": str(v), "packages": packages(v), "mean_ms": 1000 * statistics.mean(t),
+             "median_ms": 1000 * statistics.median(t), "min_ms": 1000 * min(t)} for v, t in times.items()]}))
+        return
     for v, t in times.items():
         print("%-12s runs %d  mean %6.1f ms  median %6.1f ms  min %6.1f ms" % (
             v, len(t), 1000 * statistics.mean(t), 1000 * statistics.median(t), 1000 * min(t)))
