@@ -2,8 +2,9 @@
 // is verified and its action known, and before its inputs are validated
 // and the agent runs (Choria's order), whether the caller may run it.
 //
-// Only AllowAll exists so far; the Rego and actionpolicy authorizers build
-// on the same Input and Decision.
+// New picks the authorizer Choria's settings name (rpcauthorization,
+// rpcauthprovider): Rego (rego.go), actionpolicy (actionpolicy.go), or
+// AllowAll when authorization is off. Every error denies.
 package policy
 
 import (
@@ -25,6 +26,9 @@ type Input struct {
 	Facts      json.RawMessage `json:"facts"`
 	Classes    []string        `json:"classes"`
 	Agents     []string        `json:"agents"`
+	// ProvisionMode is whether the node is in Choria's provisioning mode;
+	// agent-host never is, but Rego policies may test it.
+	ProvisionMode bool `json:"provision_mode"`
 }
 
 // Decision is an authorizer's answer. Reason is for logs, never for the
@@ -32,6 +36,14 @@ type Input struct {
 type Decision struct {
 	Allowed bool
 	Reason  string
+	// Policy is the file the decision came from, when there was one.
+	Policy string
+}
+
+// Authorizer is what every provider implements; host.Authorizer is the
+// same method.
+type Authorizer interface {
+	Authorize(ctx context.Context, in *Input) (Decision, error)
 }
 
 // AllowAll authorizes every request. It is the host's authorizer while no
