@@ -113,6 +113,8 @@ bench-e2e: bench-tools $(PYENV) $(SDKENV)
 bench-long: bench-tools
 	PATH="$(AGENT_PATH)" bin/agent-host-bench long --out BENCHMARKS.md --requests 200000
 
+# bench-load and soak run copies of dev.conf in bin/, without the policies
+# beside dev.conf: they measure the host without authorization.
 ## bench-load: a quick load run against `agent-host run` on its embedded broker, without TLS or signing (printed only)
 LOAD_PORT ?= 14333
 LOAD      := bin/agent-host-load --broker nats://127.0.0.1:$(LOAD_PORT) --identity dev1.example.net --duration 10s
@@ -121,6 +123,7 @@ bench-load: build $(PYENV)
 	$(GO) build -o bin/agent-host-load ./cmd/agent-host-load
 	sed 's/127.0.0.1:4222/127.0.0.1:$(LOAD_PORT)/' testdata/config/dev.conf > bin/load.conf
 	echo 'loglevel = warn' >> bin/load.conf
+	echo 'rpcauthorization = false' >> bin/load.conf
 	PATH="$(AGENT_PATH)" $(BIN) run --config bin/load.conf --plugins testdata/agents & pid=$$!; \
 	trap "kill $$pid" EXIT; sleep 2; \
 	$(LOAD) --concurrency 1 rpcutil ping && \
@@ -140,6 +143,7 @@ soak: build $(PYENV)
 	$(GO) build -o bin/agent-host-load ./cmd/agent-host-load
 	sed 's/127.0.0.1:4222/127.0.0.1:$(SOAK_PORT)/' testdata/config/dev.conf > bin/soak.conf
 	echo 'loglevel = warn' >> bin/soak.conf
+	echo 'rpcauthorization = false' >> bin/soak.conf
 	PATH="$(AGENT_PATH)" $(BIN) run --config bin/soak.conf --plugins testdata/agents 2> bin/soak.log & pid=$$!; \
 	trap "kill $$pid" EXIT; sleep 2; \
 	bin/agent-host-load --broker nats://127.0.0.1:$(SOAK_PORT) --identity dev1.example.net --concurrency 8 \

@@ -3,7 +3,6 @@ package host_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -20,7 +19,6 @@ import (
 	"github.com/agent-host/agent-host/host"
 	"github.com/agent-host/agent-host/host/config"
 	"github.com/agent-host/agent-host/host/hosttest"
-	"github.com/agent-host/agent-host/policy"
 	"github.com/agent-host/agent-host/protocol"
 	"github.com/agent-host/agent-host/protocol/client"
 	v1 "github.com/agent-host/agent-host/protocol/v1"
@@ -300,32 +298,6 @@ func TestDiscoveryAnswersOnlyPing(t *testing.T) {
 	}
 	if _, r, err := v1.DecodeReply(msg.Data); err != nil || r.Message != "pong" {
 		t.Errorf("the rpc form of a ping: %v, %+v", err, r)
-	}
-}
-
-type denyAll struct{ err error }
-
-func (d denyAll) Authorize(context.Context, *policy.Input) (policy.Decision, error) {
-	return policy.Decision{Allowed: false, Reason: "test policy denies"}, d.err
-}
-
-// TestAuthorizationDenied: a denied request is not run, its caller is
-// told only that it is not authorized, and the log says why; an
-// authorizer error denies too.
-func TestAuthorizationDenied(t *testing.T) {
-	for _, authz := range []denyAll{{}, {err: errors.New("policy broken")}} {
-		h := start(t, setup{agents: []string{"shagent"}, hostOpts: []host.Option{host.WithAuthorizer(authz)}})
-		wantStatus(t, h.call("shagent", "echo", `{"message":"x"}`), protocol.Aborted, "You are not authorized to call this agent or action")
-		if runs := h.runs("shagent"); runs != "" {
-			t.Errorf("the denied request ran: %q", runs)
-		}
-		logs := h.logs.String()
-		if !strings.Contains(logs, "denying request based on authorization policy") || !strings.Contains(logs, "test policy denies") {
-			t.Errorf("the denial was not logged with its reason:\n%s", logs)
-		}
-		if authz.err != nil && !strings.Contains(logs, "policy broken") {
-			t.Errorf("the authorizer error was not logged:\n%s", logs)
-		}
 	}
 }
 

@@ -139,6 +139,9 @@ func start(t testing.TB, s setup) *harness {
 	cfg.FactsFiles = []string{facts}
 	cfg.ClassesFile = classes
 	cfg.AgentSettle = 200 * time.Millisecond
+	// Choria's default, actionpolicy, denies every request without policy
+	// files; the tests of authorization turn it back on.
+	cfg.RPCAuthorization = false
 	if s.longTimeout {
 		cfg.ShutdownGrace = 200 * time.Millisecond
 	}

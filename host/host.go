@@ -2,12 +2,15 @@
 //
 //	NATS subscription → intake (bounded) → decoder: decode, verify, filter,
 //	TTL, built-in agents answered at once → agent queue (bounded, fair) →
-//	in-flight slot: authorize, validate, run the agent → reply
+//	in-flight slot: authorize, audit, validate, run the agent → reply
+//
+// rpcutil takes the same steps as any agent, authorization included, on
+// the decoder; discovery is answered without them, as in Choria.
 //
 // host.go composes the parts and owns the start-up and shutdown order,
 // subscribe.go holds the NATS side, intake.go and queue.go the two bounded
-// buffers, pipeline.go the checks in Choria's order, and reply.go what
-// goes back on the wire.
+// buffers, pipeline.go the checks in Choria's order, audit.go rpcaudit,
+// and reply.go what goes back on the wire.
 //
 // The host wires the other packages explicitly: protocol/security and
 // protocol/filter for the checks, host/builtin for discovery and rpcutil,
@@ -27,6 +30,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,10 +51,11 @@ import (
 // Version is agent-host's version, reported by rpcutil and `agent-host version`.
 var Version = "0.1.0-dev"
 
-// Authorizer decides whether a validated request may run. Errors deny.
-// It is asked on the request path, for built-in agents on the decoders
-// that read every message, so it must answer in microseconds and never
-// block.
+// Authorizer decides whether a request whose action is known may run.
+// Errors deny. It is asked on the request path, for built-in agents on
+// the decoders that read every message, so it should answer in
+// microseconds; its context ends with the agent's DDL timeout, as
+// Choria's authorization runs within the agent's time.
 type Authorizer interface {
 	Authorize(ctx context.Context, in *policy.Input) (policy.Decision, error)
 }
@@ -69,7 +74,9 @@ type Option func(*Host)
 // WithLogger sets the logger; the default discards.
 func WithLogger(l *slog.Logger) Option { return func(h *Host) { h.log = l } }
 
-// WithAuthorizer sets the authorizer; the default allows every request.
+// WithAuthorizer replaces the authorizer the configuration selects
+// (rpcauthorization, rpcauthprovider); the caller keeps it and closes it.
+// policy.AllowAll turns authorization off, as rpcauthorization = false does.
 func WithAuthorizer(a Authorizer) Option { return func(h *Host) { h.authz = a } }
 
 // WithEvents sets the lifecycle hook; the default does nothing.
@@ -84,9 +91,17 @@ func WithClock(now func() time.Time) Option { return func(h *Host) { h.now = now
 
 // Host serves Choria requests. Create it with New and run it with Run.
 type Host struct {
-	cfg       *config.Config
-	log       *slog.Logger
-	authz     Authorizer
+	cfg   *config.Config
+	log   *slog.Logger
+	authz Authorizer
+	// authzOff skips authorization, as Choria does with rpcauthorization
+	// off; authzSummary says at start-up which authorizer decides, and
+	// closeAuthz closes the one the host selected itself.
+	authzOff     bool
+	authzSummary string
+	closeAuthz   func() error
+	audit        *auditLog
+
 	events    Events
 	brokerURL string
 	now       func() time.Time
@@ -132,7 +147,6 @@ func New(cfg *config.Config, opts ...Option) (*Host, error) {
 	h := &Host{
 		cfg:      cfg,
 		log:      slog.New(slog.DiscardHandler),
-		authz:    policy.AllowAll{},
 		events:   nopEvents{},
 		now:      time.Now,
 		subs:     map[string]*nats.Subscription{},
@@ -169,6 +183,11 @@ func New(cfg *config.Config, opts ...Option) (*Host, error) {
 		return nil, err
 	}
 	h.intake = newIntake(cfg.PendingLimit, cfg.PendingBytes)
+	// Last, as nothing after it can fail: Run closes what it selects.
+	h.selectAuthorizer()
+	if cfg.RPCAudit && cfg.RPCAuditLogfile != "" {
+		h.audit = newAuditLog(cfg.RPCAuditLogfile, h.now)
+	}
 	return h, nil
 }
 
@@ -251,6 +270,8 @@ func (h *Host) Ready() <-chan struct{} { return h.ready }
 // shutting down, lets the running ones finish (within
 // plugin.agent_host.shutdown_grace) and disconnects.
 func (h *Host) Run(ctx context.Context) error {
+	// The authorizer goes last, once nothing can ask it any more.
+	defer h.closeAuthorizer()
 	h.reqCtx, h.reqCancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer h.reqCancel()
 	defer h.spawner.Close()
@@ -297,9 +318,7 @@ func (h *Host) Run(ctx context.Context) error {
 		h.log.Warn("waiting for the broker; requests will be served once connected", "broker", nc.Servers(), "error", err)
 	}
 	names := h.agents.Load().names
-	if _, ok := h.authz.(policy.AllowAll); ok {
-		h.log.Warn("authorization is not configured: every verified request may run any action of any agent")
-	}
+	h.logAuthorization()
 	h.log.Info("agent-host serving", "identity", h.cfg.Identity, "collectives", h.cfg.Collectives, "agents", names, "broker", nc.ConnectedUrlRedacted(), "connected", nc.IsConnected())
 	h.events.Startup(ctx, h.cfg.Identity, names)
 	close(h.ready)
@@ -406,6 +425,74 @@ func (h *Host) applyChange(ch runner.Change) {
 		h.log.Error("updating subscriptions after an agent change", "error", err)
 	}
 	h.events.AgentsChanged(h.reqCtx, h.cfg.Identity, ch)
+}
+
+// selectAuthorizer picks the authorizer the configuration names, unless
+// one was injected.
+func (h *Host) selectAuthorizer() {
+	if h.authz != nil {
+		_, h.authzOff = h.authz.(policy.AllowAll)
+		h.authzSummary = "authorizing with the authorizer the program embedding the host gave it"
+		if h.authzOff {
+			h.authzSummary = "authorization is off (policy.AllowAll): every verified request may run any action"
+		}
+		return
+	}
+	c := h.cfg
+	a, summary := policy.New(policy.Config{
+		Enabled:    c.RPCAuthorization,
+		Provider:   c.RPCAuthProvider,
+		ConfigFile: c.ConfigFile,
+		// Choria traces every evaluation at debug level too.
+		RegoTrace: c.RegoPolicyTracing || c.LogLevel == "debug",
+		RegoV0:    c.RegoV0Compatible,
+		ActionPolicy: policy.ActionPolicyOptions{
+			EnableDefault:     c.ActionPolicyEnableDefault,
+			DefaultName:       c.ActionPolicyDefaultName,
+			AllowUnconfigured: c.ActionPolicyAllowUnconfigured,
+		},
+		Logger: h.log.With("component", "policy"),
+	})
+	h.authz, h.authzOff, h.authzSummary, h.closeAuthz = a, !c.RPCAuthorization, summary, a.Close
+}
+
+// logAuthorization says at start-up who decides which request may run:
+// loudly when nobody does, or when nothing will be allowed.
+func (h *Host) logAuthorization() {
+	switch {
+	case h.authzOff:
+		h.log.Warn("AUTHORIZATION DISABLED: " + h.authzSummary)
+	case h.closeAuthz != nil && !knownProvider(h.cfg.RPCAuthProvider):
+		h.log.Error(h.authzSummary, "rpcauthprovider", h.cfg.RPCAuthProvider, "supported", "action_policy, rego_policy")
+	default:
+		h.log.Info(h.authzSummary)
+	}
+	if h.cfg.RPCAudit {
+		if h.audit == nil {
+			h.log.Warn("rpcaudit is on but plugin.rpcaudit.logfile is not set: no request is audited")
+		} else {
+			h.log.Info("auditing every authorized request", "logfile", h.cfg.RPCAuditLogfile)
+		}
+	}
+}
+
+// knownProvider reports an rpcauthprovider policy.New has an authorizer
+// for; it denies every request for any other.
+func knownProvider(p string) bool {
+	switch strings.ToLower(strings.TrimSpace(p)) {
+	case "action_policy", "rego_policy", "":
+		return true
+	}
+	return false
+}
+
+func (h *Host) closeAuthorizer() {
+	if h.closeAuthz == nil {
+		return
+	}
+	if err := h.closeAuthz(); err != nil {
+		h.log.Warn("closing the authorizer", "error", err)
+	}
 }
 
 // newRPCUtil builds the rpcutil agent over this host's state.

@@ -204,8 +204,9 @@ type rpcOutcome struct {
 }
 
 // handleRPC runs the SimpleRPC steps in Choria's order: find the action,
-// authorize, validate the inputs, run, apply output defaults. Every
-// failure becomes a reply with Choria's status and text, and a log line.
+// authorize, audit, validate the inputs, run, apply output defaults.
+// Every failure becomes a reply with Choria's status and text, and a log
+// line.
 func (h *Host) handleRPC(ctx context.Context, r *request) rpcOutcome {
 	reply := protocol.NewRPCReply(r.rpc.Action)
 	action := r.agent.ddl.Action(r.rpc.Action)
@@ -214,10 +215,15 @@ func (h *Host) handleRPC(ctx context.Context, r *request) rpcOutcome {
 		return rpcOutcome{RPCReply: reply.Fail(protocol.UnknownAction, fmt.Sprintf("Unknown action %s for agent %s", r.rpc.Action, r.agent.name))}
 	}
 
-	decision, err := h.authz.Authorize(ctx, h.authzInput(r))
-	if err != nil || !decision.Allowed {
-		r.log.Warn("denying request based on authorization policy", "reason", decision.Reason, "error", err)
+	// As in Choria, authorization runs within the agent's time.
+	timeout := time.Duration(r.agent.ddl.Metadata.Timeout) * time.Second
+	runCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if !h.authorize(runCtx, r) {
 		return rpcOutcome{RPCReply: reply.Fail(protocol.Aborted, "You are not authorized to call this agent or action")}
+	}
+	if h.audit != nil {
+		h.audit.record(r)
 	}
 
 	if err := action.ValidateInputs(r.rpc.Data); err != nil {
@@ -225,9 +231,6 @@ func (h *Host) handleRPC(ctx context.Context, r *request) rpcOutcome {
 		return rpcOutcome{RPCReply: reply.Fail(protocol.Aborted, "Validation failed: "+err.Error())}
 	}
 
-	timeout := time.Duration(r.agent.ddl.Metadata.Timeout) * time.Second
-	runCtx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	areq := protocol.NewAgentRequest()
 	areq.Agent, areq.Action, areq.Data = r.agent.name, r.rpc.Action, r.rpc.Data
 	e := &r.req.Envelope
@@ -274,6 +277,36 @@ func (h *Host) runFailure(agent, action string, timeout time.Duration, err error
 		return fmt.Sprintf("%s: %s", prefix, exit)
 	}
 	return fmt.Sprintf("%s: %s", prefix, runner.Cause(err))
+}
+
+// authorize asks the authorizer whether r may run, unless authorization
+// is off, and logs a denial as Choria does, with why and which policy
+// file said so. A body naming another agent than the one addressed is
+// denied, as in Choria.
+func (h *Host) authorize(ctx context.Context, r *request) bool {
+	if h.authzOff {
+		return true
+	}
+	e := &r.req.Envelope
+	var (
+		decision policy.Decision
+		err      error
+	)
+	if r.rpc.Agent != r.agent.name {
+		err = fmt.Errorf("the request body names agent %s, not %s", r.rpc.Agent, r.agent.name)
+	} else {
+		decision, err = h.authz.Authorize(ctx, h.authzInput(r))
+	}
+	if err == nil && decision.Allowed {
+		return true
+	}
+	reason := decision.Reason
+	if err != nil {
+		reason = err.Error()
+	}
+	r.log.Warn(fmt.Sprintf("Denying %s access to %s#%s based on authorization policy for request %s", e.CallerID, r.agent.name, r.rpc.Action, e.RequestID),
+		"reason", reason, "policy", decision.Policy)
+	return false
 }
 
 func (h *Host) authzInput(r *request) *policy.Input {

@@ -314,6 +314,9 @@ func (e *env) config(k serverKind, name, libdir string, extra ...string) (string
 		"classesfile", e.classes,
 		"loglevel", "warn",
 		"logfile", filepath.Join(e.dir, name+".log"),
+		// Choria's default authorization (actionpolicy) denies every
+		// request to an agent without a policy file, in both servers.
+		"rpcauthorization", "0",
 	}
 	switch k.Key {
 	case "exec":
@@ -321,10 +324,8 @@ func (e *env) config(k serverKind, name, libdir string, extra ...string) (string
 	case "pool":
 		kv = append(kv, "plugin.agent_host.pool.mode", "auto")
 	case "ref":
-		// Choria's default authorization (actionpolicy) denies every
-		// request to an agent without a policy file; agent-host does not
-		// authorize yet either. No registration, no stats port.
-		kv = append(kv, "rpcauthorization", "0", "registerinterval", "0", "plugin.choria.stats_port", "0")
+		// No registration, no stats port.
+		kv = append(kv, "registerinterval", "0", "plugin.choria.stats_port", "0")
 	}
 	return path, writeConfig(path, append(kv, extra...)...)
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agent-host/agent-host/host/config"
 	"github.com/agent-host/agent-host/host/hosttest"
 )
 
@@ -58,11 +59,86 @@ func devConfig(t *testing.T) string {
 	if conf == string(b) {
 		t.Fatal("dev.conf no longer sets plugin.agent_host.embedded_broker = 127.0.0.1:4222")
 	}
-	path := filepath.Join(t.TempDir(), "dev.conf")
+	// Policies are read beside the configuration file, as in Choria.
+	dir := t.TempDir()
+	if out, err := exec.Command("cp", "-R", filepath.Join(repoRoot, "testdata", "config", "policies"), dir).CombinedOutput(); err != nil {
+		t.Fatalf("copying the policies: %v\n%s", err, out)
+	}
+	// dev.conf authorizes with its Rego policy, but the Rego authorizer
+	// is not implemented yet and denies every request: until it is, the
+	// tests run without authorization.
+	conf += "rpcauthorization = false\n"
+	path := filepath.Join(dir, "dev.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// TestDevConfigPolicy: `make run` authorizes with a Rego policy that
+// allows every request, beside dev.conf where Choria looks for it.
+func TestDevConfigPolicy(t *testing.T) {
+	dev := filepath.Join(repoRoot, "testdata", "config", "dev.conf")
+	cfg, err := config.Load(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.RPCAuthorization || cfg.RPCAuthProvider != "rego_policy" {
+		t.Errorf("dev.conf: rpcauthorization %v, rpcauthprovider %q; want rego_policy", cfg.RPCAuthorization, cfg.RPCAuthProvider)
+	}
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(dev), "policies", "rego", "default.rego"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"\npackage io.choria.mcorpc.authpolicy\n", "\ndefault allow := true\n"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("default.rego lacks %q:\n%s", want, b)
+		}
+	}
+}
+
+// TestDefaultAuthorization: with Choria's defaults (rpcauthorization on,
+// action_policy) and no policy files every request is denied, rpcutil's
+// too, with Choria's reply, while discovery still answers; the host says
+// at start-up where it reads policies and logs each denial.
+func TestDefaultAuthorization(t *testing.T) {
+	conf := devConfig(t)
+	b, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Back to Choria's defaults.
+	var lines []string
+	for line := range strings.Lines(string(b)) {
+		if !strings.HasPrefix(line, "rpcauth") {
+			lines = append(lines, line)
+		}
+	}
+	dir := t.TempDir()
+	conf = filepath.Join(dir, "server.conf")
+	if err := os.WriteFile(conf, []byte(strings.Join(lines, "")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run, logs := startRun(t, "run", "--config", conf, "--plugins", "testdata/agents")
+
+	out, err := agentHost("req", "rpcutil", "ping", "--json", "--config", conf).CombinedOutput()
+	if exitCode(err) != 1 || !strings.Contains(string(out), "You are not authorized to call this agent or action") {
+		t.Errorf("req rpcutil ping: exit %d, want 1 and Choria's denial\n%s", exitCode(err), out)
+	}
+	out, err = agentHost("req", "discovery", "ping", "--config", conf).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Finished processing 1 / 1 hosts") {
+		t.Errorf("req discovery ping: %v\n%s", err, out)
+	}
+	run.stop(t)
+	for _, want := range []string{
+		"authorizing with actionpolicy files from " + filepath.Join(dir, "policies"),
+		"Denying choria=",
+		" access to rpcutil#ping based on authorization policy for request ",
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the log lacks %q:\n%s", want, logs.String())
+		}
+	}
 }
 
 func agentHost(args ...string) *exec.Cmd {
@@ -346,7 +422,7 @@ func TestSignedOverTLS(t *testing.T) {
 	}
 	common := "collectives = mcollective\nplugin.security.provider = file\nplugin.security.file.ca = " + pki.CAFile +
 		"\nplugin.choria.middleware_hosts = " + broker.URL() + "\n"
-	server := write("server.conf", "identity = node1.example.net\n"+common+
+	server := write("server.conf", "identity = node1.example.net\nrpcauthorization = false\n"+common+
 		"plugin.security.file.certificate = "+nodeCert+"\nplugin.security.file.key = "+nodeKey+"\n")
 	client := write("client.conf", "identity = rip.mcollective\n"+common+
 		"plugin.security.file.certificate = "+ripCert+"\nplugin.security.file.key = "+ripKey+"\n")

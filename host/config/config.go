@@ -118,6 +118,48 @@ type Config struct {
 	// Accept certificates without subject alternative names, matching on the common name instead.
 	SupportLegacyCertificates bool `confkey:"plugin.security.support_legacy_certificates" default:"false"`
 
+	// Whether every RPC request is authorized, with rpcauthprovider, before its inputs are
+	// validated and its agent runs, as in Choria; the built-in rpcutil is authorized too,
+	// discovery never. A denied caller is told only "You are not authorized to call this
+	// agent or action" (statuscode 1). Turning it off lets every verified request run any
+	// action of any agent, and agent-host warns about it at start-up.
+	RPCAuthorization bool `confkey:"rpcauthorization" default:"true"`
+
+	// The authorizer, compared without regard to case: action_policy reads MCollective's
+	// actionpolicy files, <config dir>/policies/<agent>.policy; rego_policy reads Open Policy
+	// Agent policies, <config dir>/policies/rego/<agent>.rego, else default.rego. Any other
+	// name (Choria's aaasvc included) denies every request, as Choria does for a provider it
+	// does not know, and is logged at start-up and with each denial.
+	RPCAuthProvider string `confkey:"rpcauthprovider" default:"action_policy"`
+
+	// Whether every authorized request is recorded in plugin.rpcaudit.logfile before it runs,
+	// one JSON object per line in Choria's audit format. Denied requests are not recorded.
+	RPCAudit bool `confkey:"rpcaudit" default:"false"`
+
+	// The file rpcaudit appends its lines to, created with mode 0600 if missing. Choria's
+	// plugin.rpcaudit.logfile.group and plugin.rpcaudit.logfile.mode are not supported.
+	RPCAuditLogfile string `confkey:"plugin.rpcaudit.logfile" type:"path_string"`
+
+	// Whether the rego_policy authorizer logs Open Policy Agent's trace of each evaluation. As
+	// in Choria, loglevel = debug turns it on too.
+	RegoPolicyTracing bool `confkey:"plugin.regopolicy.tracing" default:"false"`
+
+	// Whether the rego_policy authorizer accepts policies written in Open Policy Agent's
+	// syntax from before 1.0 (allow { ... } without if). Choria, on OPA 1.x, does not.
+	RegoV0Compatible bool `confkey:"plugin.agent_host.rego_v0_compatible" default:"false"`
+
+	// Whether the action_policy authorizer reads plugin.actionpolicy.default_name for an agent
+	// without a policy file of its own.
+	ActionPolicyEnableDefault bool `confkey:"plugin.actionpolicy.enable_default" default:"false"`
+
+	// The policy file, without .policy, the action_policy authorizer reads for agents without
+	// their own when plugin.actionpolicy.enable_default is set.
+	ActionPolicyDefaultName string `confkey:"plugin.actionpolicy.default_name" default:"default"`
+
+	// The action_policy authorizer's verdict for a request no line of its policy file matches,
+	// when the file has no "policy default" line.
+	ActionPolicyAllowUnconfigured bool `confkey:"plugin.actionpolicy.allow_unconfigured" default:"false"`
+
 	// Directories searched for external agents, as in Choria: each agent's DDL and executable
 	// are found below mcollective/agent in each directory.
 	AgentLibdirs []string `confkey:"plugin.choria.agent_provider.mcorpc.libdir" type:"path_split"`

@@ -15,7 +15,7 @@ import (
 // ownNamespaces are the plugin.<name> namespaces whose keys agent-host
 // declares, so that a key it does not know there is a mistake rather than
 // another plugin's setting.
-var ownNamespaces = []string{"choria", "security", "nats", "agent_host", "yaml"}
+var ownNamespaces = []string{"choria", "security", "nats", "agent_host", "yaml", "rpcaudit", "regopolicy", "actionpolicy"}
 
 // unsupported lists Choria server settings agent-host knowingly does not
 // implement. An entry ending in a dot covers every key below it.
@@ -28,9 +28,6 @@ var unsupported = []string{
 	"registration",
 	"registration_collective",
 	"registration_splay",
-	"rpcaudit",
-	"rpcauthorization",
-	"rpcauthprovider",
 	"rpclimitmethod",
 	"soft_shutdown_timeout",
 	"plugin.choria.adapter.",
@@ -67,7 +64,8 @@ var unsupported = []string{
 	"plugin.choria.status_update_interval",
 	"plugin.choria.submission.",
 	"plugin.machines.",
-	"plugin.rpcaudit.",
+	"plugin.rpcaudit.logfile.group",
+	"plugin.rpcaudit.logfile.mode",
 	"plugin.scout.",
 	"plugin.security.certmanager.",
 	"plugin.security.choria.",

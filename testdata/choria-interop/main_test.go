@@ -296,6 +296,9 @@ func (e *environment) writeNodeConfig(ca *pki, identity, facts, classes string) 
 		"plugin.security.file.key", key,
 		"plugin.security.file.ca", ca.caFile,
 		"plugin.choria.middleware_hosts", e.natsURL,
+		// As for the reference server: Choria's default authorization
+		// denies every request without policy files.
+		"rpcauthorization", "0",
 		"plugin.yaml", factsFile,
 		"classesfile", classesFile,
 		"loglevel", "debug",
