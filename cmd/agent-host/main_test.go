@@ -64,10 +64,6 @@ func devConfig(t *testing.T) string {
 	if out, err := exec.Command("cp", "-R", filepath.Join(repoRoot, "testdata", "config", "policies"), dir).CombinedOutput(); err != nil {
 		t.Fatalf("copying the policies: %v\n%s", err, out)
 	}
-	// dev.conf authorizes with its Rego policy, but the Rego authorizer
-	// is not implemented yet and denies every request: until it is, the
-	// tests run without authorization.
-	conf += "rpcauthorization = false\n"
 	path := filepath.Join(dir, "dev.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
