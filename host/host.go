@@ -439,7 +439,14 @@ func (h *Host) selectAuthorizer() {
 		return
 	}
 	c := h.cfg
-	a, summary := policy.New(policy.Config{
+	a, summary := policy.New(PolicyConfig(c, h.log.With("component", "policy")))
+	h.authz, h.authzOff, h.authzSummary, h.closeAuthz = a, !c.RPCAuthorization, summary, a.Close
+}
+
+// PolicyConfig is the authorizer's configuration from the server's: the
+// host's and `agent-host policy eval`'s.
+func PolicyConfig(c *config.Config, log *slog.Logger) policy.Config {
+	return policy.Config{
 		Enabled:    c.RPCAuthorization,
 		Provider:   c.RPCAuthProvider,
 		ConfigFile: c.ConfigFile,
@@ -451,9 +458,8 @@ func (h *Host) selectAuthorizer() {
 			DefaultName:       c.ActionPolicyDefaultName,
 			AllowUnconfigured: c.ActionPolicyAllowUnconfigured,
 		},
-		Logger: h.log.With("component", "policy"),
-	})
-	h.authz, h.authzOff, h.authzSummary, h.closeAuthz = a, !c.RPCAuthorization, summary, a.Close
+		Logger: log,
+	}
 }
 
 // logAuthorization says at start-up who decides which request may run:

@@ -3,6 +3,8 @@
 //	agent-host run [--config FILE] [--plugins DIR]
 //	agent-host agents [--config FILE] [--plugins DIR]
 //	agent-host req AGENT ACTION [key=value ...] [-I identity] [-F fact=value] [-C class] [-A agent] [-S expr] [--json]
+//	agent-host policy eval [--config FILE] AGENT ACTION [key=value ...] [--caller C] [--collective X] [--facts FILE] [--json]
+//	agent-host policy test DIR
 //	agent-host version
 package main
 
@@ -26,6 +28,7 @@ func main() {
 	run := newRunCommand(app)
 	agents := newAgentsCommand(app)
 	req := newReqCommand(app)
+	policyEval, policyTest := newPolicyCommands(app)
 	app.Command("version", "Print the version.")
 
 	cmd, err := app.Parse(os.Args[1:])
@@ -43,6 +46,10 @@ func main() {
 		err = agents.execute(ctx, os.Stdout)
 	case "req":
 		code, err = req.execute(ctx, os.Stdout, os.Stderr)
+	case "policy eval":
+		code, err = policyEval.execute(ctx, os.Stdout, os.Stderr)
+	case "policy test":
+		code, err = policyTest.execute(ctx, os.Stdout)
 	case "version":
 		fmt.Println(versionString())
 	}
