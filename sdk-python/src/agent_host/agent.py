@@ -80,6 +80,10 @@ class ChoriaExternal:
         """py-mco-agent 0.3's name for ``plugin_name``."""
         return self.plugin_name
 
+    @agent_name.setter
+    def agent_name(self, value: str) -> None:
+        self.plugin_name = value
+
     @property
     def logger(self) -> logging.Logger:
         """``logging.getLogger("choria.<name>")``; ``logging`` is imported on first use."""
