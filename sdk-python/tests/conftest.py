@@ -71,6 +71,37 @@ def check_document(name: str, doc: Any) -> None:
     assert not errors, "%s is not a valid %s: %s" % (json.dumps(doc), name, errors)
 
 
+def nesting(text: str) -> int:
+    """How deeply JSON text nests arrays and objects, read as protocol/limits.go's
+    CheckDepth reads it: one pass, brackets inside strings not counted."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    return deepest
+
+
+def strict_json(text: Any) -> Any:
+    """``json.loads`` as Go's decoder (Choria's, agent-host's) reads: no NaN or Infinity."""
+    def refuse(name: str) -> Any:
+        raise ValueError("%s is not JSON" % name)
+
+    return json.loads(text, parse_constant=refuse)
+
+
 @dataclass
 class Result:
     returncode: int
@@ -99,7 +130,10 @@ class Runner:
         work = self.tmp / ("call%d" % self.n)
         work.mkdir()
         request, reply, facts_file = work / "request", work / "reply", work / "facts"
-        request.write_text(doc if isinstance(doc, str) else json.dumps(doc, separators=(",", ":")))
+        if isinstance(doc, bytes):
+            request.write_bytes(doc)
+        else:
+            request.write_text(doc if isinstance(doc, str) else json.dumps(doc, separators=(",", ":")))
         reply.write_text("")
         facts_file.write_text("" if facts is None else facts)
         if protocol is None:

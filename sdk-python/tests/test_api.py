@@ -161,3 +161,77 @@ def test_action_registry_is_per_class():
     assert sorted(One._actions) == ["a"]
     assert sorted(Two._actions) == ["b"]
     assert Agent._actions == {}
+
+
+# The names each module of the real packages has once imported alone
+# (dir() in a fresh interpreter), taken from py-mco-agent 0.4.0 with
+# py-choria-external 0.2.0 and 0.1.0, and py-mco-agent 0.3.3; without the
+# dunders, the standard library modules they happened to import (json, os,
+# sys, logging, inspect) and `from __future__ import print_function`.
+REAL_NAMES = {
+    "mco_agent": "Agent __all__ __version__ action agent config dispatch dispatcher exceptions protocol register_actions version",
+    "mco_agent.agent": "Agent AgentConfig AgentException ChoriaExternal ChoriaExternalException Config "
+                       "ExternalActivationRequest ExternalRPCRequest InactiveAgent RPCAborted UnknownRPCAction action "
+                       "register_actions",
+    "mco_agent.config": "AgentConfig",
+    "mco_agent.dispatcher": "Agent AgentException ExternalActivationRequest ExternalRPCRequest ImproperlyConfigured "
+                            "InactiveAgent ProtocolMessage RPCAborted dispatch read_request setup_logger write_reply",
+    "mco_agent.exceptions": "AgentException ImproperlyConfigured InactiveAgent InvalidRPCData RPCAborted UnknownRPCAction",
+    "mco_agent.protocol": "ActionReply ActivationReply ExternalActivationRequest ExternalRPCRequest ImproperlyConfigured "
+                          "InvalidRPCData ProtocolMessage Reply ValidationError validate",
+    "mco_agent.version": "__version__",
+    "choria_external": "__all__ __version__ dispatch dispatcher exceptions protocol version",
+    "choria_external.base": "ChoriaExternal ChoriaExternalException Config RPCAborted",
+    "choria_external.config": "Config",
+    "choria_external.dispatcher": "ProtocolMessage dispatch read_request setup_logger write_reply",
+    "choria_external.exceptions": "ChoriaExternalException ImproperlyConfigured InvalidRPCData RPCAborted UnknownRPCAction",
+    "choria_external.protocol": "ImproperlyConfigured InvalidRPCData ProtocolMessage Reply ValidationError validate",
+    "choria_external.version": "__version__",
+}
+
+
+@pytest.mark.parametrize("module", sorted(REAL_NAMES))
+def test_every_module_has_the_names_of_the_real_releases(module):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import importlib, json; print(json.dumps(dir(importlib.import_module(%r))))" % module],
+                         capture_output=True, text=True, check=True)
+    missing = sorted(set(REAL_NAMES[module].split()) - set(json.loads(out.stdout)))
+    assert not missing, "%s lacks %s" % (module, missing)
+
+
+def test_compatible_names_are_the_same_objects():
+    import choria_external
+    import choria_external.protocol as ce_protocol
+    import mco_agent.protocol as ma_protocol
+    from agent_host.exceptions import ImproperlyConfigured, InvalidRPCData
+
+    assert choria_external.exceptions.InvalidRPCData is ma_protocol.InvalidRPCData is InvalidRPCData
+    assert ma_protocol.ImproperlyConfigured is ImproperlyConfigured
+    # What validate raises: the SDK's validator raises InvalidRPCData.
+    assert ce_protocol.ValidationError is ma_protocol.ValidationError is InvalidRPCData
+    with pytest.raises(ma_protocol.ValidationError):
+        ma_protocol.validate({"a": 1}, {"type": "object", "properties": {"a": {"type": "string"}}})
+
+
+def test_agent_config_of_0_3(tmp_path, monkeypatch):
+    from mco_agent.config import AgentConfig
+
+    monkeypatch.setenv("CHORIA_EXTERNAL_CONFIG", str(tmp_path))
+    (tmp_path / "thing.cfg").write_text("k = v\n")
+    c = AgentConfig(agent_name="thing")
+    c.read_config()
+    assert (c.agent_name, c.plugin_name, c.config) == ("thing", "thing", {"k": "v"})
+    c.agent_name = "other"
+    assert c.plugin_name == "other"
+
+
+def test_agent_name_of_0_3_can_be_set():
+    from mco_agent import Agent
+    from mco_agent.protocol import ActionReply
+
+    a = Agent(request=None, reply=ActionReply())
+    assert a.agent_name == a.plugin_name == "agent"
+    a.agent_name = "renamed"
+    assert a.plugin_name == "renamed"

@@ -10,6 +10,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -285,6 +286,78 @@ def test_leftover_processes_are_killed(runner, tmp_path):
     assert (p.returncode, p.stdout) == (0, '{"statuscode": 0, "statusmsg": "", "data": {}}\n')
     assert p.stderr == "[clitest#leave] the agent left processes behind in its process group: killed\n"
     assert dead(int(pidfile.read_text()))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_signal_stops_the_agent_and_cleans_up(tmp_path, sig):
+    pidfile, tmp = tmp_path / "child.pid", tmp_path / "tmp"
+    tmp.mkdir()
+    runner = subprocess.Popen([sys.executable, "-m", "agent_host", "run", str(CLITEST), "hang", "pidfile=%s" % pidfile,
+                               "--timeout", "60"], env=dict(os.environ, TMPDIR=str(tmp)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.time() + 20
+        while not (pidfile.exists() and pidfile.read_text()):
+            assert time.time() < end and runner.poll() is None, runner.communicate()
+            time.sleep(0.02)
+        child = int(pidfile.read_text())
+        group = os.getpgid(child)  # the agent's process group, the agent leading it
+        assert [p.name for p in tmp.iterdir()] != []
+        runner.send_signal(sig)
+        out, err = runner.communicate(timeout=20)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode == 128 + sig, err
+    assert "Traceback" not in err
+    assert dead(child) and dead(group)
+    assert list(tmp.iterdir()) == []  # the runner's temporary directory is gone
+
+
+def test_values_and_facts_that_cannot_be_sent_exit_2(tmp_path, capsys):
+    deep = "[" * 127 + "]" * 127
+    facts = tmp_path / "facts.json"
+    facts.write_text("[" * 5000 + "]" * 5000)
+    for args, message in [
+        (["echo", "i=" + "9" * 5000], "invalid value for 'i': '%s' is not a valid integer" % ("9" * 5000)),
+        (["echo", "i=9223372036854775808"], "invalid value for 'i': '9223372036854775808' is not a valid integer"),
+        (["echo", "h={\"a\": %s}" % ("[" * 100000)], "invalid value for 'h': it nests more than 126 levels deep"),
+        (["echo", "a=" + deep], "invalid value for 'a': it nests more than 126 levels deep"),
+        (["echo", "a=[1e999]"], "invalid value for 'a': '[1e999]' is not a valid JSON string with an array inside"),
+        (["echo", "a=[NaN]"], "invalid value for 'a': '[NaN]' is not a valid JSON string with an array inside"),
+        (["echo", "--facts", str(facts)], "the facts %s nest more than 128 levels deep" % facts),
+    ]:
+        code = cli.main(["run", str(CLITEST), *args], prog="python -m agent_host")
+        out, err = capsys.readouterr()
+        assert (code, out, err[-300:]) == (2, "", ("%s: %s\n" % (PROG, message))[-300:])
+    # Without a DDL, as agent-host req: numbers beyond 64 bits and what is
+    # not JSON are text; JSON nested too deeply is refused.
+    agent = tmp_path / "clitest"
+    shutil.copy(CLITEST, agent)
+    code = cli.main(["run", str(agent), "echo", "n=" + "9" * 5000, "f=[1e999]", "--json"], prog="python -m agent_host")
+    out, err = capsys.readouterr()
+    assert (code, json.loads(out)["data"]) == (0, {"n": "9" * 5000, "f": "[1e999]"}), err
+    for value in (deep, "[" * 100000):
+        code = cli.main(["run", str(agent), "echo", "a=" + value], prog="python -m agent_host")
+        out, err = capsys.readouterr()
+        assert (code, out, err) == (2, "", "%s: invalid value for 'a': it nests more than 126 levels deep\n" % PROG)
+    # 126 levels are sent.
+    code = cli.main(["run", str(agent), "echo", "a=" + "[" * 126 + "]" * 126, "--json"], prog="python -m agent_host")
+    out, err = capsys.readouterr()
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("text, why", [
+    ('{"statuscode": 0, "statusmsg": "", "data": {"x": NaN}}', "the reply is not valid JSON for Choria: NaN"),
+    ('{"statuscode": 0, "statusmsg": "", "data": {"x": [-Infinity]}}', "the reply is not valid JSON for Choria: -Infinity"),
+    ('{"statuscode": 0, "statusmsg": "", "data": {"x": %s}}' % ("[" * 200 + "]" * 200),
+     "the reply nests more than 128 levels deep (agent-host refuses it)"),
+    ('{"statuscode": 0, "statusmsg": "", "data": {"x": %s}}' % ("[" * 5000 + "]" * 5000),
+     "the reply nests more than 128 levels deep (agent-host refuses it)"),
+])
+def test_a_reply_choria_cannot_read_exit_3(runner, text, why):
+    p = runner(CLITEST, "garbage", "text=" + text)
+    assert (p.returncode, p.stdout, p.stderr) == (3, "", "%s: clitest#garbage failed: %s\n" % (PROG, why))
 
 
 # -- the runner's parts, in process -------------------------------------------

@@ -20,6 +20,7 @@ disappears.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -30,7 +31,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
-from conftest import ACTIVATION, PARROT, PYCOMPAT, REPO, RPC, Result, Runner, activation_request, rpc_request
+from conftest import ACTIVATION, AGENTS, PARROT, PYCOMPAT, REPO, RPC, Result, Runner, activation_request, rpc_request
 
 README = (REPO / "sdk-python" / "README.md").read_text()
 KITCHEN = PYCOMPAT / "kitchen" / "kitchen"
@@ -52,12 +53,13 @@ LOGGER = "Logger drops info and debug"
 INVALID = "Invalid request"
 FACTS = "Facts"
 STRAY = "Stray print"
+NAN = "NaN and Infinity"
 
 
 @dataclass
 class Case:
     id: str
-    agent: str  # "parrot", "kitchen" or "legacy"
+    agent: str  # "parrot", "kitchen", "legacy", or one in tests/agents
     doc: Any
     envs: Tuple[str, ...]
     protocol: str = RPC
@@ -94,6 +96,9 @@ def cases() -> List[Case]:
                   {k: v for k, v in rpc_request("parrot", "echo", {"message": "x"}).items() if k != "ttl"}, V04))
     c.append(Case("parrot, action not a name", "parrot", rpc_request("parrot", "Echo", {"message": "x"}), V04))
     c.append(Case("parrot, an unknown protocol", "parrot", rpc_request("parrot", "echo"), V04, protocol="io.example.nosuch"))
+    c.append(Case("parrot, a request that is not UTF-8", "parrot",
+                  json.dumps(rpc_request("parrot", "echo", {"message": "\u00e9"}), ensure_ascii=False).encode("latin-1"),
+                  V04, protocol=RPC))
 
     # kitchen: 0.4 imports under 0.4, the same file with 0.3 imports under 0.3.
     both = V04 + V03
@@ -119,6 +124,18 @@ def cases() -> List[Case]:
                   fixes={"PYMCO_03": REGISTRY}))
     c.append(Case("legacy other_only", "legacy", rpc_request("legacy", "other_only"), V03, fixes={"PYMCO_03": REGISTRY}))
     c.append(Case("legacy activation", "legacy", activation_request("legacy"), V03, protocol=ACTIVATION))
+
+    # wrapped: 0.4 imports, Agent.dispatch overridden; oldrun: 0.3 imports, Agent.run overridden.
+    facts = '{"os": {"family": "Debian"}, "n": [1, 2]}'
+    c.append(Case("wrapped ok", "wrapped", rpc_request("wrapped", "ok"), V04, logs=True))
+    c.append(Case("wrapped, a reply with NaN", "wrapped", rpc_request("wrapped", "nan"), V04, fixes={e: NAN for e in V04}))
+    c.append(Case("wrapped, a reply with -Infinity", "wrapped", rpc_request("wrapped", "inf"), V04,
+                  fixes={e: NAN for e in V04}))
+    c.append(Case("wrapped reads the facts file", "wrapped", rpc_request("wrapped", "rawfacts"), V04, facts=facts))
+    c.append(Case("oldrun ping", "oldrun", rpc_request("oldrun", "ping"), V03, logs=True))
+    c.append(Case("oldrun AgentConfig(agent_name=)", "oldrun", rpc_request("oldrun", "config"), V03))
+    c.append(Case("oldrun reads the facts file", "oldrun", rpc_request("oldrun", "rawfacts"), V03, facts=facts))
+    c.append(Case("oldrun activation", "oldrun", activation_request("oldrun"), V03, protocol=ACTIVATION))
     return c
 
 
@@ -145,6 +162,8 @@ def agent_file(agent: str, env: str, tmp: Path) -> Path:
         return PARROT
     if agent == "legacy":
         return LEGACY
+    if agent in ("wrapped", "oldrun"):
+        return AGENTS / agent
     if env not in V03:
         return KITCHEN
     text = KITCHEN.read_text()
@@ -215,5 +234,5 @@ def test_replies_match_the_real_py_mco_agent(case: Case, env: str, tmp_path: Pat
 
 def test_every_listed_fix_is_exercised() -> None:
     used = {fix for case in CASES for fix in case.fixes.values()}
-    assert used == {CONFIG, REGISTRY, LOGGER, INVALID, FACTS}
+    assert used == {CONFIG, REGISTRY, LOGGER, INVALID, FACTS, NAN}
     assert re.search(r"^\| \*\*%s" % re.escape(STRAY), README, re.M)

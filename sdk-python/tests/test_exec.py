@@ -10,15 +10,17 @@ import sys
 
 import pytest
 
-from conftest import ACTIVATION, AGENTS, PARROT, PYCOMPAT, RPC, activation_request, rpc_request
+from conftest import ACTIVATION, AGENTS, PARROT, PYCOMPAT, RPC, activation_request, rpc_request, strict_json
 
 KITCHEN = PYCOMPAT / "kitchen" / "kitchen"
 LEGACY = PYCOMPAT / "legacy" / "legacy"
 NATIVE = AGENTS / "native"
+WRAPPED = AGENTS / "wrapped"
+OLDRUN = AGENTS / "oldrun"
 
 
 def test_agents_are_executable_python3_scripts():
-    for path in (PARROT, KITCHEN, LEGACY, NATIVE):
+    for path in (PARROT, KITCHEN, LEGACY, NATIVE, WRAPPED, OLDRUN):
         assert path.stat().st_mode & stat.S_IXUSR, path
         assert path.read_text().splitlines()[0] == "#!/usr/bin/env python3", path
 
@@ -170,6 +172,40 @@ def test_invalid_request_exits_1_without_reply(run, doc, why):
     assert r.reply_text == ""
     assert why in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("action", ["nan", "inf"])
+def test_a_reply_json_cannot_carry_fails_the_request(run, action):
+    # py-mco-agent writes NaN and Infinity, which Choria's decoder refuses.
+    r = run(WRAPPED, rpc_request("wrapped", action))
+    assert r.returncode == 0
+    assert r.reply_text == ('{"statuscode": 1, "statusmsg": "RPC Aborted: the reply cannot be sent: '
+                            'it holds NaN or Infinity, which JSON cannot carry", "data": {}}')
+    strict_json(r.reply_text)
+    assert "the reply cannot be sent" in r.stderr
+
+
+def test_an_overridden_dispatch_and_run(run):
+    r = run(WRAPPED, rpc_request("wrapped", "ok"))
+    assert r.reply_text == '{"statuscode": 0, "statusmsg": "", "data": {"ok": true, "wrapped": true}}'
+    # py-mco-agent 0.3's dispatcher calls run(), which an agent may override.
+    r = run(OLDRUN, rpc_request("oldrun", "ping"))
+    assert r.reply_text == '{"statuscode": 0, "statusmsg": "", "data": {"wrapped": true, "pong": 1}}'
+    r = run(OLDRUN, rpc_request("oldrun", "config"))
+    assert r.reply == {"statuscode": 0, "statusmsg": "", "data": {"wrapped": True, "agent_name": "oldrun", "config": {}}}
+
+
+def test_the_bundled_schemas_never_import_jsonschema(run):
+    # jsonschema is installed here (the tests use it), and never imported.
+    r = run(WRAPPED, rpc_request("wrapped", "modules"))
+    assert r.reply["data"] == {"jsonschema": [], "wrapped": True}
+
+
+def test_a_request_that_is_not_utf8(run):
+    text = json.dumps(rpc_request("parrot", "echo", {"message": "\u00e9"}), ensure_ascii=False)
+    r = run(PARROT, text.encode("latin-1"))
+    assert (r.returncode, r.reply_text) == (1, "")
+    assert "not UTF-8" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
 
 
 def test_unknown_protocol(run):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-from conftest import SCHEMAS, rpc_request, schema_errors
+from conftest import SCHEMAS, nesting, rpc_request, schema_errors
 
 VECTORS = Path(__file__).resolve().parent.parent.parent / "testdata" / "vectors" / "worker"
 # The schemas the SDK validates what it reads with.
@@ -122,3 +123,145 @@ def test_the_sdk_validator_understands_every_keyword_published(name):
 
     walk(json.loads((SCHEMAS / (name + ".json")).read_text()))
     assert found <= known, found - known
+
+
+# -- nesting, found before json.loads -------------------------------------------
+
+
+def tricky_texts() -> Iterator[str]:
+    yield from [
+        "", "[]", "[[]]", "{}", '{"a": [[]]}', '"[[[["', '["[[[["]', '["\\\\"][[', '["\\\\\\"[["]',
+        '["\\"]', '"\\', '[[\\', '[[["', '{"a":"\\\\\\\\"}[[', ']]][[[[', '[[]][[]]',
+        '"' + '\\"' * 2000 + '[' * 10,  # an unclosed string full of escaped quotes
+        '[' * 5 + '"' + '\\' * 7 + '"[[[[[[',
+        '{"k\\u005b": "\\u005d[", "x": [[{"y": "]]]]"}]]}',
+    ]
+    rng = random.Random(4)
+    for _ in range(3000):
+        yield "".join(rng.choice('[]{}"\\ a') for _ in range(rng.randrange(1, 40)))
+
+
+def test_nesting_is_found_as_protocol_limits_go_finds_it():
+    from agent_host.protocol import too_deep
+
+    for text in tricky_texts():
+        for limit in (0, 1, 2, 3, 5):
+            assert too_deep(text, limit) == (nesting(text) > limit), (text, limit, nesting(text))
+    assert not too_deep("[" * 132 + "]" * 132) and too_deep("[" * 133 + "]" * 133)
+    assert not too_deep('{"a": "' + "[" * 500 + '"}')
+    assert too_deep('{"a": "\\\\"' + ", " + "[" * 133)  # the string ends after the escaped backslash
+
+
+# -- the validator: keywords beyond the bundled schemas' --------------------------
+
+
+KEYWORD_CASES: List[Tuple[Dict[str, Any], List[Any]]] = [
+    ({"const": "fixed"}, ["fixed", "other", 1, None]),
+    ({"const": [1, {"a": True}]}, [[1, {"a": True}], [1, {"a": 1}], [True, {"a": True}], [1.0, {"a": True}]]),
+    ({"enum": [[1], {"a": False}]}, [[1], [True], {"a": False}, {"a": 0}]),
+    ({"multipleOf": 3}, [9, 10, 9.0, 7.5, "9"]),
+    ({"multipleOf": 0.1}, [0.3, 0.35, 10 ** 30, 2]),
+    ({"exclusiveMinimum": 2, "exclusiveMaximum": 5}, [2, 2.0001, 4.9, 5, 6, "3"]),
+    ({"minimum": 2, "maximum": 5}, [2, 5, 1.99, 5.01]),
+    ({"minProperties": 1, "maxProperties": 2}, [{}, {"a": 1}, {"a": 1, "b": 2}, {"a": 1, "b": 2, "c": 3}, []]),
+    ({"uniqueItems": True}, [[1, 2], [1, 1], [1, True], [1, 1.0], [{"a": 1}, {"a": 1}], [[1], [True]], []]),
+    ({"properties": {"a": False, "b": True}}, [{"a": 1}, {"b": 1}, {}]),
+    ({"items": False}, [[], [1]]),
+    ({"type": "string", "format": "ipv4"}, ["not an address", "10.0.0.1"]),  # format asserts nothing (jsonschema.validate)
+]
+
+
+@pytest.mark.parametrize("schema, values", KEYWORD_CASES)
+def test_the_keywords_the_validator_implements_agree_with_jsonschema(schema, values):
+    from jsonschema import Draft202012Validator
+
+    from agent_host.exceptions import InvalidRPCData
+    from agent_host.protocol import validate
+
+    checked = Draft202012Validator(schema)
+    for value in values:
+        try:
+            validate(value, schema)
+            ours = True
+        except InvalidRPCData:
+            ours = False
+        assert ours == checked.is_valid(value), (schema, value)
+
+
+def test_draft_04_exclusive_bounds():
+    from jsonschema import Draft4Validator
+
+    from agent_host.exceptions import InvalidRPCData
+    from agent_host.protocol import validate
+
+    schema = {"minimum": 2, "exclusiveMinimum": True, "maximum": 5, "exclusiveMaximum": False}
+    for value in (2, 3, 5, 6):
+        try:
+            validate(value, schema)
+            ours = True
+        except InvalidRPCData:
+            ours = False
+        assert ours == Draft4Validator(schema).is_valid(value), value
+
+
+# A schema of one's own whose keywords the SDK's validator does not
+# implement: jsonschema checks it when it can be imported, and it must
+# never be silently unchecked.
+UNIMPLEMENTED = {
+    "anyOf": ({"anyOf": [{"type": "integer"}, {"type": "string"}]}, 1, None),
+    "oneOf": ({"oneOf": [{"required": ["b"]}, {"required": ["c"]}]}, {"b": 1}, {"b": 1, "c": 2}),
+    "allOf": ({"allOf": [{"required": ["a"]}]}, {"a": 1}, {}),
+    "not": ({"properties": {"a": {"not": {"const": 3}}}}, {"a": 4}, {"a": 3}),
+    "if": ({"if": {"required": ["a"]}, "then": {"required": ["b"]}}, {"a": 1, "b": 2}, {"a": 1}),
+    "patternProperties": ({"patternProperties": {"^x": {"type": "string"}}}, {"xa": "s"}, {"xa": 1}),
+    "dependentRequired": ({"dependentRequired": {"a": ["b"]}}, {"a": 1, "b": 2}, {"a": 1}),
+    "contains": ({"contains": {"const": 1}}, [1], [2]),
+    "prefixItems": ({"prefixItems": [{"type": "string"}]}, ["s"], [1]),
+    "propertyNames": ({"propertyNames": {"maxLength": 1}}, {"a": 1}, {"ab": 1}),
+}
+
+
+def _message_class(schema: Dict[str, Any]) -> Any:
+    from choria_external.protocol import ProtocolMessage
+
+    class Thing(ProtocolMessage):
+        _protocol = "io.example.thing"
+        _schema = schema
+
+    return Thing
+
+
+@pytest.mark.parametrize("keyword", sorted(UNIMPLEMENTED))
+def test_unimplemented_keywords_are_checked_by_jsonschema(keyword):
+    from choria_external.exceptions import InvalidRPCData
+
+    schema, good, bad = UNIMPLEMENTED[keyword]
+    thing = _message_class({"type": "object", "properties": {"v": schema}})
+    assert thing.from_dict({"v": good}).v == good
+    with pytest.raises(InvalidRPCData):
+        thing.from_dict({"v": bad})
+
+
+@pytest.mark.parametrize("keyword", sorted(UNIMPLEMENTED))
+def test_unimplemented_keywords_without_jsonschema_are_refused(keyword, monkeypatch):
+    import sys
+
+    from choria_external.exceptions import ImproperlyConfigured
+
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # import jsonschema raises ImportError
+    schema, good, _ = UNIMPLEMENTED[keyword]
+    thing = _message_class({"properties": {"v": {"items": {"properties": {"w": schema}}}}})
+    with pytest.raises(ImproperlyConfigured) as e:
+        thing.from_dict({"v": [{"w": good}]})
+    assert repr(keyword) in str(e.value) and "jsonschema" in str(e.value)
+
+
+def test_keywords_that_assert_nothing_need_no_jsonschema(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "jsonschema", None)
+    thing = _message_class({"title": "t", "description": "d", "$comment": "c", "examples": [1], "default": {},
+                            "x-vendor": {"anyOf": 1}, "format": "date-time",
+                            "properties": {"anyOf": {"type": "string"}, "a": {"readOnly": True, "deprecated": True}},
+                            "$defs": {"oneOf": {"type": "integer"}}})
+    assert thing.from_dict({"anyOf": "s"}).anyOf == "s"

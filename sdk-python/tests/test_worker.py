@@ -14,9 +14,12 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from conftest import ACTIVATION, AGENTS, PYCOMPAT, REPO, activation_request, rpc_request, schema_errors
+from conftest import (ACTIVATION, AGENTS, PYCOMPAT, REPO, activation_request, nesting, rpc_request, schema_errors,
+                      strict_json)
 
 WORKERKIT = AGENTS / "workerkit"
+WRAPPED = AGENTS / "wrapped"
+OLDRUN = AGENTS / "oldrun"
 POOLTEST = REPO / "testdata" / "agents-src" / "pypool" / "pooltest"
 VECTORS = REPO / "testdata" / "vectors" / "worker"
 # The documents a worker writes, by type, and their schemas in protocol/schemas.
@@ -82,7 +85,15 @@ class Worker:
         with os.fdopen(self.from_worker, "rb") as fp:
             for line in fp:
                 self.raw.append(line)
-                doc = json.loads(line)
+                # What the host's Go decoder reads: JSON without NaN or
+                # Infinity, nested at most 132 levels (PROTOCOL.md 3).
+                try:
+                    doc = strict_json(line)
+                except ValueError as e:
+                    self.invalid.append("not JSON: %s: %r" % (e, line[:200]))
+                    doc = json.loads(line)
+                if nesting(line.decode()) > 132:
+                    self.invalid.append("nested deeper than 132 levels: %r" % line[:200])
                 # Every document a worker writes is checked against its
                 # published schema; the fixture fails the test on an error.
                 name = WORKER_SCHEMAS.get(doc.get("type"))
@@ -311,9 +322,114 @@ def test_exceptions_and_sys_exit_fail_only_their_request(worker):
     r = w.call("3", "workerkit", "nope")
     assert r == {"statuscode": 1, "statusmsg": "RPC Aborted: RPC Aborted: Unknown RPC Action: nope", "data": {}}
     r = w.call("4", "workerkit", "unencodable")
-    assert r["statuscode"] == 1 and "cannot be encoded" in r["statusmsg"]
+    assert r["statuscode"] == 1 and "the reply cannot be sent" in r["statusmsg"] and "set" in r["statusmsg"]
     assert w.call("5", "workerkit", "info")["statuscode"] == 0
     assert w.proc.poll() is None
+
+
+@pytest.mark.parametrize("kind, why", [
+    ("nan", "NaN or Infinity"),
+    ("infinity", "NaN or Infinity"),
+    # The lists start at level 4 of the document (in reply and data): with
+    # the innermost {}, 129 of them make 133 levels.
+    ("deep129", "it nests deeper than 132 levels"),
+    ("deep5000", "it nests deeper than 132 levels"),
+    ("iteration", "RuntimeError: cannot iterate"),
+])
+def test_a_reply_that_cannot_be_sent_fails_only_its_request(worker, kind, why):
+    w = worker()
+    w.handshake("workerkit")
+    r = w.call("1", "workerkit", "unsendable", {"kind": kind})
+    assert r["statuscode"] == 1 and r["data"] == {}, r
+    assert r["statusmsg"].startswith("RPC Aborted: the reply cannot be sent: ") and why in r["statusmsg"], r
+    assert w.call("2", "workerkit", "info")["statuscode"] == 0
+    assert w.proc.poll() is None
+    # The harness also checks that every line was JSON without NaN, nested
+    # at most 132 levels (the fixture fails the test otherwise).
+
+
+def test_a_deep_reply_within_the_limit_is_sent(worker):
+    w = worker()
+    w.handshake("workerkit")
+    # 128 lists and the innermost {} from level 4: 132 levels.
+    r = w.call("1", "workerkit", "unsendable", {"kind": "deep128"})
+    assert r["statuscode"] == 0, r
+
+
+@pytest.mark.parametrize("kind", ["keyboard", "generator"])
+def test_base_exceptions_fail_only_their_request(worker, kind):
+    w = worker()
+    w.handshake("workerkit")
+    r = w.call("1", "workerkit", "interrupt", {"kind": kind})
+    name = {"keyboard": "KeyboardInterrupt", "generator": "GeneratorExit"}[kind]
+    assert r == {"statuscode": 1, "statusmsg": "RPC Aborted: the action raised %s: stop it" % name, "data": {}}
+    assert w.call("2", "workerkit", "info")["statuscode"] == 0
+
+
+def test_far_future_deadlines_and_graces_keep_the_timer(worker):
+    w = worker()
+    w.handshake("workerkit")
+    # Valid integers, far beyond what a timer can wait for (or a float hold).
+    far = int((time.time() + 1e10) * 1000)
+    assert w.call("1", "workerkit", "info", deadline_ms=far)["statuscode"] == 0
+    assert w.call("2", "workerkit", "info", deadline_ms=10 ** 400)["statuscode"] == 0
+    # The timer still cancels what comes due.
+    r = w.call("3", "workerkit", "wait", {"ms": 60000}, deadline_in=0.3)
+    assert r["statuscode"] == 1 and "deadline exceeded" in r["statusmsg"], r
+    w.request("4", "workerkit", "wait", {"ms": 60000}, deadline_ms=10 ** 400)
+    w.send({"type": "shutdown", "v": 1, "reason": "stop", "grace_ms": 10 ** 400})
+    w.send({"type": "cancel", "v": 1, "id": "4", "reason": "stop"})
+    r = w.replies(1)["4"]
+    assert r["statuscode"] == 1 and "cancelled by the host" in r["statusmsg"], r
+    assert w.wait() == 0
+
+
+def test_an_overridden_dispatch_classmethod_runs(worker):
+    # py-mco-agent 0.4's signature: dispatch(cls, request, reply).
+    w = worker(WRAPPED)
+    w.handshake("wrapped")
+    assert w.call("1", "wrapped", "ok") == {"statuscode": 0, "statusmsg": "", "data": {"ok": True, "wrapped": True}}
+    assert w.call("2", "wrapped", "context")["data"] == {"has_deadline": True, "wrapped": True}
+
+
+def test_an_overridden_run_of_0_3_runs(worker):
+    w = worker(OLDRUN)
+    w.handshake("oldrun")
+    assert w.call("1", "oldrun", "ping") == {"statuscode": 0, "statusmsg": "", "data": {"pong": 1, "wrapped": True}}
+
+
+def _facts_file_checks(w: Worker, agent: str, kind: str) -> None:
+    w.handshake(agent)
+    a, b = {"os": {"family": "Debian"}, "n": 1}, {"os": {"family": "RedHat"}}
+    first = w.call("1", agent, "rawfacts", facts=a)
+    assert first["statuscode"] == 0 and first["data"]["facts"] == a, first
+    assert w.call("2", agent, "rawfacts", facts=b)["data"]["facts"] == b
+    assert w.call("3", agent, "rawfacts", facts=b)["data"]["facts"] == b
+    assert w.call("4", agent, "rawfacts", facts={})["data"]["facts"] == {}
+    path = w.call("5", agent, "factsfile" if agent == "oldrun" else "rawfacts")["data"]["path"]
+    assert os.path.isfile(path)
+    # Private to the worker: a directory of its own.
+    assert os.stat(os.path.dirname(path)).st_mode & 0o077 == 0
+    if kind == "shutdown":
+        w.send({"type": "shutdown", "v": 1, "reason": "stop", "grace_ms": 1000})
+        assert w.wait() == 0
+    elif kind == "eof":
+        os.close(w.to_worker)
+        assert w.wait() == 0
+    else:
+        w.proc.terminate()
+        assert w.wait() == -15
+    assert not os.path.exists(os.path.dirname(path))
+
+
+@pytest.mark.parametrize("kind", ["shutdown", "eof", "sigterm"])
+def test_the_facts_file_concurrency_1(worker, kind):
+    # The agent reads CHORIA_EXTERNAL_FACTS itself, as py-mco-agent agents do.
+    _facts_file_checks(worker(OLDRUN), "oldrun", kind)
+
+
+def test_the_facts_file_concurrency_3(worker):
+    _facts_file_checks(worker(), "workerkit", "shutdown")
 
 
 def test_stray_output_goes_to_the_log(worker):

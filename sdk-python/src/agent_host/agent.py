@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from agent_host.config import Config
 from agent_host.exceptions import ChoriaExternalException, InactiveAgent, RPCAborted, UnknownRPCAction
@@ -80,6 +81,10 @@ class ChoriaExternal:
         """py-mco-agent 0.3's name for ``plugin_name``."""
         return self.plugin_name
 
+    @agent_name.setter
+    def agent_name(self, value: str) -> None:
+        self.plugin_name = value
+
     @property
     def logger(self) -> logging.Logger:
         """``logging.getLogger("choria.<name>")``; ``logging`` is imported on first use."""
@@ -122,14 +127,11 @@ class ChoriaExternal:
         """Does the work; subclasses override it."""
 
     @classmethod
-    def dispatch(cls, request: ProtocolMessage, reply: Reply, job: Any = None) -> None:
-        """Runs ``execute`` for one request, turning failures into a failed reply.
-
-        ``job`` is the pool worker's request context (deadline, cancel, facts).
-        """
+    def dispatch(cls, request: ProtocolMessage, reply: Reply) -> None:
+        """Runs ``execute`` for one request, turning failures into a failed reply."""
         try:
             plugin = cls(request=request, reply=reply)
-            _prepare(plugin, job)
+            _prepare(plugin)
             plugin.load_config()
             try:
                 plugin.execute()
@@ -150,7 +152,14 @@ class _ExecJob:
         self.cancelled = cancelled
 
 
-def _prepare(plugin: ChoriaExternal, job: Any) -> None:
+def _prepare(plugin: ChoriaExternal) -> None:
+    """Gives the plugin the pool worker's context of the request this
+    thread serves (deadline, cancel, facts), if there is one. It is not an
+    argument of ``dispatch``, so that agents overriding that classmethod
+    with py-mco-agent's signature, ``dispatch(cls, request, reply)``, still
+    get it."""
+    worker = sys.modules.get("agent_host.worker")
+    job = worker.current_job() if worker is not None else None
     if job is not None:
         plugin._job = job
         if job.facts is not None:
@@ -193,12 +202,25 @@ class Agent(ChoriaExternal):
             raise UnknownRPCAction(name)
         method(self)
 
-    # py-mco-agent 0.3's name for execute.
+    # py-mco-agent 0.3's name for execute, which its dispatcher called.
     def run(self) -> None:
         self.execute()
 
+    def _run_request(self) -> None:
+        """Runs the request's action the way the agent's py-mco-agent did:
+        0.3 called ``run()``, 0.4 ``execute()``. A class that overrides
+        ``run`` (taking no argument) and not ``execute`` is written for 0.3,
+        and its ``run`` is called; otherwise ``execute``. (A ``run`` that
+        takes arguments is a helper of the agent's own, never called.)"""
+        cls = type(self)
+        run = getattr(cls, "run", None)
+        if run is not Agent.run and getattr(cls, "execute", None) is Agent.execute and _no_arguments(run):
+            self.run()
+        else:
+            self.execute()
+
     @classmethod
-    def dispatch(cls, request: ProtocolMessage, reply: Reply, job: Any = None) -> None:
+    def dispatch(cls, request: ProtocolMessage, reply: Reply) -> None:
         """Answers one activation check or RPC request into ``reply``.
 
         An exception from an action fails the request with code 1 (RPC
@@ -208,7 +230,7 @@ class Agent(ChoriaExternal):
         """
         try:
             agent = cls(request=request, reply=reply)
-            _prepare(agent, job)
+            _prepare(agent)
             agent.load_config()
             if isinstance(request, ExternalActivationRequest):
                 reply.activate = agent.should_activate() is True  # type: ignore[attr-defined]
@@ -216,13 +238,23 @@ class Agent(ChoriaExternal):
                 if not agent.should_activate():
                     raise InactiveAgent()
                 try:
-                    agent.execute()
+                    agent._run_request()
                 except Exception as e:
                     raise RPCAborted(str(e))
         except ChoriaExternalException as e:
             if isinstance(request, ExternalActivationRequest):
                 raise
             _fail(reply, e)
+
+
+def _no_arguments(method: Any) -> bool:
+    """Whether ``method`` (a function of a class) can be called with ``self`` alone."""
+    code = getattr(method, "__code__", None)
+    if code is None or not callable(method):
+        return False
+    required = code.co_argcount - len(getattr(method, "__defaults__", None) or ())
+    kwonly = getattr(method, "__kwdefaults__", None) or {}
+    return bool(required <= 1 and code.co_kwonlyargcount <= len(kwonly))
 
 
 def action(method: F) -> F:

@@ -10,7 +10,9 @@ reply. Nothing here is imported by agents.
 Exit status: 0 when the reply's statuscode is 0, 1 when the agent answered
 a failure, 2 for a usage or DDL error (nothing was run, or only the
 activation check), 3 when the agent did not activate, crashed, timed out or
-wrote no valid reply.
+wrote no valid reply (one Choria cannot read included), 128 + the signal
+when SIGTERM, SIGHUP or SIGINT stopped the runner (the agent's process
+group killed and the temporary directory removed first).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import time
 import uuid
 from typing import IO, Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
-from agent_host.protocol import ACTIVATION_REQUEST, RPC_REQUEST
+from agent_host.protocol import ACTIVATION_REQUEST, RPC_REQUEST, too_deep
 from agent_host.version import __version__
 
 EXIT_OK = 0
@@ -53,6 +55,14 @@ _PLATFORM = re.compile(r"([a-z0-9_]+)-[a-z0-9]+_[a-z0-9]+")
 _TRUE = ("true", "yes", "y", "t", "1")
 _FALSE = ("false", "no", "n", "f", "0")
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+# Choria's and agent-host req's integers are 64-bit.
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+# How deeply the request may nest arrays and objects: agent-host's limit
+# for a request body ({"agent", "action", "data": {...}}, the request
+# document's shape), so a value of the data nests at most 126 levels; and
+# the facts, at most 128 (protocol/limits.go's MaxDataDepth).
+MAX_REQUEST_DEPTH = 128
+MAX_VALUE_DEPTH = MAX_REQUEST_DEPTH - 2
 _SHELL_UNSAFE = ("`", "$", ";", "|", "&&", ">", "<")
 
 
@@ -62,6 +72,14 @@ class UsageError(Exception):
 
 class AgentError(Exception):
     """The agent did not activate, crashed, timed out or wrote no valid reply: exit 3."""
+
+
+class Stopped(BaseException):
+    """SIGTERM, SIGHUP or SIGINT reached the runner: exit 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        BaseException.__init__(self, signum)
+        self.signum = signum
 
 
 # -- finding the agent and its DDL -----------------------------------------
@@ -100,7 +118,7 @@ def load_ddl(path: str) -> Dict[str, Any]:
     try:
         with open(path, "r", encoding="utf-8") as fp:
             doc = json.load(fp)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise UsageError("cannot read the DDL %s: %s" % (path, e)) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("actions", []), list):
         raise UsageError("the DDL %s is not a JSON DDL (an object with a list of actions)" % path)
@@ -130,18 +148,46 @@ def ddl_timeout(ddl: Optional[Dict[str, Any]]) -> float:
 # -- the request's data ------------------------------------------------------
 
 
-def _json_value(text: str) -> Any:
+class TooDeep(ValueError):
+    """A value nests too deeply to be sent."""
+
+
+def _json(text: str, depth: int) -> Any:
+    """JSON as a Choria client reads and sends it: no NaN or Infinity and no
+    number beyond a float's range (Go's decoder refuses them), nested at
+    most ``depth`` levels (``TooDeep``). ``ValueError`` otherwise."""
     def refuse(name: str) -> NoReturn:
         raise ValueError(name)
 
-    return json.loads(text, parse_constant=refuse)
+    def number(text: str) -> float:
+        f = float(text)
+        if not math.isfinite(f):
+            raise ValueError(text)
+        return f
+
+    def integer(text: str) -> int:
+        n = int(text)
+        float(n)  # OverflowError beyond a float's range
+        return n
+
+    if too_deep(text, depth):
+        raise TooDeep("it nests more than %d levels deep" % depth)
+    try:
+        return json.loads(text, parse_constant=refuse, parse_float=number, parse_int=integer)
+    except (OverflowError, RecursionError) as e:
+        raise ValueError(str(e)) from None
+
+
+def _json_value(text: str) -> Any:
+    return _json(text, MAX_VALUE_DEPTH)
 
 
 def convert(typ: str, raw: str) -> Any:
     """``raw`` as the DDL type ``typ``, as a Choria client converts it; ``ValueError`` says why not."""
     t = typ.lower()
     if t in ("integer", "int"):
-        if not _INTEGER.fullmatch(raw):
+        # At most 20 characters: int() refuses thousands of digits itself.
+        if not _INTEGER.fullmatch(raw) or len(raw) > 20 or not _INT64[0] <= int(raw) <= _INT64[1]:
             raise ValueError("'%s' is not a valid integer" % raw)
         return int(raw)
     if t in ("float", "number"):
@@ -164,6 +210,8 @@ def convert(typ: str, raw: str) -> Any:
         want = dict if t == "hash" else list
         try:
             v = _json_value(raw)
+        except TooDeep:
+            raise
         except ValueError:
             v = None
         if not isinstance(v, want):
@@ -221,7 +269,7 @@ def guess(raw: str) -> Any:
     numbers (without a leading zero), ``true`` and ``false``, and JSON
     objects and arrays as such; anything else, decimals included (a version
     such as 1.10 is text more often than not), as text."""
-    if _INTEGER.fullmatch(raw) and -(1 << 63) <= int(raw) < (1 << 63):
+    if _INTEGER.fullmatch(raw) and len(raw) <= 20 and _INT64[0] <= int(raw) <= _INT64[1]:
         digits = raw[1:] if raw.startswith("-") else raw
         if raw == "0" or not digits.startswith("0"):
             return int(raw)
@@ -230,6 +278,8 @@ def guess(raw: str) -> Any:
     if raw.startswith(("{", "[")):
         try:
             return _json_value(raw)
+        except TooDeep:
+            raise
         except ValueError:
             pass
     return raw
@@ -250,7 +300,13 @@ def build_data(pairs: Sequence[str], action: Optional[Dict[str, Any]]) -> Dict[s
             raise UsageError("%r is not key=value" % pair)
         raw[key.lower() if action is not None else key] = value
     if action is None:
-        return {key: guess(value) for key, value in raw.items()}
+        data = {}
+        for key, value in raw.items():
+            try:
+                data[key] = guess(value)
+            except TooDeep as e:
+                raise UsageError("invalid value for '%s': %s" % (key, e)) from None
+        return data
 
     inputs: Dict[str, Dict[str, Any]] = action.get("input") or {}
     data = {}
@@ -338,7 +394,7 @@ class Call:
     def run(self, protocol: str, doc: Dict[str, Any], facts: str, timeout: float) -> str:
         """Runs the agent; returns its reply document's text (``AgentError`` otherwise)."""
         request, reply, facts_file = (os.path.join(self.work, n) for n in ("request", "reply", "facts"))
-        for path, text in ((request, json.dumps(doc, separators=(",", ":"))), (reply, ""), (facts_file, facts)):
+        for path, text in ((request, json.dumps(doc, separators=(",", ":"), allow_nan=False)), (reply, ""), (facts_file, facts)):
             with open(path, "w", encoding="utf-8") as fp:
                 fp.write(text)
         env = {
@@ -375,7 +431,7 @@ class Call:
                 proc.wait()
                 self.join(readers)
                 raise AgentError("%s timed out after %s s: its process group was killed" % (self.label, _seconds(timeout))) from None
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Stopped):
             self.kill(proc.pid)
             proc.wait()
             raise
@@ -425,9 +481,18 @@ def check_reply(label: str, text: str) -> Dict[str, Any]:
     """The reply document, checked as Choria decodes it (``AgentError`` if it cannot)."""
     if not text.strip():
         raise AgentError("%s failed: the agent wrote no reply" % label)
+    if too_deep(text, MAX_REQUEST_DEPTH):
+        raise AgentError("%s failed: the reply nests more than %d levels deep (agent-host refuses it)"
+                         % (label, MAX_REQUEST_DEPTH))
+
+    def refuse(name: str) -> NoReturn:
+        # Python writes and reads NaN and Infinity; JSON has no such
+        # thing, and Choria's decoder refuses them.
+        raise AgentError("%s failed: the reply is not valid JSON for Choria: %s" % (label, name))
+
     try:
-        doc = json.loads(text)
-    except ValueError as e:
+        doc = json.loads(text, parse_constant=refuse)
+    except (ValueError, RecursionError) as e:
         raise AgentError("%s failed: the reply is not JSON: %s" % (label, e)) from None
     if not isinstance(doc, dict):
         raise AgentError("%s failed: the reply is not a JSON object" % label)
@@ -450,7 +515,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         description="Run a Choria external agent once, as Choria runs it (the file protocol), "
                     "against a request built from key=value arguments, and print its reply.",
         epilog="Exit status: 0 statuscode 0; 1 the agent answered a failure; 2 usage or DDL error; "
-               "3 the agent did not activate, crashed, timed out or wrote no valid reply.")
+               "3 the agent did not activate, crashed, timed out or wrote no valid reply; "
+               "128+N stopped by signal N.")
     p.add_argument("agentfile", metavar="AGENTFILE", help="the agent's executable (its DDL <name>.json beside it types the inputs)")
     p.add_argument("action", metavar="ACTION")
     p.add_argument("inputs", metavar="key=value", nargs="*", default=[], help="the request's data")
@@ -478,12 +544,15 @@ def run(args: argparse.Namespace) -> int:
     if args.facts:
         try:
             with open(args.facts, "r", encoding="utf-8") as fp:
-                loaded = json.load(fp)
+                text = fp.read()
+            loaded = _json(text, MAX_REQUEST_DEPTH)
+        except TooDeep:
+            raise UsageError("the facts %s nest more than %d levels deep" % (args.facts, MAX_REQUEST_DEPTH)) from None
         except (OSError, ValueError) as e:
             raise UsageError("cannot read the facts %s: %s" % (args.facts, e)) from None
         if not isinstance(loaded, dict):
             raise UsageError("the facts %s are not a JSON object" % args.facts)
-        facts = json.dumps(loaded, separators=(",", ":"))
+        facts = json.dumps(loaded, separators=(",", ":"), allow_nan=False)
     if args.config and not os.path.isfile(args.config):
         raise UsageError("%s: no such configuration file" % args.config)
 
@@ -501,7 +570,7 @@ def run(args: argparse.Namespace) -> int:
         text = Call(work, exe, label, config).run(ACTIVATION_REQUEST, activation_request(agent), "", ACTIVATION_TIMEOUT)
         try:
             activation = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             activation = None
         if not isinstance(activation, dict) or activation.get("activate") is not True:
             why = "answered %s" % text.strip() if text.strip() else "wrote no reply"
@@ -511,7 +580,8 @@ def run(args: argparse.Namespace) -> int:
         text = Call(work, exe, label, config).run(RPC_REQUEST, rpc_request(agent, args.action, data), facts, timeout)
         reply = check_reply(label, text)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        with _Signals.held():  # a signal now is acted on once the directory is gone
+            shutil.rmtree(work, ignore_errors=True)
 
     if args.json:
         sys.stdout.write(text + "\n")
@@ -519,6 +589,55 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(reply, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
     return EXIT_OK if reply.get("statuscode", 0) == 0 else EXIT_FAILED
+
+
+class _Signals:
+    """While running: SIGTERM, SIGHUP and SIGINT raise ``Stopped`` (once), so
+    that the agent's process group is killed and the temporary directory
+    removed on the way out, as after a timeout."""
+
+    NAMES = ("SIGTERM", "SIGHUP", "SIGINT")
+
+    def __init__(self) -> None:
+        self.old: Dict[int, Any] = {}
+        self.fired = False
+
+    @classmethod
+    def numbers(cls) -> List[int]:
+        return [getattr(signal, n) for n in cls.NAMES if hasattr(signal, n)]
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.numbers():
+                self.old[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if not self.fired:
+            self.fired = True
+            raise Stopped(signum)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self.old.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+    @classmethod
+    def held(cls) -> Any:
+        """A context in which those signals wait."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def hold() -> Any:
+            if not hasattr(signal, "pthread_sigmask"):
+                yield
+                return
+            signal.pthread_sigmask(signal.SIG_BLOCK, cls.numbers())
+            try:
+                yield
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, cls.numbers())
+
+        return hold()
 
 
 USAGE = """usage: {prog} run AGENTFILE ACTION [key=value ...] [options]
@@ -545,7 +664,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     # key=value arguments and options in any order.
     parsed = _parser(prog).parse_intermixed_args(args[1:])
     try:
-        return run(parsed)
+        with _Signals():
+            return run(parsed)
     except UsageError as e:
         sys.stderr.write("%s run: %s\n" % (prog, e))
         return EXIT_USAGE
@@ -553,7 +673,9 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         sys.stderr.write("%s run: %s\n" % (prog, e))
         return EXIT_BROKEN
     except KeyboardInterrupt:
-        return 130
+        return 128 + signal.SIGINT
+    except Stopped as e:
+        return 128 + e.signum
 
 
 __all__ = ["main", "build_data", "convert", "check", "guess", "locate", "rpc_request", "activation_request"]

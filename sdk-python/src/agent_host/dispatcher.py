@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
-from agent_host.exceptions import ChoriaExternalException
-from agent_host.protocol import ActivationReply, ProtocolMessage, RPC_REQUEST
+from agent_host.exceptions import ChoriaExternalException, InvalidRPCData
+from agent_host.protocol import ActionReply, ActivationReply, ProtocolMessage, RPC_REQUEST
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,22 +24,47 @@ def setup_logger(enable_debug: object = None) -> Any:
 
 def read_request(protocol: Type[ProtocolMessage], request_file: Optional[str]) -> ProtocolMessage:
     """Reads and checks a request from ``request_file``, or from stdin without one."""
-    if request_file:
-        with open(request_file, "r", encoding="utf-8") as fp:
-            text = fp.read()
-    else:
-        text = sys.stdin.read()
+    try:
+        if request_file:
+            with open(request_file, "r", encoding="utf-8") as fp:
+                text = fp.read()
+        else:
+            text = sys.stdin.read()
+    except UnicodeDecodeError as e:
+        raise InvalidRPCData("the request is not UTF-8: %s" % e) from None
     return protocol.from_json(text)
 
 
 def write_reply(reply_file: Optional[str], reply: Reply) -> None:
-    """Writes the reply document to ``reply_file``, or to stdout without one."""
+    """Writes the reply document to ``reply_file``, or to stdout without one.
+
+    A reply that holds NaN or Infinity, which ``json.dumps`` writes but no
+    JSON reader (Choria's included) accepts, is replaced by a failure of
+    the request, code 1.
+    """
+    text = _sendable(reply, reply.to_json())
     if reply_file:
         with open(reply_file, "w", encoding="utf-8") as fp:
-            fp.write(reply.to_json())
+            fp.write(text)
     else:
-        sys.stdout.write(reply.to_json() + "\n")
+        sys.stdout.write(text + "\n")
         sys.stdout.flush()
+
+
+def _sendable(reply: Reply, text: str) -> str:
+    if not ("NaN" in text or "Infinity" in text) or not isinstance(reply, ActionReply) \
+            or type(reply).to_json is not ActionReply.to_json:
+        return text
+    import json
+
+    try:
+        json.dumps(reply.to_dict(), allow_nan=False)
+        return text  # in a string, not a number
+    except ValueError:
+        pass
+    why = "it holds NaN or Infinity, which JSON cannot carry"
+    sys.stderr.write("the reply cannot be sent: %s: the request fails instead\n" % why)
+    return ActionReply(1, "RPC Aborted: the reply cannot be sent: %s" % why).to_json()
 
 
 def _arg(argv: List[str], i: int) -> Optional[str]:

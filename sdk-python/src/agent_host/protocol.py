@@ -15,7 +15,7 @@ from agent_host.exceptions import ImproperlyConfigured, InvalidRPCData
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional, Type, TypeVar
+    from typing import Any, Callable, Dict, List, Optional, Set, Type, TypeVar
 
     P = TypeVar("P", bound="ProtocolMessage")
 
@@ -40,6 +40,8 @@ def schema(name: str) -> Dict[str, Any]:
     if found is None:
         with open(os.path.join(_SCHEMAS_DIR, name + ".json"), "r", encoding="utf-8") as fp:
             found = _schemas[name] = json.load(fp)
+        # The validator implements every keyword these use.
+        _validators[id(found)] = (found, None)
     return found
 
 
@@ -54,14 +56,23 @@ _STRING: Any = None
 
 def too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
     """Whether the JSON text nests arrays and objects deeper than ``limit``,
-    found without decoding it (brackets inside strings do not count)."""
+    found without decoding it, in time linear in its length.
+
+    It reads the text as protocol/limits.go's ``CheckDepth`` does: a ``"``
+    outside a string opens one, which a ``\\`` escapes the next character
+    of and the next unescaped ``"`` closes (an unclosed string runs to the
+    end); ``[`` and ``{`` outside strings nest one level deeper, ``]`` and
+    ``}`` one less. The strings are cut out by one regular expression
+    whose every match runs from an opening quote to its closing one (or
+    the end), so no match is ever abandoned and retried.
+    """
     if text.count("[") + text.count("{") <= limit:
         return False
     global _STRING
     if _STRING is None:
         import re
 
-        _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+        _STRING = re.compile(r'"[^"\\]*(?:\\[\s\S][^"\\]*)*(?:"|\\?\Z)')
     depth = 0
     for c in _STRING.sub("", text).translate(_BRACKETS_ONLY):
         if c in "[{":
@@ -94,22 +105,126 @@ _TYPES: Dict[str, Callable[[Any], bool]] = {
     "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
 }
 
+# The keywords the validator implements, and those that assert nothing
+# (jsonschema.validate, which py-mco-agent calls, checks no "format" either).
+_IMPLEMENTED = frozenset((
+    "$ref", "type", "enum", "const", "required", "properties", "additionalProperties", "items",
+    "minItems", "maxItems", "uniqueItems", "minLength", "maxLength", "pattern", "minimum", "maximum",
+    "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minProperties", "maxProperties",
+))
+_ANNOTATIONS = frozenset((
+    "$schema", "$id", "id", "$anchor", "$comment", "$vocabulary", "$defs", "definitions", "title",
+    "description", "default", "examples", "format", "contentEncoding", "contentMediaType",
+    "contentSchema", "readOnly", "writeOnly", "deprecated",
+))
+# The assertions of JSON Schema (drafts 4 to 2020-12) the validator leaves
+# to jsonschema.
+_UNIMPLEMENTED = frozenset((
+    "allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas", "dependentRequired",
+    "dependencies", "patternProperties", "propertyNames", "contains", "minContains", "maxContains",
+    "prefixItems", "additionalItems", "unevaluatedItems", "unevaluatedProperties", "$dynamicRef",
+    "$recursiveRef", "$dynamicAnchor", "$recursiveAnchor",
+))
+
+# id(schema) -> (schema, None: the built-in validator | the keyword it lacks).
+# The schema is kept so that its id is not reused.
+_validators: Dict[int, Any] = {}
+
 
 def validate(value: Any, schema: Dict[str, Any], path: str = "", root: Optional[Dict[str, Any]] = None) -> None:
     """Checks ``value`` against ``schema``; raises ``InvalidRPCData`` with the first problem.
 
-    Supports the keywords of ``protocol/schemas`` and of Choria's draft-04
-    schemas: ``$ref`` (to ``#/...`` in the same schema), ``type``, ``enum``,
-    ``required``, ``properties``, ``additionalProperties``, ``items``,
-    ``minItems``, ``maxItems``, ``minLength``, ``maxLength``, ``pattern``,
-    ``minimum`` and ``maximum``; others (``description``, ``contentEncoding``)
-    assert nothing. Recursion follows the schema, not the value.
+    The built-in validator implements the keywords of ``protocol/schemas``
+    and of Choria's draft-04 schemas, and a few more: ``$ref`` (to ``#/...``
+    in the same schema), ``type``, ``enum``, ``const``, ``required``,
+    ``properties``, ``additionalProperties``, ``items`` (one schema),
+    ``minItems``, ``maxItems``, ``uniqueItems``, ``minLength``,
+    ``maxLength``, ``pattern``, ``minimum``, ``maximum``,
+    ``exclusiveMinimum``, ``exclusiveMaximum`` (draft 4's booleans too),
+    ``multipleOf``, ``minProperties`` and ``maxProperties``, and boolean
+    schemas; annotations (``description``, ``format``...) assert nothing.
+
+    A schema that is not one the package carries and uses another
+    assertion (``anyOf``, ``oneOf``, ``not``, ``patternProperties``...) is
+    checked by the ``jsonschema`` library instead when it can be imported;
+    without it, ``ImproperlyConfigured`` names the keyword: a schema is
+    never silently checked in part.
     """
-    root = schema if root is None else root
+    if root is None:
+        found = _validators.get(id(schema))
+        if found is None or found[0] is not schema:
+            found = _validators[id(schema)] = (schema, _unimplemented(schema, schema))
+        if found[1] is not None:
+            _with_jsonschema(value, schema, found[1])
+            return
+        root = schema
+    _check(value, schema, path, root)
+
+
+def _unimplemented(node: Any, root: Dict[str, Any], seen: Optional[Set[int]] = None) -> Optional[str]:
+    """The first assertion keyword in the schema ``node`` (of the schema
+    ``root``) the built-in validator does not implement, or ``None``."""
+    if not isinstance(node, dict):
+        return None
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return None
+    seen.add(id(node))
+    subschemas: List[Any] = []
+    for key, sub in node.items():
+        if key in _UNIMPLEMENTED:
+            return str(key)
+        if key == "$ref":
+            if not (isinstance(sub, str) and sub.startswith("#")):
+                return "$ref"  # to another document
+            try:
+                subschemas.append(_resolve(root, sub))
+            except ImproperlyConfigured:
+                pass  # said when validating
+        elif key == "items" and isinstance(sub, list):
+            return "items"  # the array form (draft 4 to 2019-09)
+        elif key == "type":
+            names = sub if isinstance(sub, list) else [sub]
+            if not all(isinstance(n, str) for n in names):
+                return "type"  # draft 3's schemas in "type"
+        elif key in ("properties", "$defs", "definitions") and isinstance(sub, dict):
+            subschemas += sub.values()
+        elif key in ("additionalProperties", "items"):
+            subschemas.append(sub)
+    for sub in subschemas:
+        found = _unimplemented(sub, root, seen)
+        if found is not None:
+            return found
+    return None
+
+
+def _with_jsonschema(value: Any, schema: Dict[str, Any], keyword: str) -> None:
+    try:
+        import importlib
+
+        jsonschema: Any = importlib.import_module("jsonschema")
+    except ImportError:
+        raise ImproperlyConfigured(
+            "the schema uses %r, which agent_host's validator does not implement: "
+            "install jsonschema to have it checked" % keyword) from None
+    try:
+        jsonschema.validate(value, schema)
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path)
+        raise InvalidRPCData("%s%s" % (e.message, " in %s" % where if where else "")) from None
+    except jsonschema.SchemaError as e:
+        raise ImproperlyConfigured("the schema is not valid: %s" % e.message) from None
+
+
+def _check(value: Any, schema: Any, path: str, root: Dict[str, Any]) -> None:
     where = " in %s" % path if path else ""
+    if schema is True:
+        return
+    if schema is False:
+        raise InvalidRPCData("%s is not allowed%s" % (_short(value), where))
     ref = schema.get("$ref")
     if ref is not None:
-        validate(value, _resolve(root, ref), path, root)
+        _check(value, _resolve(root, ref), path, root)
     want = schema.get("type")
     if want is not None:
         names = want if isinstance(want, list) else [want]
@@ -117,14 +232,20 @@ def validate(value: Any, schema: Dict[str, Any], path: str = "", root: Optional[
             raise InvalidRPCData("%s is not of type %s%s" % (_short(value), ", ".join(repr(n) for n in names), where))
     if "enum" in schema and not any(_same(value, e) for e in schema["enum"]):
         raise InvalidRPCData("%s is not one of %r%s" % (_short(value), schema["enum"], where))
+    if "const" in schema and not _same(value, schema["const"]):
+        raise InvalidRPCData("%s is not %s%s" % (_short(value), _short(schema["const"]), where))
     if isinstance(value, dict):
         for key in schema.get("required", ()):
             if key not in value:
                 raise InvalidRPCData("%r is a required property%s" % (key, where))
+        if "minProperties" in schema and len(value) < schema["minProperties"]:
+            raise InvalidRPCData("%s has fewer than %d properties%s" % (_short(value), schema["minProperties"], where))
+        if "maxProperties" in schema and len(value) > schema["maxProperties"]:
+            raise InvalidRPCData("%s has more than %d properties%s" % (_short(value), schema["maxProperties"], where))
         props = schema.get("properties", {})
         for key, sub in props.items():
             if key in value:
-                validate(value[key], sub, "%s.%s" % (path, key) if path else key, root)
+                _check(value[key], sub, "%s.%s" % (path, key) if path else key, root)
         extra = schema.get("additionalProperties", True)
         if extra is not True:
             for key in value:
@@ -132,15 +253,20 @@ def validate(value: Any, schema: Dict[str, Any], path: str = "", root: Optional[
                     continue
                 if extra is False:
                     raise InvalidRPCData("additional property %r is not allowed%s" % (key, where))
-                validate(value[key], extra, "%s.%s" % (path, key) if path else key, root)
+                _check(value[key], extra, "%s.%s" % (path, key) if path else key, root)
     elif isinstance(value, list):
         if "minItems" in schema and len(value) < schema["minItems"]:
             raise InvalidRPCData("%s has fewer than %d items%s" % (_short(value), schema["minItems"], where))
         if "maxItems" in schema and len(value) > schema["maxItems"]:
             raise InvalidRPCData("%s has more than %d items%s" % (_short(value), schema["maxItems"], where))
-        if isinstance(schema.get("items"), dict):
+        if schema.get("uniqueItems") is True:
+            for i in range(1, len(value)):
+                if any(_same(value[i], value[j]) for j in range(i)):
+                    raise InvalidRPCData("%s has non-unique items%s" % (_short(value), where))
+        items = schema.get("items")
+        if isinstance(items, (dict, bool)):
             for i, item in enumerate(value):
-                validate(item, schema["items"], "%s[%d]" % (path, i), root)
+                _check(item, items, "%s[%d]" % (path, i), root)
     elif isinstance(value, str):
         if "minLength" in schema and len(value) < schema["minLength"]:
             raise InvalidRPCData("%s is too short%s" % (_short(value), where))
@@ -152,10 +278,39 @@ def validate(value: Any, schema: Dict[str, Any], path: str = "", root: Optional[
             if not re.search(schema["pattern"], value):
                 raise InvalidRPCData("%s does not match %r%s" % (_short(value), schema["pattern"], where))
     elif _TYPES["number"](value):
-        if "minimum" in schema and value < schema["minimum"]:
-            raise InvalidRPCData("%s is less than the minimum of %s%s" % (value, schema["minimum"], where))
-        if "maximum" in schema and value > schema["maximum"]:
-            raise InvalidRPCData("%s is greater than the maximum of %s%s" % (value, schema["maximum"], where))
+        _check_number(value, schema, where)
+
+
+def _check_number(value: Any, schema: Dict[str, Any], where: str) -> None:
+    low, high = schema.get("minimum"), schema.get("maximum")
+    xlow, xhigh = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+    # Draft 4: exclusiveMinimum/Maximum are booleans that make the bounds strict.
+    if xlow is True and low is not None:
+        xlow, low = low, None
+    if xhigh is True and high is not None:
+        xhigh, high = high, None
+    if isinstance(low, (int, float)) and value < low:
+        raise InvalidRPCData("%s is less than the minimum of %s%s" % (value, low, where))
+    if isinstance(high, (int, float)) and value > high:
+        raise InvalidRPCData("%s is greater than the maximum of %s%s" % (value, high, where))
+    if isinstance(xlow, (int, float)) and not isinstance(xlow, bool) and value <= xlow:
+        raise InvalidRPCData("%s is less than or equal to the exclusive minimum of %s%s" % (value, xlow, where))
+    if isinstance(xhigh, (int, float)) and not isinstance(xhigh, bool) and value >= xhigh:
+        raise InvalidRPCData("%s is greater than or equal to the exclusive maximum of %s%s" % (value, xhigh, where))
+    step = schema.get("multipleOf")
+    if isinstance(step, (int, float)) and not isinstance(step, bool) and step > 0:
+        if isinstance(step, float) or isinstance(value, float):
+            try:
+                q = value / step
+                failed = int(q) != q
+            except OverflowError:
+                from fractions import Fraction
+
+                failed = Fraction(value) % Fraction(step) != 0
+        else:
+            failed = value % step != 0
+        if failed:
+            raise InvalidRPCData("%s is not a multiple of %s%s" % (value, step, where))
 
 
 def _resolve(root: Dict[str, Any], ref: str) -> Dict[str, Any]:
@@ -167,14 +322,23 @@ def _resolve(root: Dict[str, Any], ref: str) -> Dict[str, Any]:
         if not isinstance(node, dict) or part not in node:
             raise ImproperlyConfigured("schema reference %r is not found" % ref)
         node = node[part]
-    if not isinstance(node, dict):
+    if not isinstance(node, (dict, bool)):
         raise ImproperlyConfigured("schema reference %r is not a schema" % ref)
-    return node
+    return node  # type: ignore[return-value]
 
 
 def _same(a: Any, b: Any) -> bool:
-    """JSON equality for ``enum``: ``True`` is not ``1``."""
-    return a == b and isinstance(a, bool) == isinstance(b, bool)
+    """JSON equality (for ``enum``, ``const``, ``uniqueItems``): ``true`` is
+    not ``1``, at any depth; ``1`` is ``1.0``."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    return type(a) is type(b) and bool(a == b)
 
 
 def _short(value: Any) -> str:

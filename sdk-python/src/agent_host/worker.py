@@ -52,6 +52,9 @@ HANDSHAKE_MAX_BYTES = 65536
 DEADLINE_MARGIN = 0.05
 # The variables that make a process a worker: children must not see them.
 WORKER_VARIABLES = ("AGENT_HOST_WORKER", "AGENT_HOST_WORKER_PROTOCOLS", "AGENT_HOST_WORKER_FDS")
+# The longest the deadline timer waits at once: far deadlines are waited
+# for in steps (a timeout beyond threading.TIMEOUT_MAX is an error).
+LONGEST_WAIT = 3600.0
 
 
 def _log(level: str, msg: str, **fields: Any) -> None:
@@ -79,14 +82,110 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _exit(code: int) -> None:
     """Ends the process at once, whatever threads still run; what the agent
-    printed is flushed first."""
+    printed is flushed first, and the facts file removed."""
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:
                 stream.flush()
         except Exception:
             pass
+    _FACTS.remove()
     os._exit(code)
+
+
+def _seconds(ms: Any) -> float:
+    """Milliseconds (a JSON integer, of any size) as seconds; an integer too
+    large for a float is infinitely far."""
+    try:
+        return float(ms) / 1000.0
+    except OverflowError:
+        return float("inf") if ms > 0 else float("-inf")
+
+
+def _deadline(ms: Any) -> Optional[float]:
+    """A request's ``deadline_ms`` as ``time.time()``: ``None`` when there is
+    none, or when it is too far to be a time (so that ``self.deadline`` and
+    ``self.time_left()`` stay finite numbers); the epoch when it is too far
+    in the past."""
+    if not isinstance(ms, (int, float)) or isinstance(ms, bool):
+        return None
+    t = _seconds(ms)
+    if t == float("inf"):
+        return None
+    return max(t, 0.0)
+
+
+class _FactsFile:
+    """``CHORIA_EXTERNAL_FACTS`` in pool mode: a file holding the facts, as
+    in exec mode, for agents that read it themselves (py-mco-agent has no
+    facts API).
+
+    One file per worker, in a directory of its own, replaced (atomically,
+    so a reader sees the old facts or the new, never half) whenever a
+    request brings facts other than the file's. With concurrency 1 it
+    holds the facts of the request being served. With more, the facts of
+    the latest request: they are the node's, the same for every request
+    but when the node's facts change between two of them. Empty before the
+    first request, as for exec mode's activation check; removed when the
+    worker exits.
+    """
+
+    def __init__(self) -> None:
+        self.dir: Optional[str] = None
+        self.path: Optional[str] = None
+        self.facts: Any = None  # what the file holds (a copy), None: nothing yet
+        self.lock = threading.Lock()
+
+    def create(self) -> None:
+        import tempfile
+
+        try:
+            self.dir = tempfile.mkdtemp(prefix="agent-host-worker-")
+            self.path = os.path.join(self.dir, "facts")
+            with open(self.path, "w", encoding="utf-8"):
+                pass
+        except OSError as e:
+            _log("error", "cannot create the facts file: CHORIA_EXTERNAL_FACTS is not set", error=str(e))
+            self.remove()
+            return
+        os.environ["CHORIA_EXTERNAL_FACTS"] = self.path
+
+    def update(self, facts: Dict[str, Any]) -> None:
+        """Makes the file hold ``facts`` (before the agent sees them)."""
+        if self.path is None:
+            return
+        with self.lock:
+            # Compared as Python values (a dict's == costs a fraction of
+            # encoding it): facts that change only from true to 1 are
+            # not written again.
+            if facts == self.facts:
+                return
+            tmp = self.path + ".new"
+            try:
+                text = json.dumps(facts, separators=(",", ":"), allow_nan=False)
+                with open(tmp, "w", encoding="utf-8") as fp:
+                    fp.write(text)
+                os.replace(tmp, self.path)
+            except (OSError, ValueError) as e:
+                _log("error", "cannot write the facts file", error=str(e))
+                return
+            self.facts = json.loads(text)  # a copy the agent cannot change
+
+    def remove(self) -> None:
+        d, self.dir, self.path = self.dir, None, None
+        if d is not None:
+            import shutil
+
+            shutil.rmtree(d, ignore_errors=True)
+
+
+_FACTS = _FactsFile()
+_current = threading.local()
+
+
+def current_job() -> Optional[Job]:
+    """The context of the request the calling thread serves, or ``None``."""
+    return getattr(_current, "job", None)
 
 
 # The host's documents a worker reads, by type, after the handshake
@@ -164,7 +263,7 @@ class Worker:
             _exit(1)
 
     def send(self, doc: Dict[str, Any]) -> None:
-        self.send_line(json.dumps(doc, separators=(",", ":")).encode("utf-8"))
+        self.send_line(json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8"))
 
     # -- input -------------------------------------------------------------
 
@@ -307,8 +406,7 @@ class Worker:
         if not isinstance(id, str):
             _log("error", "a request without an id: ignored")
             return
-        deadline_ms = doc.get("deadline_ms")
-        deadline = deadline_ms / 1000.0 if isinstance(deadline_ms, (int, float)) and not isinstance(deadline_ms, bool) else None
+        deadline = _deadline(doc.get("deadline_ms"))
         facts = doc.get("facts")
         job = Job(id, deadline, facts if isinstance(facts, dict) else {})
         with self.lock:
@@ -328,7 +426,7 @@ class Worker:
         try:
             reply = self.answer(job, request)
         except BaseException as e:  # never lose a reply
-            reply = {"statuscode": 5, "statusmsg": "Unknown error: the SDK failed: %s" % e, "data": {}}
+            reply = {"statuscode": 5, "statusmsg": "Unknown error: the SDK failed: %s" % _describe(e), "data": {}}
         self.finish(job, reply)
 
     def answer(self, job: Job, request: Any) -> Dict[str, Any]:
@@ -337,8 +435,10 @@ class Worker:
         except ChoriaExternalException as e:
             return {"statuscode": e.statuscode, "statusmsg": "%s: %s" % (e.description, e), "data": {}}
         reply = ActionReply()
+        _FACTS.update(job.facts)
+        _current.job = job  # for the agent's dispatch (agent._prepare)
         try:
-            self.cls.dispatch(rpc, reply, job=job)
+            self.cls.dispatch(rpc, reply)
         except SystemExit as e:
             # In exec mode the process would end and the host fail the
             # request; here only the request fails.
@@ -348,16 +448,31 @@ class Worker:
 
             traceback.print_exc()
             return {"statuscode": 5, "statusmsg": "Unknown error: %s" % e, "data": {}}
+        except BaseException as e:
+            # KeyboardInterrupt, GeneratorExit...: Agent.dispatch wraps
+            # only Exceptions in RPCAborted. Here they end just the request.
+            import traceback
+
+            traceback.print_exc()
+            return {"statuscode": 1, "statusmsg": "RPC Aborted: the action raised %s" % _describe(e), "data": {}}
+        finally:
+            _current.job = None
         data = reply.data
         return {"statuscode": reply.statuscode, "statusmsg": reply.statusmsg, "data": data if data is not None else {}}
 
     def finish(self, job: Job, reply: Dict[str, Any]) -> None:
         doc = {"type": "reply", "v": VERSION, "id": job.id, "reply": reply}
         try:
-            line = json.dumps(doc, separators=(",", ":")).encode("utf-8")
-        except (TypeError, ValueError) as e:
+            text = json.dumps(doc, separators=(",", ":"), allow_nan=False)
+            if too_deep(text):
+                raise RecursionError
+            line = text.encode("utf-8")
+        except BaseException as e:
+            # Whatever the agent left in its reply, the request gets an answer.
+            why = _unsendable(e)
+            _log("error", "the reply cannot be sent: the request fails instead", id=job.id, error=why)
             line = json.dumps({"type": "reply", "v": VERSION, "id": job.id, "reply": {
-                "statuscode": 1, "statusmsg": "RPC Aborted: the reply cannot be encoded as JSON: %s" % e,
+                "statuscode": 1, "statusmsg": "RPC Aborted: the reply cannot be sent: %s" % why,
                 "data": {}}}, separators=(",", ":")).encode("utf-8")
         if len(line) > self.limit:
             _log("error", "the reply is larger than the agreed max_document_bytes: the request fails instead",
@@ -383,7 +498,7 @@ class Worker:
         if empty:
             _exit(0)
         grace = doc.get("grace_ms")
-        grace = grace / 1000.0 if isinstance(grace, (int, float)) and not isinstance(grace, bool) and grace > 0 else 5.0
+        grace = _seconds(grace) if isinstance(grace, (int, float)) and not isinstance(grace, bool) and grace > 0 else 5.0
         now = time.time()
         # Near the end of the grace what still runs is cancelled, so that it
         # answers; at its end the worker exits whatever is left.
@@ -403,6 +518,8 @@ class _Deadlines:
         self.thread: Optional[threading.Thread] = None
 
     def add(self, when: float, job: Optional[Job], reason: str) -> None:
+        if when != when:  # NaN: never due
+            when = float("inf")
         with self.cond:
             self.entries.append((when, job, reason))
             if self.thread is None:
@@ -415,22 +532,57 @@ class _Deadlines:
             self.entries = [e for e in self.entries if e[1] is not job]
 
     def loop(self) -> None:
+        while True:
+            try:
+                self.step()
+            except Exception as e:  # nothing may stop the timer
+                _log("error", "the deadline timer failed", error=_describe(e))
+                time.sleep(0.01)
+
+    def step(self) -> None:
         with self.cond:
-            while True:
-                if not self.entries:
-                    self.cond.wait()
-                    continue
-                now = time.time()
-                due = [e for e in self.entries if e[0] <= now]
-                if not due:
-                    self.cond.wait(min(e[0] for e in self.entries) - now)
-                    continue
-                self.entries = [e for e in self.entries if e[0] > now]
-                for _, job, reason in due:
-                    if job is None:
-                        _log("info", "shut down: the grace is over")
-                        _exit(0)
-                    job.cancel(reason)
+            if not self.entries:
+                self.cond.wait()
+                return
+            now = time.time()
+            due = [e for e in self.entries if e[0] <= now]
+            if not due:
+                # Far deadlines in steps: a longer timeout is an error.
+                self.cond.wait(max(0.0, min(LONGEST_WAIT, min(e[0] for e in self.entries) - now)))
+                return
+            self.entries = [e for e in self.entries if e[0] > now]
+        for _, job, reason in due:
+            if job is None:
+                _log("info", "shut down: the grace is over")
+                _exit(0)
+            job.cancel(reason)
+
+
+def _describe(e: BaseException) -> str:
+    """An exception's type and text: ``KeyboardInterrupt``, ``RuntimeError: boom``."""
+    text = str(e)
+    return "%s: %s" % (type(e).__name__, text) if text else type(e).__name__
+
+
+def _unsendable(e: BaseException) -> str:
+    """Why a reply cannot be encoded, for its statusmsg."""
+    if isinstance(e, RecursionError):
+        return "it nests deeper than %d levels" % MAX_DEPTH
+    if isinstance(e, ValueError) and str(e).startswith("Out of range float values"):
+        return "it holds NaN or Infinity, which JSON cannot carry"
+    if isinstance(e, (TypeError, ValueError)):
+        return str(e)  # Object of type set is not JSON serializable
+    return _describe(e)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    # The host's SIGTERM after a shutdown's grace (PROTOCOL.md 8): the
+    # facts file goes, then the signal ends the process as it would have.
+    import signal
+
+    _FACTS.remove()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def _watch_stdin() -> None:
@@ -487,8 +639,15 @@ def serve(cls: Any, concurrency: Optional[int] = None) -> None:
         except Exception:
             pass
     _watch_stdin()
+    _FACTS.create()
+    try:
+        import signal
+
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):
+        pass  # not the main thread
     Worker(cls, n, in_fd, out_fd).run()
     _exit(0)
 
 
-__all__ = ["serve", "too_deep", "Job", "PROTOCOL", "VERSION", "SDK"]
+__all__ = ["serve", "too_deep", "current_job", "Job", "PROTOCOL", "VERSION", "SDK"]
