@@ -358,20 +358,24 @@ func TestRecycling(t *testing.T) {
 	})
 }
 
-// TestIdleShrink: idle workers beyond MinWorkers are stopped.
+// TestIdleShrink: idle workers beyond MinWorkers are stopped. The
+// requests last long against a worker's start (a Python worker's takes a
+// few hundred milliseconds on a busy machine), so that none is served by
+// a worker another finished with, and the idle timeout is longer than the
+// spread of their ends.
 func TestIdleShrink(t *testing.T) {
 	eachAgent(t, func(t *testing.T, exe string) {
-		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 3, MinWorkers: 1, Concurrency: 1, IdleTimeout: 300 * time.Millisecond}, nil)
+		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 3, MinWorkers: 1, Concurrency: 1, IdleTimeout: time.Second}, nil)
 		var wg sync.WaitGroup
 		for range 3 {
-			wg.Go(func() { pidOf(t, p, "sleep", `{"ms":300}`) })
+			wg.Go(func() { pidOf(t, p, "sleep", `{"ms":1500}`) })
 		}
 		wg.Wait()
 		if s := p.Stats(); s.Workers != 3 {
 			t.Fatalf("%d workers for 3 concurrent requests of concurrency 1, want 3", s.Workers)
 		}
 		waitFor(t, "the pool to shrink to MinWorkers", func() bool { return p.Stats().Workers == 1 })
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(1500 * time.Millisecond)
 		if s := p.Stats(); s.Workers != 1 {
 			t.Errorf("%d workers after idling, want MinWorkers 1", s.Workers)
 		}
