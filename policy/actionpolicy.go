@@ -180,18 +180,20 @@ const racyWindow = 2 * time.Second
 // most the files of the policies directory.
 type fileCache[T any] struct {
 	parse func(path string, data []byte) T
+	// settle is racyWindow, but in tests.
+	settle time.Duration
 
 	mu      sync.Mutex
 	entries map[string]cacheEntry[T]
 }
 
 type cacheEntry[T any] struct {
-	info  fs.FileInfo
+	stamp fileStamp
 	value T
 }
 
 func newFileCache[T any](parse func(path string, data []byte) T) *fileCache[T] {
-	return &fileCache[T]{parse: parse, entries: map[string]cacheEntry[T]{}}
+	return &fileCache[T]{parse: parse, entries: map[string]cacheEntry[T]{}, settle: racyWindow}
 }
 
 // load returns the parsed file at path; found is false, with no error,
@@ -212,7 +214,7 @@ func (c *fileCache[T]) load(path string) (value T, found bool, err error) {
 	c.mu.Lock()
 	e, ok := c.entries[path]
 	c.mu.Unlock()
-	if ok && sameVersion(e.info, info) {
+	if ok && e.stamp == stampOf(info) {
 		return e.value, true, nil
 	}
 
@@ -225,8 +227,10 @@ func (c *fileCache[T]) load(path string) (value T, found bool, err error) {
 	value = c.parse(path, data)
 
 	c.mu.Lock()
-	if time.Since(info.ModTime()) > racyWindow {
-		c.entries[path] = cacheEntry[T]{info: info, value: value}
+	// The change time too: an edit that keeps the size and sets the
+	// modification time back (cp -p, rsync --inplace) still changes it.
+	if st := stampOf(info); time.Since(st.changed()) > c.settle {
+		c.entries[path] = cacheEntry[T]{stamp: st, value: value}
 	} else {
 		delete(c.entries, path)
 	}
@@ -235,28 +239,16 @@ func (c *fileCache[T]) load(path string) (value T, found bool, err error) {
 	return value, true, nil
 }
 
-func sameVersion(a, b fs.FileInfo) bool {
-	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
-}
-
 // readBounded reads a regular file of at most MaxActionPolicyBytes. The
 // info returned is from before the read, so a change during it shows as
 // a change at the next stat.
 func readBounded(path string) ([]byte, fs.FileInfo, error) {
-	f, err := os.Open(path)
+	f, info, err := openRegular(path)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer f.Close()
 
-	info, err := f.Stat()
-	if err != nil {
-		return nil, nil, err
-	}
-	// A FIFO would block the request, and a directory cannot be a policy.
-	if !info.Mode().IsRegular() {
-		return nil, nil, fmt.Errorf("%s is not a regular file", path)
-	}
 	if info.Size() > MaxActionPolicyBytes {
 		return nil, nil, fmt.Errorf("%w: %s has %d bytes, more than %d", ErrPolicyFileTooLarge, path, info.Size(), MaxActionPolicyBytes)
 	}

@@ -589,33 +589,36 @@ func TestActionPolicyReload(t *testing.T) {
 	}
 }
 
-// TestActionPolicyCache checks that an old file is read once and again
-// only when its size or mtime changes.
+// TestActionPolicyCache checks that a settled file is read once, and
+// again when its stat changes: size, mtime, or only the change time.
 func TestActionPolicyCache(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ginkgo.policy")
-	a := NewActionPolicy(ActionPolicyOptions{Dir: dir})
+	reads := 0
+	c := newFileCache(func(string, []byte) int { reads++; return reads })
+	c.settle = 0 // every file settled at once: only the stamps decide
+	load := func() int {
+		t.Helper()
+		v, found, err := c.load(path)
+		if err != nil || !found {
+			t.Fatalf("load: %v %v", found, err)
+		}
+		return v
+	}
 	old := time.Now().Add(-time.Hour).Truncate(time.Second)
 
 	writeAged(t, path, "policy default deny \n", old)
-	if d := authorizeTest(t, a); d.Allowed {
-		t.Fatalf("first version allowed: %+v", d)
+	if load() != 1 || load() != 1 {
+		t.Fatalf("a settled file read %d times, want once", reads)
 	}
-
-	// Same size and mtime: the cached version decides.
+	// Same size and mtime, but written: the change time says so.
 	writeAged(t, path, "policy default allow\n", old)
-	if d := authorizeTest(t, a); d.Allowed {
-		t.Fatalf("file read again although its size and mtime did not change: %+v", d)
+	if load() != 2 || load() != 2 {
+		t.Fatalf("a file rewritten with its size and mtime read %d times, want twice", reads)
 	}
-
 	writeAged(t, path, "policy default allow\n", old.Add(time.Second))
-	if d := authorizeTest(t, a); !d.Allowed {
-		t.Fatalf("new mtime not seen: %+v", d)
-	}
-
-	writeAged(t, path, "policy default deny\n", old.Add(time.Second))
-	if d := authorizeTest(t, a); d.Allowed {
-		t.Fatalf("new size not seen: %+v", d)
+	if load() != 3 {
+		t.Fatal("a new mtime not seen")
 	}
 }
 
@@ -722,5 +725,22 @@ func TestNewActionPolicyProvider(t *testing.T) {
 	d, err := a.Authorize(t.Context(), &Input{Agent: "ginkgo", Action: "test", CallerID: ginkgo})
 	if err != nil || !d.Allowed || d.Policy != filepath.Join(dir, "policies", "ginkgo.policy") {
 		t.Fatalf("decision %+v, error %v", d, err)
+	}
+}
+
+// An edit that keeps the size and sets the modification time back (cp -p,
+// rsync --inplace) is seen at the next request: the change time moved.
+func TestActionPolicySeesEditsThatKeepSizeAndMtime(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ginkgo.policy")
+	old := time.Now().Add(-time.Hour)
+	writeAged(t, path, "policy default deny\nallow\t"+ginkgo+"\t*\t*\t*\n", old)
+	a := NewActionPolicy(ActionPolicyOptions{Dir: dir})
+	if d := authorizeTest(t, a); !d.Allowed {
+		t.Fatalf("before the edit: %+v", d)
+	}
+	writeAged(t, path, "policy default deny\ndeny\t"+ginkgo+"\t*\t*\t*\n\n", old)
+	if d := authorizeTest(t, a); d.Allowed {
+		t.Fatalf("after a same-size edit with the old mtime: %+v, want the new deny", d)
 	}
 }

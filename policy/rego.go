@@ -259,8 +259,11 @@ func (r *Rego) eval(ctx context.Context, p *compiledPolicy, doc map[string]any) 
 	if tracing {
 		var sb strings.Builder
 		topdown.PrettyTrace(&sb, *buf)
-		r.log.Log(ctx, level, "Rego policy evaluation", "policy", p.file, "input", doc,
+		r.log.Log(ctx, level, "Rego policy evaluation", "policy", p.file,
 			"allowed", allowed, "error", err, "trace", sb.String())
+		// The input holds the request's data, which may be secret: only
+		// at debug, as Choria logs it.
+		r.log.Debug("Rego policy input", "policy", p.file, "input", doc)
 	}
 	return allowed, err
 }

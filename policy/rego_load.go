@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,8 +41,8 @@ const maxPolicySize = 4 << 20
 
 // v0Hint is how to fix a policy written in OPA's pre-1.0 syntax.
 const v0Hint = "it is written in OPA's pre-1.0 (v0) syntax, which Choria no longer reads: " +
-	"add `if` before each rule body (and `contains` to partial set rules) or `import rego.v1` " +
-	"(`opa fmt --write --v0-v1 FILE` rewrites it), or set plugin.agent_host.rego_v0_compatible = true"
+	"add `if` before each rule body (and `contains` to partial set rules; " +
+	"`opa fmt --write --v0-v1 FILE` rewrites it), or set plugin.agent_host.rego_v0_compatible = true"
 
 // regoFile is one policy path and the latest compiled form of its content.
 type regoFile struct {
@@ -140,7 +140,7 @@ func (e *regoFile) restamp(c *compiledPolicy, stamp fileStamp, settled bool, rea
 // every write the content may show.
 func readPolicy(file string, settle time.Duration) (src []byte, stamp fileStamp, settled bool, err error) {
 	start := time.Now()
-	f, err := os.Open(file)
+	f, _, err := openRegular(file)
 	if err != nil {
 		return nil, stamp, false, err
 	}
@@ -172,7 +172,7 @@ func compilePolicy(file string, src []byte, v0 bool) *compiledPolicy {
 	p.syntax, p.pkg = syntax, strings.TrimPrefix(mod.Package.Path.String(), "data.")
 	p.query, err = prepareRego(mod, syntax)
 	if err != nil {
-		msg := fmt.Sprintf("rego policy %s does not compile: %s", file, regoErrorText(err))
+		msg := fmt.Sprintf("rego policy %s does not compile: %s", file, regoErrorText(err)) + withheldHint(regoErrorText(err))
 		if syntax == ast.RegoV1 && !v0 && compilesAsV0(file, string(src)) {
 			msg += "; " + v0Hint
 		}
@@ -188,7 +188,38 @@ func prepareRego(mod *ast.Module, syntax ast.RegoVersion) (rego.PreparedEvalQuer
 		rego.Query(RegoQuery),
 		rego.ParsedModule(mod),
 		rego.SetRegoVersion(syntax),
+		rego.Capabilities(regoCapabilities),
 	).PrepareForEval(context.Background())
+}
+
+// regoWithheld are the built-ins a policy may not call: they reach outside
+// the request (the network, the host's environment), so a policy could
+// send a request's data away or stall every request on a slow endpoint.
+// Choria leaves them on; here a policy that calls one does not compile,
+// and denies, saying why.
+var regoWithheld = []string{"http.send", "net.lookup_ip_addr", "opa.runtime"}
+
+// regoCapabilities are OPA's own, less regoWithheld.
+var regoCapabilities = func() *ast.Capabilities {
+	c := ast.CapabilitiesForThisVersion()
+	kept := make([]*ast.Builtin, 0, len(c.Builtins))
+	for _, b := range c.Builtins {
+		if !slices.Contains(regoWithheld, b.Name) {
+			kept = append(kept, b)
+		}
+	}
+	c.Builtins = kept
+	return c
+}()
+
+// withheldHint says why a policy calling a withheld built-in is refused.
+func withheldHint(text string) string {
+	for _, name := range regoWithheld {
+		if strings.Contains(text, "undefined function "+name) {
+			return "; agent-host does not let policies call " + strings.Join(regoWithheld, ", ") + ": a decision is made from the request alone"
+		}
+	}
+	return ""
 }
 
 // parseRego parses src as OPA v1, as Choria does; with v0, a file that

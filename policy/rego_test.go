@@ -401,7 +401,7 @@ func TestRegoAuthorize(t *testing.T) {
 		wantErr: ErrPolicyInvalid,
 		wantMsg: "rego policy DIR/default.rego does not compile: DIR/default.rego:5: rego_parse_error: `if` keyword is required before rule body; " +
 			"it is written in OPA's pre-1.0 (v0) syntax, which Choria no longer reads: add `if` before each rule body " +
-			"(and `contains` to partial set rules) or `import rego.v1` (`opa fmt --write --v0-v1 FILE` rewrites it), " +
+			"(and `contains` to partial set rules; `opa fmt --write --v0-v1 FILE` rewrites it), " +
 			"or set plugin.agent_host.rego_v0_compatible = true",
 	}, {
 		name:        "v0 syntax with the opt-in",

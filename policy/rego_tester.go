@@ -50,7 +50,7 @@ func RunRegoTests(ctx context.Context, dir string, w io.Writer, verbose bool, v0
 
 	for _, name := range policies {
 		file := filepath.Join(dir, name)
-		src, err := os.ReadFile(file)
+		src, err := readRegular(file, maxPolicySize)
 		if err != nil {
 			return passed, failed, fmt.Errorf("policy: reading %s: %w", file, err)
 		}
@@ -104,7 +104,7 @@ func runRegoTestFile(ctx context.Context, dir, test, policy string, w io.Writer,
 			continue
 		}
 		file := filepath.Join(dir, name)
-		src, err := os.ReadFile(file)
+		src, err := readRegular(file, maxPolicySize)
 		if err != nil {
 			return 0, 0, fmt.Errorf("policy: reading %s: %w", file, err)
 		}
@@ -117,6 +117,7 @@ func runRegoTestFile(ctx context.Context, dir, test, policy string, w io.Writer,
 	}
 
 	ch, err := tester.NewRunner().
+		SetCompiler(ast.NewCompiler().WithCapabilities(regoCapabilities)).
 		SetModules(modules).
 		SetTimeout(regoTestTimeout).
 		EnableTracing(true). // for the failing line

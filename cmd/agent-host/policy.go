@@ -18,6 +18,7 @@ import (
 	"github.com/agent-host/agent-host/host/config"
 	"github.com/agent-host/agent-host/host/inventory"
 	"github.com/agent-host/agent-host/policy"
+	"github.com/agent-host/agent-host/protocol/ddl"
 	"github.com/agent-host/agent-host/protocol/filter"
 )
 
@@ -53,7 +54,7 @@ func newPolicyCommands(app *kingpin.Application) (*policyEvalCommand, *policyTes
 	eval.Flag("collective", "The request's collective (default the main collective).").StringVar(&e.collective)
 	eval.Flag("facts", "A JSON or YAML facts file instead of the node's (plugin.yaml).").PlaceHolder("FILE").StringVar(&e.factsFile)
 	eval.Flag("ttl", "The request's ttl, in seconds (default the configuration's ttl).").IntVar(&e.ttl)
-	eval.Flag("agents", "The agents the node has, instead of those found on disk (repeatable).").StringsVar(&e.agents)
+	eval.Flag("agents", "The agents the node has, instead of those found on disk (repeatable; rpcutil and discovery are always there).").StringsVar(&e.agents)
 	eval.Flag("trace", "Print OPA's trace of the evaluation on stderr (Rego).").BoolVar(&e.trace)
 	eval.Flag("json", "Print one JSON document.").BoolVar(&e.asJSON)
 
@@ -85,7 +86,8 @@ func (c *policyEvalCommand) execute(ctx context.Context, out, errOut io.Writer) 
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: level}))
-	in, err := c.input(ctx, cfg, log)
+	d := findDDL(cfg, c.agent)
+	in, err := c.input(ctx, cfg, d, log)
 	if err != nil {
 		return 1, err
 	}
@@ -94,7 +96,19 @@ func (c *policyEvalCommand) execute(ctx context.Context, out, errOut io.Writer) 
 	authz, summary := policy.New(pc)
 	defer authz.Close()
 
-	decision, authErr := authz.Authorize(ctx, in)
+	// The host gives the authorizer until the agent's timeout.
+	timeout := 10 * time.Second
+	if d != nil && d.Metadata.Timeout > 0 {
+		timeout = time.Duration(d.Metadata.Timeout) * time.Second
+	}
+	if !slices.Contains(in.Agents, c.agent) {
+		fmt.Fprintf(errOut, "warning: this node has no agent %s: it would not answer the request\n", c.agent)
+	} else if d != nil && d.Action(c.action) == nil {
+		fmt.Fprintf(errOut, "warning: agent %s has no action %s: the node would answer with statuscode 2 before authorizing\n", c.agent, c.action)
+	}
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	decision, authErr := authz.Authorize(actx, in)
 	res := evalResult{Allowed: authErr == nil && decision.Allowed, Reason: decision.Reason, Policy: decision.Policy, Authorizer: summary}
 	if authErr != nil {
 		res.Error = authErr.Error()
@@ -111,8 +125,8 @@ func (c *policyEvalCommand) execute(ctx context.Context, out, errOut io.Writer) 
 
 // input is the request the host would hand its authorizer: the node's
 // facts, classes and agents, the configuration's collective and ttl.
-func (c *policyEvalCommand) input(ctx context.Context, cfg *config.Config, log *slog.Logger) (*policy.Input, error) {
-	data, _, err := parseInputs(c.args, findDDL(cfg, c.agent), c.action)
+func (c *policyEvalCommand) input(ctx context.Context, cfg *config.Config, d *ddl.DDL, log *slog.Logger) (*policy.Input, error) {
+	data, _, err := parseInputs(c.args, d, c.action)
 	if err != nil {
 		return nil, err
 	}
@@ -126,17 +140,23 @@ func (c *policyEvalCommand) input(ctx context.Context, cfg *config.Config, log *
 			return nil, fmt.Errorf("%s: %w", c.factsFile, err)
 		}
 	}
-	agents := c.agents
-	if len(agents) == 0 {
+	// The built-ins are always there, as on the host.
+	agents := []string{builtin.Discovery, builtin.RPCUtil}
+	extra := c.agents
+	if len(extra) == 0 {
 		found, err := host.LoadAgents(ctx, cfg, log)
 		if err != nil {
 			return nil, err
 		}
-		agents = []string{builtin.Discovery, builtin.RPCUtil}
 		for _, a := range found {
-			if a.Active && !slices.Contains(agents, a.Name) {
-				agents = append(agents, a.Name)
+			if a.Active {
+				extra = append(extra, a.Name)
 			}
+		}
+	}
+	for _, name := range extra {
+		if !slices.Contains(agents, name) {
+			agents = append(agents, name)
 		}
 	}
 	slices.Sort(agents)

@@ -76,11 +76,21 @@ func TestPolicyEval(t *testing.T) {
 			if classes, _ := in["classes"].([]any); len(classes) != 2 || classes[0] != "profiles::base" || classes[1] != "roles::web" {
 				t.Errorf("classes %v", in["classes"])
 			}
-			if agents, _ := in["agents"].([]any); len(agents) != 1 || agents[0] != "parrot" {
+			if agents, _ := in["agents"].([]any); len(agents) != 3 || agents[0] != "discovery" || agents[1] != "parrot" || agents[2] != "rpcutil" {
 				t.Errorf("agents %v", in["agents"])
 			}
 		})
 	}
+
+	t.Run("an agent the node does not have is said so", func(t *testing.T) {
+		cmd := exec.Command(bin, "policy", "eval", "--config", conf, "--agents", "parrot", "nosuch", "x", "--caller", "choria=ops.mcollective")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if exitCode(err) != 1 || !strings.Contains(stderr.String(), "this node has no agent nosuch") {
+			t.Errorf("exit %d:\n%s\n%s", exitCode(err), out, stderr.String())
+		}
+	})
 
 	t.Run("a broken policy denies and says why", func(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(policies, "parrot.rego"), []byte("package io.choria.mcorpc.authpolicy\nallow { true }\n"), 0o644); err != nil {
