@@ -247,26 +247,34 @@ func TestOverloadGetsBusyReplies(t *testing.T) {
 // plugin.agent_host.pending_bytes, headers included, though Choria sends
 // none: a flood of small requests with large headers is dropped too.
 func TestIntakeCountsWholeMessages(t *testing.T) {
+	// A bound smaller than one message with its headers, but far larger
+	// than its body: only counting the whole message refuses it, and it
+	// is refused whatever the timing, even into an empty intake.
 	h := start(t, setup{configure: func(c *config.Config) {
 		c.PendingLimit = 1 << 20
-		c.PendingBytes = 1 << 20
+		c.PendingBytes = 64 << 10
 	}})
 	sreq, _ := unsigned(t, "rpcutil", `{"agent":"rpcutil","action":"ping","data":{}}`, nil)
 	payload, err := v1.EncodeRequest(sreq, nats.NewInbox(), "rip.mcollective")
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(payload) > 8<<10 {
+		t.Fatalf("the request's body is %d bytes, too close to the bound", len(payload))
+	}
 	header := nats.Header{"X-Padding": []string{strings.Repeat("x", 100<<10)}}
-	const sent = 1000
+	const sent = 100
 	for range sent {
 		if err := h.nc.PublishMsg(&nats.Msg{Subject: "mcollective.node." + node, Data: payload, Header: header}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	eventually(t, 20*time.Second, "the flood was not taken in", func() bool { s := h.host.Stats(); return s.Total+s.Dropped == sent })
-	if h.host.Stats().IntakeDropped == 0 {
-		t.Fatalf("100 MB of headers through 1 MiB of intake: the intake dropped nothing (stats %+v)", h.host.Stats())
+	if s := h.host.Stats(); s.IntakeDropped != sent {
+		t.Fatalf("%d messages of 100 KiB headers and a small body through a 64 KiB intake: %d dropped, want all (stats %+v)", sent, s.IntakeDropped, s)
 	}
+	// The same request without the padding fits.
+	wantStatus(t, h.call("rpcutil", "ping", `{}`), protocol.OK, "OK")
 }
 
 // TestIntakeOverflowIsCounted: messages arriving faster than they can be

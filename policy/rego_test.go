@@ -875,9 +875,14 @@ func TestRegoTrace(t *testing.T) {
 			tr := got[0]
 			if tr.level != tt.wantLevel || tr.attrs["allowed"] != "true" ||
 				!strings.Contains(tr.attrs["trace"], "Enter data.io.choria.mcorpc.authpolicy.allow") ||
-				!strings.Contains(tr.attrs["trace"], `input.callerid = "choria=alice.mcollective"`) ||
-				!strings.Contains(tr.attrs["input"], "callerid:choria=alice.mcollective") {
+				!strings.Contains(tr.attrs["trace"], `input.callerid = "choria=alice.mcollective"`) || tr.attrs["input"] != "" {
 				t.Fatalf("trace record %+v", tr)
+			}
+			// The input holds the request's data: at debug only.
+			in := rec.find("Rego policy input", file)
+			if debug := tt.level <= slog.LevelDebug; len(in) != map[bool]int{true: 1, false: 0}[debug] ||
+				debug && !strings.Contains(in[0].attrs["input"], "callerid:choria=alice.mcollective") {
+				t.Fatalf("input records %+v at level %v", in, tt.level)
 			}
 		})
 	}
