@@ -97,6 +97,11 @@ type setup struct {
 	configure   func(*config.Config)
 	clientCfg   *client.Config
 	hostOpts    []host.Option
+	// beforeStart runs once the broker is up and before the host starts,
+	// to subscribe to what the host says at start-up.
+	beforeStart func(t testing.TB, srv *hosttest.Server)
+	// events builds the host's Events hook over the host's own Publish.
+	events func(publish func(subject string, data []byte) error) host.Events
 	// install lays out more agents in the plugin directory before the
 	// host starts, so that they are loaded at once.
 	install func(t testing.TB, plugins string)
@@ -152,6 +157,13 @@ func start(t testing.TB, s setup) *harness {
 	logs := &hosttest.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	opts := append([]host.Option{host.WithLogger(log), host.WithBrokerURL(srv.URL())}, s.hostOpts...)
+	var h *host.Host
+	if s.events != nil {
+		opts = append(opts, host.WithEvents(s.events(func(subject string, data []byte) error { return h.Publish(subject, data) })))
+	}
+	if s.beforeStart != nil {
+		s.beforeStart(t, srv)
+	}
 	h, err := host.New(cfg, opts...)
 	if err != nil {
 		t.Fatalf("host.New: %v", err)

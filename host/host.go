@@ -121,7 +121,10 @@ type Host struct {
 	refusals *logLimit
 	counters counters
 
-	nc     *nats.Conn
+	nc *nats.Conn
+	// conn is nc for Publish, which may be called from other goroutines
+	// at any time.
+	conn   atomic.Pointer[nats.Conn]
 	subMu  sync.Mutex
 	subs   map[string]*nats.Subscription
 	intake *intake
@@ -307,6 +310,7 @@ func (h *Host) Run(ctx context.Context) error {
 		return err
 	}
 	h.nc = nc
+	h.conn.Store(nc)
 	defer nc.Close()
 
 	workers := h.startWorkers()
@@ -342,6 +346,18 @@ func (h *Host) Run(ctx context.Context) error {
 		h.log.Debug("flushing the last replies", "error", err)
 	}
 	return nil
+}
+
+// Publish sends data to subject on the host's broker connection without
+// waiting for the broker, for the Events hook (lifecycle.Publisher). It
+// fails before Run has connected and after it has disconnected; while the
+// connection is down the client buffers what is published.
+func (h *Host) Publish(subject string, data []byte) error {
+	nc := h.conn.Load()
+	if nc == nil {
+		return errors.New("host: not connected to the broker")
+	}
+	return nc.Publish(subject, data)
 }
 
 // Abort kills the agents of in-flight requests at once instead of letting

@@ -29,6 +29,7 @@ func main() {
 	agents := newAgentsCommand(app)
 	req := newReqCommand(app)
 	policyEval, policyTest := newPolicyCommands(app)
+	eventsWatch := newEventsCommand(app)
 	app.Command("version", "Print the version.")
 
 	cmd, err := app.Parse(os.Args[1:])
@@ -50,6 +51,8 @@ func main() {
 		code, err = policyEval.execute(ctx, os.Stdout, os.Stderr)
 	case "policy test":
 		code, err = policyTest.execute(ctx, os.Stdout)
+	case "events watch":
+		err = eventsWatch.execute(ctx, os.Stdout, os.Stderr)
 	case "version":
 		fmt.Println(versionString())
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/agent-host/agent-host/host"
 	"github.com/agent-host/agent-host/host/config"
+	"github.com/agent-host/agent-host/lifecycle"
 )
 
 // configFlags are the --config and --plugins flags run and agents share.
@@ -72,7 +73,17 @@ func (c *runCommand) execute(ctx context.Context, abort <-chan struct{}) error {
 		log.Info("no broker configured (plugin.choria.middleware_hosts): started an embedded NATS broker", "url", b.URL())
 		opts = append(opts, host.WithBrokerURL(b.URL()))
 	}
-	h, err := host.New(cfg, opts...)
+	// Lifecycle events go out on the host's own connection, once it has one.
+	var h *host.Host
+	events := lifecycle.New(lifecycle.PublisherFunc(func(subject string, data []byte) error {
+		return h.Publish(subject, data)
+	}), lifecycle.Config{
+		Version: host.Version,
+		Legacy:  cfg.LegacyLifecycleFormat,
+		Logger:  log.With("component", "lifecycle"),
+	})
+	opts = append(opts, host.WithEvents(events))
+	h, err = host.New(cfg, opts...)
 	if err != nil {
 		return err
 	}

@@ -83,6 +83,11 @@ type Config struct {
 	// Choria; setting it to true without middleware hosts logs a warning.
 	UseSRV bool `confkey:"plugin.choria.use_srv" default:"false"`
 
+	// Publish lifecycle events (startup, alive, shutdown and agent-host's agent changes) as
+	// bare Choria JSON documents instead of CloudEvents v1.0, for consumers older than
+	// Choria's CloudEvents support.
+	LegacyLifecycleFormat bool `confkey:"plugin.choria.legacy_lifecycle_format" default:"false"`
+
 	// The user name to present to the NATS broker. When unset no user name is sent.
 	NATSUser string `confkey:"plugin.nats.user"`
 

@@ -134,6 +134,7 @@ func TestDefault(t *testing.T) {
 		PoolPingInterval:          30 * time.Second,
 		PoolPingTimeout:           5 * time.Second,
 		UseSRV:                    false,
+		LegacyLifecycleFormat:     false,
 		SupportLegacyCertificates: false,
 		options:                   map[string]string{},
 	}
@@ -176,6 +177,7 @@ func TestParse(t *testing.T) {
 		{"middleware_hosts", "plugin.choria.middleware_hosts = b1:4222, nats://b2:4222,tls://[::1]:4443", nil, func(c *Config) any { return c.MiddlewareHosts }, []string{"b1:4222", "nats://b2:4222", "tls://[::1]:4443"}},
 		{"middleware urls", "plugin.choria.middleware_hosts = b1:4222, nats://b2:4222,tls://[::1]:4443", nil, func(c *Config) any { return c.MiddlewareURLs() }, []string{"nats://b1:4222", "nats://b2:4222", "tls://[::1]:4443"}},
 		{"middleware urls empty", "", nil, func(c *Config) any { return c.MiddlewareURLs() }, []string{}},
+		{"legacy_lifecycle_format", "plugin.choria.legacy_lifecycle_format = true", nil, func(c *Config) any { return c.LegacyLifecycleFormat }, true},
 		{"use_srv", "plugin.choria.use_srv = yes\nplugin.choria.middleware_hosts = b1:4222", nil, func(c *Config) any { return c.UseSRV }, true},
 		{"nats user", "plugin.nats.user = agents", nil, func(c *Config) any { return c.NATSUser }, "agents"},
 		{"nats pass keeps =", "plugin.nats.pass = s3=cr=t", nil, func(c *Config) any { return c.NATSPass }, "s3=cr=t"},

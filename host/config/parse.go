@@ -40,7 +40,6 @@ var unsupported = []string{
 	"plugin.choria.executor.",
 	"plugin.choria.federation.",
 	"plugin.choria.federation_middleware_hosts",
-	"plugin.choria.legacy_lifecycle_format",
 	"plugin.choria.machine.",
 	"plugin.choria.network.",
 	"plugin.choria.prometheus_textfile_directory",
