@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 )
@@ -79,6 +80,8 @@ type Rego struct {
 	reads atomic.Uint64
 	// settle is regoSettle; tests shorten it.
 	settle time.Duration
+	// facts are the last facts seen, converted for OPA.
+	facts regoFacts
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -121,7 +124,10 @@ func (r *Rego) Authorize(ctx context.Context, in *Input) (Decision, error) {
 	if err := ctx.Err(); err != nil {
 		return deny(file, fmt.Errorf("could not evaluate rego policy %s: %w", file, err))
 	}
-	doc, err := RegoInput(in)
+	doc, err := r.inputValue(in)
+	if doc == nil {
+		return deny(file, fmt.Errorf("could not make the input of rego policy %s: %w", file, err))
+	}
 	if err != nil {
 		// Choria logs these and goes on with an empty object.
 		r.log.Error("part of the request cannot be given to the Rego policy", "agent", in.Agent, "error", err)
@@ -232,14 +238,14 @@ func (r *Rego) policyFor(agent string) (*compiledPolicy, string, error) {
 }
 
 // eval runs the prepared query, with OPA's trace when asked for.
-func (r *Rego) eval(ctx context.Context, p *compiledPolicy, doc map[string]any) (bool, error) {
+func (r *Rego) eval(ctx context.Context, p *compiledPolicy, doc ast.Value) (bool, error) {
 	level := slog.LevelDebug
 	if r.o.Trace {
 		level = slog.LevelInfo
 	}
 	tracing := r.log.Enabled(ctx, level)
 
-	opts := []rego.EvalOption{rego.EvalInput(doc)}
+	opts := []rego.EvalOption{rego.EvalParsedInput(doc)}
 	var buf *topdown.BufferTracer
 	if tracing {
 		buf = topdown.NewBufferTracer()

@@ -881,7 +881,7 @@ func TestRegoTrace(t *testing.T) {
 			// The input holds the request's data: at debug only.
 			in := rec.find("Rego policy input", file)
 			if debug := tt.level <= slog.LevelDebug; len(in) != map[bool]int{true: 1, false: 0}[debug] ||
-				debug && !strings.Contains(in[0].attrs["input"], "callerid:choria=alice.mcollective") {
+				debug && !strings.Contains(in[0].attrs["input"], `"callerid": "choria=alice.mcollective"`) {
 				t.Fatalf("input records %+v at level %v", in, tt.level)
 			}
 		})
