@@ -3,7 +3,6 @@ package main
 import (
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,24 +12,6 @@ import (
 	"github.com/agent-host/agent-host/lifecycle"
 	"github.com/agent-host/agent-host/runner"
 )
-
-// lockedBuffer is an io.Writer tests read while a subscriber writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func TestEventsWatch(t *testing.T) {
 	srv := hosttest.NATS(t)
@@ -69,7 +50,7 @@ func TestEventsWatch(t *testing.T) {
 		{"one type", "agent_changed", false, []string{ts + ` agent_changed n1 server active=false agent="gone" change="removed"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out := &lockedBuffer{}
+			out := &hosttest.Buffer{}
 			stop, err := watchEvents(nc, tc.typ, false, out)
 			if err != nil {
 				t.Fatal(err)
@@ -106,7 +87,7 @@ func TestEventsWatch(t *testing.T) {
 	}
 
 	t.Run("json", func(t *testing.T) {
-		out := &lockedBuffer{}
+		out := &hosttest.Buffer{}
 		stop, err := watchEvents(nc, "shutdown", true, out)
 		if err != nil {
 			t.Fatal(err)
