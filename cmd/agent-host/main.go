@@ -5,6 +5,7 @@
 //	agent-host req AGENT ACTION [key=value ...] [-I identity] [-F fact=value] [-C class] [-A agent] [-S expr] [--json]
 //	agent-host policy eval [--config FILE] AGENT ACTION [key=value ...] [--caller C] [--collective X] [--facts FILE] [--json]
 //	agent-host policy test DIR
+//	agent-host config list [REGEX] [-l|--long]
 //	agent-host version
 package main
 
@@ -30,6 +31,7 @@ func main() {
 	req := newReqCommand(app)
 	policyEval, policyTest := newPolicyCommands(app)
 	eventsWatch := newEventsCommand(app)
+	configList := newConfigCommand(app)
 	app.Command("version", "Print the version.")
 
 	cmd, err := app.Parse(os.Args[1:])
@@ -53,6 +55,8 @@ func main() {
 		code, err = policyTest.execute(ctx, os.Stdout)
 	case "events watch":
 		err = eventsWatch.execute(ctx, os.Stdout, os.Stderr)
+	case "config list":
+		err = configList.execute(os.Stdout)
 	case "version":
 		fmt.Println(versionString())
 	}

@@ -15,6 +15,7 @@
 package config
 
 //go:generate go run ./internal/docgen
+//go:generate go run ./internal/refgen
 
 import (
 	"errors"

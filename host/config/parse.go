@@ -76,6 +76,13 @@ var unsupported = []string{
 	"plugin.security.server_anon_tls",
 }
 
+// Unsupported returns the Choria server settings agent-host knowingly does
+// not implement, sorted; Load logs them as warnings and skips them. An entry
+// ending in a dot covers every key below it.
+func Unsupported() []string {
+	return slices.Sorted(slices.Values(unsupported))
+}
+
 // position is where a key was last set.
 type position struct {
 	file string
