@@ -70,13 +70,14 @@ class Case:
     fixes: Dict[str, str] = field(default_factory=dict)
 
 
-def config_cases(agent: str, envs: Tuple[str, ...], action: str, text: str) -> List[Case]:
+def config_cases(agent: str, envs: Tuple[str, ...], action: str, text: str,
+                 data: Optional[Dict[str, Any]] = None) -> List[Case]:
     """One case per place a configuration file can be: who finds it differs."""
     cases = []
     for where, found_by in (("{0}", ("PYMCO_04",)), ("{0}.cfg", ("PYMCO_04",)),
                             ("{0}/{0}.cfg", ("PYMCO_04_PCE01", "PYMCO_03"))):
         cases.append(Case("%s %s config at plugin.d/%s" % (agent, action, where.format(agent)), agent,
-                          rpc_request(agent, action) if action != "activation" else activation_request(agent),
+                          rpc_request(agent, action, data) if action != "activation" else activation_request(agent),
                           envs, protocol=RPC if action != "activation" else ACTIVATION,
                           config=(where.format(agent), text),
                           fixes={e: CONFIG for e in envs if e not in found_by}))
@@ -89,9 +90,7 @@ def cases() -> List[Case]:
     c.append(Case("parrot echo", "parrot", rpc_request("parrot", "echo", {"message": "hello"}), V04, logs=True))
     c.append(Case("parrot echo, not ASCII", "parrot", rpc_request("parrot", "echo", {"message": "h\u00e9llo \u2713 \U0001f99c"}), V04))
     c.append(Case("parrot activation", "parrot", activation_request("parrot"), V04, protocol=ACTIVATION))
-    c += config_cases("parrot", V04, "echo", "# prefix\nprefix = PFX: \n")
-    for i in range(len(c) - 3, len(c)):
-        c[i].doc = rpc_request("parrot", "echo", {"message": "hi"})
+    c += config_cases("parrot", V04, "echo", "# prefix\nprefix = PFX: \n", {"message": "hi"})
     c.append(Case("parrot, a request without ttl", "parrot",
                   {k: v for k, v in rpc_request("parrot", "echo", {"message": "x"}).items() if k != "ttl"}, V04))
     c.append(Case("parrot, action not a name", "parrot", rpc_request("parrot", "Echo", {"message": "x"}), V04))
