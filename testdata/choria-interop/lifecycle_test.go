@@ -50,17 +50,7 @@ func TestLifecycleEventsParseWithChoria(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tt.legacy {
-				f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				_, err = f.WriteString("plugin.choria.legacy_lifecycle_format = true\n")
-				if cerr := f.Close(); err == nil {
-					err = cerr
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
+				appendConfig(t, cfg, "plugin.choria.legacy_lifecycle_format = true\n")
 			}
 			cmd := exec.Command(env.binary, "run", "--config", cfg, "--plugins", t.TempDir())
 			out, err := os.Create(filepath.Join(filepath.Dir(cfg), "output.txt"))

@@ -50,21 +50,11 @@ func TestRegoPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Dir(cfg)
-	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Later lines win: authorization back on, with Rego.
-	_, err = f.WriteString("rpcauthorization = 1\nrpcauthprovider = rego_policy\n")
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Authorization back on, with Rego.
+	appendConfig(t, cfg, "rpcauthorization = 1\nrpcauthprovider = rego_policy\n")
 	rego := filepath.Join(dir, "policies", "rego")
-	writePolicy(t, filepath.Join(rego, "marker.rego"), markerPolicy)
-	writePolicy(t, filepath.Join(rego, "default.rego"), defaultPolicy)
+	writeFile(t, filepath.Join(rego, "marker.rego"), markerPolicy)
+	writeFile(t, filepath.Join(rego, "default.rego"), defaultPolicy)
 	if err := os.MkdirAll(filepath.Join(dir, "plugin.d"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +95,7 @@ func TestRegoPolicy(t *testing.T) {
 		checkOK(t, do(t, env.client, "rpcutil", "ping", struct{}{}, rpc.Targets([]string{policedNode})).bySender(t, policedNode))
 	})
 	t.Run("an edit applies to the next request", func(t *testing.T) {
-		writePolicy(t, filepath.Join(rego, "marker.rego"), "package io.choria.mcorpc.authpolicy\n\ndefault allow := true\n")
+		writeFile(t, filepath.Join(rego, "marker.rego"), "package io.choria.mcorpc.authpolicy\n\ndefault allow := true\n")
 		checkReply(t, call("denied"), "denied", mcorpc.OK, "", map[string]any{"ran": "denied"})
 		if !ran("denied") {
 			t.Error("the action the edited policy allows did not run")
@@ -115,7 +105,7 @@ func TestRegoPolicy(t *testing.T) {
 		if err := os.Remove(filepath.Join(dir, "plugin.d", "marker.ran-allowed")); err != nil {
 			t.Fatal(err)
 		}
-		writePolicy(t, filepath.Join(rego, "marker.rego"), "package io.choria.mcorpc.authpolicy\n\nallow { true }\n")
+		writeFile(t, filepath.Join(rego, "marker.rego"), "package io.choria.mcorpc.authpolicy\n\nallow { true }\n")
 		checkReply(t, call("allowed"), "allowed", mcorpc.Aborted, denial, map[string]any{})
 		if ran("allowed") {
 			t.Error("the action ran under a policy that does not compile")
@@ -123,12 +113,18 @@ func TestRegoPolicy(t *testing.T) {
 	})
 }
 
-func writePolicy(t *testing.T, path, text string) {
+// appendConfig adds lines to a node's configuration file: later lines win.
+func appendConfig(t *testing.T, cfg, lines string) {
 	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+	_, err = f.WriteString(lines)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 }
