@@ -42,6 +42,15 @@ def test_the_package_carries_the_published_schemas_unchanged():
                 "%s differs from protocol/schemas (run `make generate`)" % (where / name)
 
 
+def test_a_worker_request_carries_an_rpc_request():
+    """The worker builds the request it was sent without checking it again:
+    the worker request schema must check it as the rpc_request schema does."""
+    embedded = json.loads((SCHEMAS / "io.agent-host.worker.v1.request.json").read_text())
+    rpc = json.loads((SCHEMAS / "io.choria.mcorpc.external.v1.rpc_request.json").read_text())
+    assert embedded["properties"]["request"]["$ref"] == "#/$defs/AgentRequest"
+    assert embedded["$defs"]["AgentRequest"] == {k: v for k, v in rpc.items() if k != "$schema"}
+
+
 def examples() -> Iterator[Tuple[str, Dict[str, Any]]]:
     """Valid documents of each schema the SDK reads."""
     request = rpc_request("parrot", "echo", {"message": "hi"})

@@ -417,6 +417,12 @@ class ProtocolMessage:
         cls.load_schema()
         assert cls._schema is not None
         validate(message, cls._schema)
+        return cls._from_checked(message)
+
+    @classmethod
+    def _from_checked(cls: Type[P], message: Dict[str, Any]) -> P:
+        """The object for a message already checked against the schema."""
+        cls.load_schema()
         fields = dict(message)
         cls.parse_message_hook(fields)
         return cls(**fields)
