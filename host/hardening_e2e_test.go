@@ -323,6 +323,9 @@ func (e *events) Startup(_ context.Context, identity string, agents []string) {
 	e.add("startup " + identity + " " + strings.Join(agents, ","))
 }
 func (e *events) Shutdown(_ context.Context, identity string) { e.add("shutdown " + identity) }
+func (e *events) WorkerChanged(_ context.Context, _ string, ev runner.WorkerEvent) {
+	e.add("worker " + ev.Kind + " " + ev.Agent)
+}
 func (e *events) AgentsChanged(_ context.Context, identity string, ch runner.Change) {
 	for _, a := range ch.Added {
 		e.add("added " + a.Name)

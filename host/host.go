@@ -66,6 +66,9 @@ type Events interface {
 	Startup(ctx context.Context, identity string, agents []string)
 	Shutdown(ctx context.Context, identity string)
 	AgentsChanged(ctx context.Context, identity string, change runner.Change)
+	// WorkerChanged is called as a pooled agent's worker starts, is
+	// recycled or exits, from the pool, which it must not hold up.
+	WorkerChanged(ctx context.Context, identity string, ev runner.WorkerEvent)
 }
 
 // Option configures a Host with injected code; settings live in config.Config.
@@ -181,7 +184,9 @@ func New(cfg *config.Config, opts ...Option) (*Host, error) {
 		perAgent:         max(cfg.QueueLimit/2, 1),
 		inFlightPerAgent: inFlightPerAgent(cfg),
 	})
-	h.runners = newAgentRunners(cfg, h.spawner, h.inv, h.log, h.queue.limitsChanged)
+	h.runners = newAgentRunners(cfg, h.spawner, h.inv, h.log, h.queue.limitsChanged, func(ev runner.WorkerEvent) {
+		h.events.WorkerChanged(context.Background(), cfg.Identity, ev)
+	})
 	if h.rpcutil, err = h.newRPCUtil(); err != nil {
 		return nil, err
 	}
@@ -278,7 +283,8 @@ func (h *Host) Run(ctx context.Context) error {
 	h.reqCtx, h.reqCancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer h.reqCancel()
 	defer h.spawner.Close()
-	// After the requests: pools close once nothing runs on them.
+	// After the requests: pools close once nothing runs on them (here
+	// when Run fails; a normal stop closes them before the shutdown event).
 	defer h.runners.close()
 	go func() {
 		select {
@@ -341,6 +347,8 @@ func (h *Host) Run(ctx context.Context) error {
 	// The watcher goes first so no reload re-subscribes behind the shutdown.
 	<-watchDone
 	h.stop(workers)
+	// The workers' exits are told before the shutdown event, the last word.
+	h.runners.close()
 	h.events.Shutdown(context.WithoutCancel(ctx), h.cfg.Identity)
 	if err := nc.FlushTimeout(2 * time.Second); err != nil {
 		h.log.Debug("flushing the last replies", "error", err)
@@ -536,9 +544,10 @@ func (h *Host) newRPCUtil() (*agentEntry, error) {
 
 type nopEvents struct{}
 
-func (nopEvents) Startup(context.Context, string, []string)            {}
-func (nopEvents) Shutdown(context.Context, string)                     {}
-func (nopEvents) AgentsChanged(context.Context, string, runner.Change) {}
+func (nopEvents) Startup(context.Context, string, []string)                 {}
+func (nopEvents) Shutdown(context.Context, string)                          {}
+func (nopEvents) AgentsChanged(context.Context, string, runner.Change)      {}
+func (nopEvents) WorkerChanged(context.Context, string, runner.WorkerEvent) {}
 
 // Interface guards
 var (

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,8 +64,8 @@ func TestLifecycleEvents(t *testing.T) {
 					t.Errorf("%s: envelope and data disagree: %s", m.Subject, m.Data)
 				}
 				wantSubject := "choria.lifecycle.event." + e.Type()[len("io.choria.lifecycle.v1."):] + ".server"
-				if e.Source() == "io.agent-host.lifecycle" {
-					wantSubject = "choria.lifecycle.agent_host.agent_changed." + node
+				if t, ok := strings.CutPrefix(e.Type(), "io.agent-host.lifecycle.v1."); ok {
+					wantSubject = "choria.lifecycle.agent_host." + t + "." + node
 				}
 				if m.Subject != wantSubject {
 					t.Errorf("%s published on %s, want %s", e.Type(), m.Subject, wantSubject)
@@ -114,5 +115,68 @@ func TestLifecycleEvents(t *testing.T) {
 	case m := <-msgs:
 		t.Errorf("event after shutdown on %s: %s", m.Subject, m.Data)
 	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// TestWorkerLifecycleEvents: a pooled agent's workers are reported as they
+// start and exit, with why, on agent-host's own subjects.
+func TestWorkerLifecycleEvents(t *testing.T) {
+	msgs := make(chan *nats.Msg, 100)
+	h := start(t, setup{
+		pooltest: poolAgents[0].exe,
+		beforeStart: func(t testing.TB, srv *hosttest.Server) {
+			nc := connect(t, srv.URL(), nil)
+			if _, err := nc.ChanSubscribe("choria.lifecycle.agent_host.>", msgs); err != nil {
+				t.Fatal(err)
+			}
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		},
+		events: func(publish func(string, []byte) error) host.Events {
+			return lifecycle.New(lifecycle.PublisherFunc(publish), lifecycle.Config{AliveInterval: -1})
+		},
+	})
+	next := func(want string) *lifecycle.WorkerData {
+		t.Helper()
+		for {
+			select {
+			case m := <-msgs:
+				p, err := lifecycle.Parse(m.Data)
+				if err != nil {
+					t.Fatalf("%s: %v", m.Subject, err)
+				}
+				if p.Type() == lifecycle.AgentChanged {
+					continue
+				}
+				if p.Type() != want || m.Subject != "choria.lifecycle.agent_host."+want+"."+node {
+					t.Fatalf("got %s on %s, want %s: %s", p.Type(), m.Subject, want, p.Data)
+				}
+				var d lifecycle.WorkerData
+				if err := json.Unmarshal(p.Data, &d); err != nil {
+					t.Fatal(err)
+				}
+				return &d
+			case <-time.After(15 * time.Second):
+				t.Fatalf("no %s event", want)
+			}
+		}
+	}
+
+	first := pid(t, h.call("pooltest", "echo", `{}`))
+	if d := next(lifecycle.WorkerStarted); d.Agent != "pooltest" || d.PID != first {
+		t.Errorf("started: %+v, want pooltest's worker %d", d, first)
+	}
+	h.call("pooltest", "crash", `{"message":"bye"}`)
+	if d := next(lifecycle.WorkerExited); d.PID != first || d.Reason != "crashed" || d.Detail != "exit status 3" || d.Served != 1 {
+		t.Errorf("exited: %+v, want worker %d crashed with exit status 3 after 1 request", d, first)
+	}
+	second := pid(t, h.call("pooltest", "echo", `{}`))
+	if d := next(lifecycle.WorkerStarted); d.PID != second || d.Worker != 1 {
+		t.Errorf("started: %+v, want worker 1, pid %d", d, second)
+	}
+	h.stop()
+	if d := next(lifecycle.WorkerExited); d.PID != second || d.Reason != "stop" || d.Detail != "exit status 0" {
+		t.Errorf("exited at shutdown: %+v, want worker %d stopped", d, second)
 	}
 }

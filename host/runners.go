@@ -29,14 +29,16 @@ type agentRunners struct {
 	log     *slog.Logger
 	// capacityChanged is called when a pool may run more at once.
 	capacityChanged func()
+	// workerEvent hears of the pools' workers starting and exiting.
+	workerEvent func(runner.WorkerEvent)
 
 	mu      sync.Mutex
 	pools   map[string]*pooledAgent // by agent name
 	closing sync.WaitGroup          // pools being closed
 }
 
-func newAgentRunners(cfg *config.Config, sp *spawn.Spawner, inv *inventory.Inventory, log *slog.Logger, capacityChanged func()) *agentRunners {
-	return &agentRunners{cfg: cfg, spawner: sp, inv: inv, log: log, capacityChanged: capacityChanged, pools: map[string]*pooledAgent{}}
+func newAgentRunners(cfg *config.Config, sp *spawn.Spawner, inv *inventory.Inventory, log *slog.Logger, capacityChanged func(), workerEvent func(runner.WorkerEvent)) *agentRunners {
+	return &agentRunners{cfg: cfg, spawner: sp, inv: inv, log: log, capacityChanged: capacityChanged, workerEvent: workerEvent, pools: map[string]*pooledAgent{}}
 }
 
 // runnerFor returns the runner for a, reusing its pool when a is the agent
@@ -52,7 +54,7 @@ func (r *agentRunners) runnerFor(a *runner.Agent) (runner.Runner, func() int) {
 	p := r.pools[a.Name]
 	if p == nil || p.agent != a {
 		old := p
-		p = &pooledAgent{agent: a, exec: exec, pool: pool.New(poolConfig(a, cfg, r.inv, r.capacityChanged), pool.WithLogger(r.log.With("component", "pool")))}
+		p = &pooledAgent{agent: a, exec: exec, pool: pool.New(poolConfig(a, cfg, r.inv, r.capacityChanged), pool.WithLogger(r.log.With("component", "pool")), pool.WithWorkerEvents(r.workerEvent))}
 		if old != nil {
 			old.next.Store(p)
 			r.retireLocked(old, "the agent changed on disk", wp.ReasonReload)

@@ -16,6 +16,11 @@ const (
 	Shutdown     = "shutdown"
 	Alive        = "alive"
 	AgentChanged = "agent_changed"
+	// The worker events: a pooled agent's long-lived worker started, was
+	// retired to be replaced by a fresh one, or exited.
+	WorkerStarted  = "worker_started"
+	WorkerRecycled = "worker_recycled"
+	WorkerExited   = "worker_exited"
 )
 
 // The CloudEvents sources and the prefixes of the types and protocols.
@@ -96,6 +101,34 @@ type AgentChangedData struct {
 	// Active says whether the node serves the agent, from its activation
 	// check; false when removed.
 	Active bool `json:"active"`
+}
+
+// WorkerData is the data of the worker events: worker_started,
+// worker_recycled and worker_exited.
+type WorkerData struct {
+	Basic
+	// Agent is the agent the worker serves.
+	Agent string `json:"agent"`
+	// Worker numbers the agent's workers from 0 since its pool started.
+	Worker int `json:"worker"`
+	// PID is the worker's process id; absent for a worker that did not start.
+	PID int `json:"pid,omitempty"`
+	// Reason says why a worker was recycled (max_requests, max_lifetime,
+	// max_rss) or exited: the shutdown reason the host gave it (recycle,
+	// idle, stop, reload, failed), or crashed, killed or start_failed.
+	Reason string `json:"reason,omitempty" jsonschema:"enum=max_requests,enum=max_lifetime,enum=max_rss,enum=recycle,enum=idle,enum=stop,enum=reload,enum=failed,enum=crashed,enum=killed,enum=start_failed"`
+	// Detail is how the process ended or why it was stopped, for people.
+	Detail string `json:"detail,omitempty"`
+	// SDK is what the worker said it was built with.
+	SDK string `json:"sdk,omitempty"`
+	// Protocol is the worker protocol version it speaks.
+	Protocol int `json:"worker_protocol,omitempty"`
+	// Concurrency is how many requests it runs at once.
+	Concurrency int `json:"concurrency,omitempty"`
+	// Served counts the requests it answered.
+	Served int `json:"served"`
+	// UptimeMS is how long it ran, in milliseconds.
+	UptimeMS int64 `json:"uptime_ms"`
 }
 
 func newBasic(protocol, identity, component string, now time.Time) Basic {

@@ -195,14 +195,7 @@ func (e *Events) Shutdown(_ context.Context, identity string) {
 func (e *Events) AgentsChanged(_ context.Context, identity string, ch runner.Change) {
 	send := func(a *runner.Agent, change string) {
 		b := newBasic(ProtocolPrefix+AgentChanged, identity, e.cfg.Component, e.cfg.Now())
-		d := AgentChangedData{Basic: b, Agent: a.Name, Change: change}
-		if change != ChangeRemoved {
-			d.Active = a.Active
-			if a.DDL != nil {
-				d.AgentVersion = a.DDL.Metadata.Version
-			}
-		}
-		e.enqueue(AgentChanged, AgentHostSubject(AgentChanged, identity), Source, b, d)
+		e.enqueue(AgentChanged, AgentHostSubject(AgentChanged, identity), Source, b, agentChangedData(b, a, change))
 	}
 	for _, a := range ch.Added {
 		send(a, ChangeAdded)
@@ -212,6 +205,43 @@ func (e *Events) AgentsChanged(_ context.Context, identity string, ch runner.Cha
 	}
 	for _, a := range ch.Removed {
 		send(a, ChangeRemoved)
+	}
+}
+
+func agentChangedData(b Basic, a *runner.Agent, change string) AgentChangedData {
+	d := AgentChangedData{Basic: b, Agent: a.Name, Change: change}
+	if change != ChangeRemoved {
+		d.Active = a.Active
+		if a.DDL != nil {
+			d.AgentVersion = a.DDL.Metadata.Version
+		}
+	}
+	return d
+}
+
+// workerTypes maps runner.WorkerEvent's kinds to event types.
+var workerTypes = map[string]string{
+	runner.WorkerStarted:  WorkerStarted,
+	runner.WorkerRecycled: WorkerRecycled,
+	runner.WorkerExited:   WorkerExited,
+}
+
+// WorkerChanged publishes a worker event. It does not block: pools call it
+// as things happen to their workers.
+func (e *Events) WorkerChanged(_ context.Context, identity string, ev runner.WorkerEvent) {
+	t, ok := workerTypes[ev.Kind]
+	if !ok {
+		e.log.Error("a worker event of an unknown kind", "kind", ev.Kind, "agent", ev.Agent)
+		return
+	}
+	b := newBasic(ProtocolPrefix+t, identity, e.cfg.Component, e.cfg.Now())
+	e.enqueue(t, AgentHostSubject(t, identity), Source, b, workerData(b, ev))
+}
+
+func workerData(b Basic, ev runner.WorkerEvent) WorkerData {
+	return WorkerData{
+		Basic: b, Agent: ev.Agent, Worker: ev.Worker, PID: ev.PID, Reason: ev.Reason, Detail: ev.Detail,
+		SDK: ev.SDK, Protocol: ev.Protocol, Concurrency: ev.Concurrency, Served: ev.Served, UptimeMS: ev.Uptime.Milliseconds(),
 	}
 }
 

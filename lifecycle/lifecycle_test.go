@@ -283,3 +283,44 @@ func TestParse(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkerEvents: each kind of worker event arrives as a CloudEvent of
+// its own type on agent-host's subject, with the worker's details.
+func TestWorkerEvents(t *testing.T) {
+	pub, next := subscribe(t)
+	ev := New(pub, Config{AliveInterval: -1})
+	ev.Startup(t.Context(), node, nil)
+	next(1)
+
+	worker := runner.WorkerEvent{Agent: "echo", Worker: 2, PID: 4242, SDK: "agent-host-go/0.1.0", Protocol: 1, Concurrency: 4, Served: 10, Uptime: 1500 * time.Millisecond}
+	started, recycled, exited := worker, worker, worker
+	started.Kind, started.Served, started.Uptime = runner.WorkerStarted, 0, 0
+	recycled.Kind, recycled.Reason = runner.WorkerRecycled, runner.RecycleRequests
+	exited.Kind, exited.Reason, exited.Detail = runner.WorkerExited, "recycle", "exit status 0"
+	for _, w := range []runner.WorkerEvent{started, recycled, exited} {
+		ev.WorkerChanged(t.Context(), node, w)
+	}
+	ev.WorkerChanged(t.Context(), node, runner.WorkerEvent{Kind: "exploded", Agent: "echo"})
+
+	want := []struct {
+		typ  string
+		data map[string]any
+	}{
+		{WorkerStarted, map[string]any{"agent": "echo", "worker": 2.0, "pid": 4242.0, "sdk": "agent-host-go/0.1.0", "worker_protocol": 1.0, "concurrency": 4.0, "served": 0.0, "uptime_ms": 0.0}},
+		{WorkerRecycled, map[string]any{"agent": "echo", "worker": 2.0, "pid": 4242.0, "reason": "max_requests", "sdk": "agent-host-go/0.1.0", "worker_protocol": 1.0, "concurrency": 4.0, "served": 10.0, "uptime_ms": 1500.0}},
+		{WorkerExited, map[string]any{"agent": "echo", "worker": 2.0, "pid": 4242.0, "reason": "recycle", "detail": "exit status 0", "sdk": "agent-host-go/0.1.0", "worker_protocol": 1.0, "concurrency": 4.0, "served": 10.0, "uptime_ms": 1500.0}},
+	}
+	for i, r := range next(len(want)) {
+		_, data := cloudEvent(t, r, "choria.lifecycle.agent_host."+want[i].typ+"."+node, "io.agent-host.lifecycle.v1."+want[i].typ, "io.agent-host.lifecycle")
+		for _, k := range []string{"protocol", "id", "identity", "component", "timestamp"} {
+			delete(data, k)
+		}
+		if !maps.Equal(data, want[i].data) {
+			t.Errorf("%s: data %v, want %v", want[i].typ, data, want[i].data)
+		}
+	}
+	ev.Shutdown(t.Context(), node)
+	if r := next(1)[0]; r.subject != "choria.lifecycle.event.shutdown.server" {
+		t.Errorf("after the worker events came %s: an event of an unknown kind was published", r.data)
+	}
+}

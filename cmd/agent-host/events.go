@@ -27,7 +27,7 @@ func newEventsCommand(app *kingpin.Application) *eventsWatchCommand {
 	c := &eventsWatchCommand{}
 	watch := app.Command("events", "Lifecycle events.").Command("watch", "Print the lifecycle events nodes publish: Choria's (choria.lifecycle.event.>) and agent-host's own (choria.lifecycle.agent_host.>).")
 	watch.Flag("config", "Client configuration (same format as the server's); broker and certificates.").Short('c').PlaceHolder("FILE").StringVar(&c.configFile)
-	watch.Flag("type", "Only events of this type: startup, alive, shutdown, agent_changed, or another of Choria's.").PlaceHolder("TYPE").StringVar(&c.eventType)
+	watch.Flag("type", "Only events of this type: startup, alive, shutdown, agent_changed, worker_started, worker_recycled, worker_exited, or another of Choria's.").PlaceHolder("TYPE").StringVar(&c.eventType)
 	watch.Flag("json", "Print each event as it came, one JSON document a line.").BoolVar(&c.jsonOut)
 	return c
 }

@@ -195,6 +195,13 @@ func WithLogger(l *slog.Logger) Option {
 	}
 }
 
+// WithWorkerEvents sets the hook told of each worker started, recycled
+// and exited. It is called with the pool's lock held: it must not block
+// or call the pool.
+func WithWorkerEvents(f func(runner.WorkerEvent)) Option {
+	return func(p *Pool) { p.events = f }
+}
+
 // Sentinel errors.
 var (
 	// ErrFailed means the pool gave up on the agent: its workers kept
@@ -211,8 +218,9 @@ var (
 // Pool runs one agent's requests on workers. Create it with New; Run is
 // safe for concurrent use; Close it when the agent goes.
 type Pool struct {
-	cfg Config
-	log *slog.Logger
+	cfg    Config
+	log    *slog.Logger
+	events func(runner.WorkerEvent)
 
 	ctx    context.Context // ends the workers when cancelled
 	cancel context.CancelFunc
@@ -247,6 +255,9 @@ func New(cfg Config, opts ...Option) *Pool {
 		o(p)
 	}
 	p.log = p.log.With("agent", cfg.Agent)
+	if p.events == nil {
+		p.events = func(runner.WorkerEvent) {}
+	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.wg.Go(p.supervise)
 	return p
@@ -409,13 +420,23 @@ func (p *Pool) release(w *worker) {
 	defer p.mu.Unlock()
 	w.served++
 	w.lastUsed = time.Now()
-	if w.state == ready && w.recycleDue() {
-		p.retireLocked(w, wp.ReasonRecycle)
+	if why := w.recycleDue(); w.state == ready && why != "" {
+		p.recycleLocked(w, why)
 	}
 	if w.state == draining && len(w.calls) == 0 {
 		w.shutdown()
 	}
 	p.notifyLocked()
+}
+
+// recycleLocked retires w to be replaced by a fresh worker, for the
+// reason why (a runner.Recycle* constant).
+func (p *Pool) recycleLocked(w *worker, why string) {
+	if w.state != ready {
+		return
+	}
+	p.events(w.event(runner.WorkerRecycled, why, ""))
+	p.retireLocked(w, wp.ReasonRecycle)
 }
 
 // retireLocked stops giving w requests; it shuts down once they are done.
@@ -451,12 +472,13 @@ func (p *Pool) supervise() {
 			if w.state != ready {
 				continue
 			}
+			why := w.recycleDue()
 			switch {
-			case w.recycleDue():
-				p.retireLocked(w, wp.ReasonRecycle)
+			case why != "":
+				p.recycleLocked(w, why)
 			case p.cfg.MaxRSS > 0 && rss(w.proc.Pid()) > p.cfg.MaxRSS:
 				p.log.Info("a worker grew beyond max_rss", "pid", w.proc.Pid(), "max_rss", p.cfg.MaxRSS)
-				p.retireLocked(w, wp.ReasonRecycle)
+				p.recycleLocked(w, runner.RecycleRSS)
 			case len(w.calls) == 0 && alive > p.cfg.MinWorkers && now.Sub(w.lastUsed) >= p.cfg.IdleTimeout:
 				alive--
 				p.retireLocked(w, wp.ReasonIdle)

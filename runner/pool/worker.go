@@ -100,13 +100,14 @@ func (p *Pool) start(id int) {
 	switch {
 	case errors.As(err, &he) && he.inactive:
 		p.giveUpLocked(fmt.Errorf("%w: %s", ErrInactive, he.msg))
-		return
 	case errors.As(err, &he) && he.give:
 		p.giveUpLocked(fmt.Errorf("%w: %s", ErrFailed, he.msg))
-		return
 	case err != nil:
 		p.log.Error("a worker did not start", "error", err)
 		p.failedLocked(err.Error())
+	}
+	if err != nil {
+		p.events(runner.WorkerEvent{Kind: runner.WorkerExited, Agent: p.cfg.Agent, Worker: id, Reason: runner.ExitStartFailed, Detail: err.Error()})
 		return
 	}
 	if w.killReason != "" {
@@ -123,6 +124,7 @@ func (p *Pool) start(id int) {
 	// watch, which must not run before it is in.
 	p.wg.Go(w.watch)
 	p.log.Info("worker started", "pid", w.proc.Pid(), "sdk", w.sdk, "protocol", w.v, "concurrency", w.capacity)
+	p.events(w.event(runner.WorkerStarted, "", ""))
 	if p.closing || p.failed != nil {
 		w.state = draining
 		w.retireReason = wp.ReasonStop
@@ -377,6 +379,14 @@ func (w *worker) watch() {
 	p.workers = slices.DeleteFunc(p.workers, func(x *worker) bool { return x == w })
 	how := w.how()
 	reason := w.killReason
+	switch {
+	case expected:
+		p.events(w.event(runner.WorkerExited, w.retireReason, how))
+	case reason != "":
+		p.events(w.event(runner.WorkerExited, runner.ExitKilled, reason+" ("+how+")"))
+	default:
+		p.events(w.event(runner.WorkerExited, runner.ExitCrashed, how))
+	}
 	if !expected {
 		why := "it exited (" + how + ")"
 		if reason != "" {
@@ -560,9 +570,29 @@ func (w *worker) ping() {
 	}
 }
 
-// recycleDue says the worker served its requests or lived its life.
-func (w *worker) recycleDue() bool {
-	return w.limit > 0 && w.served >= w.limit || w.lifetime > 0 && time.Since(w.born) >= w.lifetime
+// recycleDue says why the worker is due to be recycled, having served its
+// requests or lived its life; empty when it is not.
+func (w *worker) recycleDue() string {
+	switch {
+	case w.limit > 0 && w.served >= w.limit:
+		return runner.RecycleRequests
+	case w.lifetime > 0 && time.Since(w.born) >= w.lifetime:
+		return runner.RecycleLifetime
+	}
+	return ""
+}
+
+// event describes w for the pool's worker events; the pool's mutex is held.
+func (w *worker) event(kind, reason, detail string) runner.WorkerEvent {
+	ev := runner.WorkerEvent{Kind: kind, Agent: w.p.cfg.Agent, Worker: w.id, Reason: reason, Detail: detail,
+		SDK: w.sdk, Protocol: w.v, Concurrency: w.capacity, Served: w.served}
+	if w.proc != nil {
+		ev.PID = w.proc.Pid()
+	}
+	if !w.born.IsZero() {
+		ev.Uptime = time.Since(w.born)
+	}
+	return ev
 }
 
 // writeTimeout bounds one write to a worker: one that stops reading its

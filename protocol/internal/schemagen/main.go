@@ -1,7 +1,9 @@
 // Command schemagen writes the JSON Schemas of agent-host's wire documents
-// into protocol/schemas. It reads the Go doc comments of the protocol
-// packages for descriptions, so it must run with the protocol directory as
-// its working directory, which is what `go generate ./protocol` does.
+// into protocol/schemas: those of the protocol packages and the data of
+// agent-host's own lifecycle events, which event consumers read. It reads
+// the Go doc comments of those packages for descriptions, so it must run
+// with the protocol directory as its working directory, which is what `go
+// generate ./protocol` does.
 package main
 
 import (
@@ -12,9 +14,11 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/invopop/jsonschema"
 
+	"github.com/agent-host/agent-host/lifecycle"
 	"github.com/agent-host/agent-host/protocol"
 	"github.com/agent-host/agent-host/protocol/ddl"
 	v1 "github.com/agent-host/agent-host/protocol/v1"
@@ -48,7 +52,15 @@ var documents = map[string]any{
 	"io.agent-host.worker.v1.ping.json":                    worker.Ping{},
 	"io.agent-host.worker.v1.pong.json":                    worker.Pong{},
 	"io.agent-host.worker.v1.shutdown.json":                worker.Shutdown{},
+	"io.agent-host.lifecycle.v1.agent_changed.json":        lifecycle.AgentChangedData{},
+	"io.agent-host.lifecycle.v1.worker_started.json":       lifecycle.WorkerData{},
+	"io.agent-host.lifecycle.v1.worker_recycled.json":      lifecycle.WorkerData{},
+	"io.agent-host.lifecycle.v1.worker_exited.json":        lifecycle.WorkerData{},
 }
+
+// commentDirs are the packages whose doc comments describe the documents,
+// relative to the protocol directory.
+var commentDirs = []string{".", "../lifecycle"}
 
 // generate renders every schema, keyed by file name.
 func generate() (map[string][]byte, error) {
@@ -60,10 +72,18 @@ func generate() (map[string][]byte, error) {
 	sort.Strings(names)
 	for _, name := range names {
 		r := &jsonschema.Reflector{Anonymous: true, AllowAdditionalProperties: true, ExpandedStruct: true}
-		if err := r.AddGoComments(modulePath, "."); err != nil {
-			return nil, fmt.Errorf("reading doc comments: %w", err)
+		for _, dir := range commentDirs {
+			if err := r.AddGoComments(modulePath, dir); err != nil {
+				return nil, fmt.Errorf("reading doc comments: %w", err)
+			}
 		}
 		s := r.Reflect(documents[name])
+		if t, ok := strings.CutPrefix(name, lifecycle.ProtocolPrefix); ok {
+			// The worker events share a Go type: each schema names its own.
+			if p, ok := s.Properties.Get("protocol"); ok {
+				p.Enum = []any{lifecycle.ProtocolPrefix + strings.TrimSuffix(t, ".json")}
+			}
+		}
 		b, err := json.MarshalIndent(s, "", "  ")
 		if err != nil {
 			return nil, fmt.Errorf("encoding %s: %w", name, err)
