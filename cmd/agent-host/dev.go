@@ -37,7 +37,7 @@ func newDevCommand(app *kingpin.Application) *devCommand {
 	return c
 }
 
-// devSetup is what prepare wrote.
+// devSetup is what writeDevFiles wrote.
 type devSetup struct {
 	dir          string
 	pki          *devpki.PKI
