@@ -23,7 +23,7 @@ SDKSRC  := sdk-python/pyproject.toml sdk-python/requirements-test.txt $(wildcard
 # `#!/usr/bin/env python3` agents find py-mco-agent.
 AGENT_PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all build run test test-go test-interop test-python sdk-venv bench bench-go bench-e2e bench-long bench-tools bench-load soak generate vet clean FORCE
+.PHONY: all build run dev test test-go test-interop test-python sdk-venv bench bench-go bench-e2e bench-long bench-tools bench-load soak generate vet clean FORCE
 
 all: build
 
@@ -69,6 +69,10 @@ sdk-venv: $(SDKENV)
 ## run: serve the example agents on an embedded NATS broker (Ctrl-C stops)
 run: build $(PYENV)
 	PATH="$(AGENT_PATH)" $(BIN) run --config testdata/config/dev.conf --plugins testdata/agents
+
+## dev: a development Choria setup: CA, certificates, a TLS broker, the example agents with the file provider, and a client.conf for choria (Ctrl-C stops)
+dev: build $(PYENV)
+	PATH="$(AGENT_PATH)" $(BIN) dev --plugins testdata/agents
 
 ## test: every test, including the interop tests against the real Choria client code and the Python SDK's
 test: test-go test-interop test-python

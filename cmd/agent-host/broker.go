@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strconv"
@@ -17,8 +18,10 @@ type broker struct {
 
 // startBroker starts a NATS server listening on addr (host:port). It only
 // binds loopback addresses: an embedded broker has no authentication, so
-// exposing it would let anyone on the network publish requests.
-func startBroker(addr string) (*broker, error) {
+// exposing it would let anyone on the network publish requests. With tc,
+// clients must speak TLS and present a certificate tc's ClientCAs vouch
+// for, as Choria's broker requires.
+func startBroker(addr string, tc *tls.Config) (*broker, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("embedded broker address %q: %w", addr, err)
@@ -37,7 +40,18 @@ func startBroker(addr string) (*broker, error) {
 		return nil, fmt.Errorf("embedded broker address %s is not free (another broker or agent-host running?): %w", addr, err)
 	}
 	l.Close()
-	srv, err := server.NewServer(&server.Options{Host: host, Port: port, NoSigs: true, NoLog: true, MaxPayload: 8 << 20})
+	if port == 0 {
+		// nats-server reads port 0 as its default, 4222.
+		port = server.RANDOM_PORT
+	}
+	opts := &server.Options{Host: host, Port: port, NoSigs: true, NoLog: true, MaxPayload: 8 << 20}
+	if tc != nil {
+		if tc.ClientAuth != tls.RequireAndVerifyClientCert {
+			return nil, fmt.Errorf("embedded broker TLS: client certificates must be required and verified")
+		}
+		opts.TLS, opts.TLSVerify, opts.TLSConfig, opts.TLSTimeout = true, true, tc, 5
+	}
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("creating embedded broker: %w", err)
 	}
@@ -49,8 +63,22 @@ func startBroker(addr string) (*broker, error) {
 	return &broker{srv: srv}, nil
 }
 
-// URL is the nats:// address clients connect to.
+// URL is the nats:// address clients connect to; with TLS they upgrade
+// the connection as the server asks.
 func (b *broker) URL() string { return b.srv.ClientURL() }
+
+// Port is the port the broker listens on, the free one picked for port 0.
+func (b *broker) Port() int { return b.srv.Addr().(*net.TCPAddr).Port }
+
+// brokerTLS is the server side of the broker's TLS: its certificate, and
+// the CA client certificates must chain to.
+func brokerTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
+	tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: certFile, KeyFile: keyFile, CaFile: caFile, Verify: true})
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker TLS: %w", err)
+	}
+	return tc, nil
+}
 
 // Close stops the broker and waits for it.
 func (b *broker) Close() {

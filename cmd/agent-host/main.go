@@ -1,6 +1,7 @@
 // Command agent-host serves Choria RPC requests with external agents.
 //
 //	agent-host run [--config FILE] [--plugins DIR]
+//	agent-host dev [--dir DIR] [--port N] [--plugins DIR] [--identity NAME]
 //	agent-host agents [--config FILE] [--plugins DIR]
 //	agent-host req AGENT ACTION [key=value ...] [-I identity] [-F fact=value] [-C class] [-A agent] [-S expr] [--json]
 //	agent-host policy eval [--config FILE] AGENT ACTION [key=value ...] [--caller C] [--collective X] [--facts FILE] [--json]
@@ -27,6 +28,7 @@ func main() {
 
 	var code int
 	run := newRunCommand(app)
+	dev := newDevCommand(app)
 	agents := newAgentsCommand(app)
 	req := newReqCommand(app)
 	policyEval, policyTest := newPolicyCommands(app)
@@ -45,6 +47,8 @@ func main() {
 	switch cmd {
 	case "run":
 		err = run.execute(ctx, again)
+	case "dev":
+		err = dev.execute(ctx, again, os.Stdout)
 	case "agents":
 		err = agents.execute(ctx, os.Stdout)
 	case "req":

@@ -206,6 +206,7 @@ type running struct {
 	cmd     *exec.Cmd
 	done    chan error
 	logs    *syncBuffer
+	out     *syncBuffer // stdout
 	stopped bool
 }
 
@@ -221,6 +222,12 @@ func (b *syncBuffer) WriteString(s string) {
 	b.buf.WriteString(s)
 }
 
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
 func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -231,7 +238,8 @@ func (b *syncBuffer) String() string {
 // killed when the test ends unless stopped first.
 func startRun(t *testing.T, args ...string) (*running, *syncBuffer) {
 	t.Helper()
-	r := &running{cmd: agentHost(args...), done: make(chan error, 1), logs: &syncBuffer{}}
+	r := &running{cmd: agentHost(args...), done: make(chan error, 1), logs: &syncBuffer{}, out: &syncBuffer{}}
+	r.cmd.Stdout = r.out
 	stderr, err := r.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -59,13 +59,12 @@ func (c *runCommand) execute(ctx context.Context, abort <-chan struct{}) error {
 	defer closeLog()
 
 	var opts []host.Option
-	opts = append(opts, host.WithLogger(log))
 	if len(cfg.MiddlewareHosts) == 0 {
 		if cfg.SecurityProvider == "file" {
 			// The file provider connects with TLS, which the embedded broker does not offer.
-			return errors.New("no broker configured: set plugin.choria.middleware_hosts to a TLS broker for plugin.security.provider = file, or use plugin.security.provider = insecure for a loopback-only development setup (see testdata/config/dev.conf)")
+			return errors.New("no broker configured: set plugin.choria.middleware_hosts to a TLS broker for plugin.security.provider = file, run `agent-host dev` for a development setup with its own certificates and TLS broker, or use plugin.security.provider = insecure for a loopback-only one (see testdata/config/dev.conf)")
 		}
-		b, err := startBroker(cfg.EmbeddedBroker)
+		b, err := startBroker(cfg.EmbeddedBroker, nil)
 		if err != nil {
 			return fmt.Errorf("no middleware hosts configured, and the embedded broker failed: %w", err)
 		}
@@ -73,7 +72,13 @@ func (c *runCommand) execute(ctx context.Context, abort <-chan struct{}) error {
 		log.Info("no broker configured (plugin.choria.middleware_hosts): started an embedded NATS broker", "url", b.URL())
 		opts = append(opts, host.WithBrokerURL(b.URL()))
 	}
-	// Lifecycle events go out on the host's own connection, once it has one.
+	return serve(ctx, abort, cfg, log, nil, opts...)
+}
+
+// serve runs a host for cfg until ctx ends, publishing lifecycle events on
+// the host's own connection; ready, when not nil, is called once the host
+// is serving. abort closing kills running agents rather than waiting.
+func serve(ctx context.Context, abort <-chan struct{}, cfg *config.Config, log *slog.Logger, ready func(), opts ...host.Option) error {
 	var h *host.Host
 	events := lifecycle.New(lifecycle.PublisherFunc(func(subject string, data []byte) error {
 		return h.Publish(subject, data)
@@ -82,15 +87,29 @@ func (c *runCommand) execute(ctx context.Context, abort <-chan struct{}) error {
 		Legacy:  cfg.LegacyLifecycleFormat,
 		Logger:  log.With("component", "lifecycle"),
 	})
-	opts = append(opts, host.WithEvents(events))
-	h, err = host.New(cfg, opts...)
+	opts = append([]host.Option{host.WithLogger(log), host.WithEvents(events)}, opts...)
+	h, err := host.New(cfg, opts...)
 	if err != nil {
 		return err
 	}
+	done := make(chan struct{})
+	defer close(done)
 	go func() {
-		<-abort
-		h.Abort()
+		select {
+		case <-abort:
+			h.Abort()
+		case <-done:
+		}
 	}()
+	if ready != nil {
+		go func() {
+			select {
+			case <-h.Ready():
+				ready()
+			case <-done:
+			}
+		}()
+	}
 	return h.Run(ctx)
 }
 
