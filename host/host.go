@@ -120,6 +120,7 @@ type Host struct {
 	// broker can send them, and a flood must not flood the log.
 	refusals *logLimit
 	counters counters
+	metrics  *metrics
 
 	nc *nats.Conn
 	// conn is nc for Publish, which may be called from other goroutines
@@ -186,6 +187,7 @@ func New(cfg *config.Config, opts ...Option) (*Host, error) {
 		return nil, err
 	}
 	h.intake = newIntake(cfg.PendingLimit, cfg.PendingBytes)
+	h.metrics = newMetrics(h)
 	// Last, as nothing after it can fail: Run closes what it selects.
 	h.selectAuthorizer()
 	if cfg.RPCAudit && cfg.RPCAuditLogfile != "" {
@@ -312,6 +314,11 @@ func (h *Host) Run(ctx context.Context) error {
 	h.nc = nc
 	h.conn.Store(nc)
 	defer nc.Close()
+	obs, err := h.startObservers(ctx)
+	if err != nil {
+		return err
+	}
+	defer obs.stop()
 
 	workers := h.startWorkers()
 	if err := h.syncSubscriptions(); err != nil {
@@ -357,7 +364,11 @@ func (h *Host) Publish(subject string, data []byte) error {
 	if nc == nil {
 		return errors.New("host: not connected to the broker")
 	}
-	return nc.Publish(subject, data)
+	if err := nc.Publish(subject, data); err != nil {
+		return err
+	}
+	h.counters.events.Add(1)
+	return nil
 }
 
 // Abort kills the agents of in-flight requests at once instead of letting
