@@ -157,6 +157,9 @@ func TestMetrics(t *testing.T) {
 	if r := h.publish(t, busy, busyID, true); r.Statuscode != protocol.Aborted || !strings.Contains(r.Statusmsg, "is busy") {
 		t.Errorf("busy: %d %q", r.Statuscode, r.Statusmsg)
 	}
+	// A reply is counted once published, which may be just after the
+	// client has it.
+	eventually(t, 10*time.Second, "the last reply was not counted", func() bool { return h.host.Stats().Replies == 13 })
 	eventually(t, 10*time.Second, "the recycled worker did not exit", func() bool {
 		return slices.Contains(metricValues(scrape(t, fmt.Sprintf("http://127.0.0.1:%d/choria/prometheus", port)), "agent_host_pool_worker_retirements_total"), "agent=pooltest,"+id+",reason=recycle 1")
 	})
