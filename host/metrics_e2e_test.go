@@ -244,6 +244,13 @@ func TestMetrics(t *testing.T) {
 	if info.Identity != node || info.Build.Version != host.Version || info.Build.Secure || info.System.RSS <= 0 || info.System.Cores <= 0 {
 		t.Errorf("/choria/ = %+v", info)
 	}
+
+	// The server goes with the host.
+	h.stop()
+	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/choria/prometheus", port)); err == nil {
+		resp.Body.Close()
+		t.Errorf("the statistics server still answers after the host stopped: %s", resp.Status)
+	}
 }
 
 // TestStatsPortTaken: with a statistics port already taken the host does
