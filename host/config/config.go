@@ -102,7 +102,8 @@ type Config struct {
 	// file whole, so a reader never sees half of one. When unset no file is written.
 	StatusFilePath string `confkey:"plugin.choria.status_file_path" type:"path_string"`
 
-	// How often plugin.choria.status_file_path is written; 0 turns it off, as in Choria.
+	// How often plugin.choria.status_file_path is written: a bare number is seconds, as in
+	// Choria, and 0 turns the file off.
 	StatusUpdateInterval time.Duration `confkey:"plugin.choria.status_update_interval" type:"duration" default:"30s"`
 
 	// The user name to present to the NATS broker. When unset no user name is sent.

@@ -55,7 +55,7 @@ var descriptions = map[string]string{
 	"plugin.choria.stats_address":                 "The address the statistics HTTP server listens on when plugin.choria.stats_port is set: Choria's paths, /choria/prometheus and /choria/metrics for Prometheus and /choria/ for a JSON summary of the build and the process.",
 	"plugin.choria.stats_port":                    "The port of the statistics HTTP server; 0 turns it off, as in Choria.",
 	"plugin.choria.status_file_path":              "A file this node writes its status to, as JSON in Choria's format, at start-up and every plugin.choria.status_update_interval, for Choria's status checks. Each write replaces the file whole, so a reader never sees half of one. When unset no file is written.",
-	"plugin.choria.status_update_interval":        "How often plugin.choria.status_file_path is written; 0 turns it off, as in Choria.",
+	"plugin.choria.status_update_interval":        "How often plugin.choria.status_file_path is written: a bare number is seconds, as in Choria, and 0 turns the file off.",
 	"plugin.choria.use_srv":                       "Accepted for compatibility with Choria configurations, but agent-host does not do DNS SRV lookups; set plugin.choria.middleware_hosts instead. Defaults to false, unlike Choria; setting it to true without middleware hosts logs a warning.",
 	"plugin.nats.credentials":                     "A NATS 2.0 credentials file to authenticate to the broker with.",
 	"plugin.nats.pass":                            "The password to present to the NATS broker together with plugin.nats.user.",
