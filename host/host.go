@@ -10,7 +10,8 @@
 // host.go composes the parts and owns the start-up and shutdown order,
 // subscribe.go holds the NATS side, intake.go and queue.go the two bounded
 // buffers, pipeline.go the checks in Choria's order, audit.go rpcaudit,
-// and reply.go what goes back on the wire.
+// reply.go what goes back on the wire, and metrics.go and status.go what
+// the node tells Prometheus and Choria's status checks.
 //
 // The host wires the other packages explicitly: protocol/security and
 // protocol/filter for the checks, host/builtin for discovery and rpcutil,

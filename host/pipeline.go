@@ -175,15 +175,15 @@ func (h *Host) checkTTL(e *v1.RequestEnvelope) error {
 func (h *Host) runQueued(r *request) {
 	// The wait may have outlasted the request's TTL; the caller has most
 	// likely given up, but it is told if not.
+	wait := h.now().Sub(r.queued)
+	h.metrics.queueWait.WithLabelValues(r.agent.name).Observe(wait.Seconds())
 	if err := h.checkTTL(&r.req.Envelope); err != nil {
 		h.counters.expiredWaiting.Add(1)
-		h.metrics.queueWait.WithLabelValues(r.agent.name).Observe(h.now().Sub(r.queued).Seconds())
-		waited := h.now().Sub(r.queued).Round(time.Millisecond)
+		waited := wait.Round(time.Millisecond)
 		r.log.Warn("a request expired while waiting for a slot; not running it", "waited", waited, "ttl", r.req.Envelope.TTL)
 		h.refuse(r, fmt.Sprintf("%s is busy: the request expired after waiting %s for a free slot; try again later", h.cfg.Identity, waited))
 		return
 	}
-	h.metrics.queueWait.WithLabelValues(r.agent.name).Observe(h.now().Sub(r.queued).Seconds())
 	h.respond(h.reqCtx, r)
 }
 
