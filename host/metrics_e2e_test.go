@@ -357,3 +357,37 @@ func TestStatusFile(t *testing.T) {
 		t.Errorf("temporary files left beside the status file: %v", entries)
 	}
 }
+
+// TestPoolMetricsSurviveReload: an agent's pool counters count on across
+// the pools that replace each other when the agent changes on disk.
+func TestPoolMetricsSurviveReload(t *testing.T) {
+	port := freePort(t)
+	exe := poolAgents[0].exe
+	h := start(t, setup{pooltest: exe, configure: func(c *config.Config) { c.StatsPort = port }})
+	url := fmt.Sprintf("http://127.0.0.1:%d/choria/metrics", port)
+	id := "identity=" + node
+	before := pid(t, h.call("pooltest", "echo", `{}`))
+
+	target := filepath.Join(h.plugins, "pooltest", "pooltest")
+	next := filepath.Join(h.plugins, "pooltest", ".pooltest.new")
+	copyFile(t, exe, next)
+	if err := os.Rename(next, target); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the pool was not replaced", func() bool {
+		return strings.Contains(h.logs.String(), "retiring the agent's pool of workers")
+	})
+	waitGone(t, before)
+	if after := pid(t, h.call("pooltest", "echo", `{}`)); after == before {
+		t.Fatalf("still served by %d after the reload", before)
+	}
+	// The old pool is closed once its worker is gone.
+	eventually(t, 10*time.Second, "the old pool's retirement was not counted", func() bool {
+		return slices.Equal(metricValues(scrape(t, url), "agent_host_pool_worker_retirements_total"), []string{"agent=pooltest," + id + ",reason=reload 1"})
+	})
+	m := scrape(t, url)
+	wantSeries(t, m, "agent_host_pool_worker_starts_total", "agent=pooltest,"+id+" 2")
+	wantSeries(t, m, "agent_host_pool_worker_failures_total", "agent=pooltest,"+id+" 0")
+	wantSeries(t, m, "agent_host_pool_workers", "agent=pooltest,"+id+" 1")
+	wantSeries(t, m, "agent_host_requests_total", "action=echo,agent=pooltest,"+id+",statuscode=0 2")
+}
