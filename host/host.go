@@ -10,7 +10,8 @@
 // host.go composes the parts and owns the start-up and shutdown order,
 // subscribe.go holds the NATS side, intake.go and queue.go the two bounded
 // buffers, pipeline.go the checks in Choria's order, audit.go rpcaudit,
-// and reply.go what goes back on the wire.
+// reply.go what goes back on the wire, and metrics.go and status.go what
+// the node tells Prometheus and Choria's status checks.
 //
 // The host wires the other packages explicitly: protocol/security and
 // protocol/filter for the checks, host/builtin for discovery and rpcutil,
@@ -123,6 +124,7 @@ type Host struct {
 	// broker can send them, and a flood must not flood the log.
 	refusals *logLimit
 	counters counters
+	metrics  *metrics
 
 	nc *nats.Conn
 	// conn is nc for Publish, which may be called from other goroutines
@@ -191,6 +193,7 @@ func New(cfg *config.Config, opts ...Option) (*Host, error) {
 		return nil, err
 	}
 	h.intake = newIntake(cfg.PendingLimit, cfg.PendingBytes)
+	h.metrics = newMetrics(h)
 	// Last, as nothing after it can fail: Run closes what it selects.
 	h.selectAuthorizer()
 	if cfg.RPCAudit && cfg.RPCAuditLogfile != "" {
@@ -318,6 +321,11 @@ func (h *Host) Run(ctx context.Context) error {
 	h.nc = nc
 	h.conn.Store(nc)
 	defer nc.Close()
+	obs, err := h.startObservers(ctx)
+	if err != nil {
+		return err
+	}
+	defer obs.stop()
 
 	workers := h.startWorkers()
 	if err := h.syncSubscriptions(); err != nil {
@@ -365,7 +373,11 @@ func (h *Host) Publish(subject string, data []byte) error {
 	if nc == nil {
 		return errors.New("host: not connected to the broker")
 	}
-	return nc.Publish(subject, data)
+	if err := nc.Publish(subject, data); err != nil {
+		return err
+	}
+	h.counters.events.Add(1)
+	return nil
 }
 
 // Abort kills the agents of in-flight requests at once instead of letting

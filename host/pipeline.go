@@ -81,6 +81,7 @@ func (h *Host) handle(msg *nats.Msg) {
 		return
 	}
 	h.counters.validated.Add(1)
+	h.counters.lastMessage.Store(h.now().Unix())
 
 	if t.Headers.ReplyTo == "" {
 		log.Warn("request has no reply-to header; it will run but nobody can be answered")
@@ -174,9 +175,11 @@ func (h *Host) checkTTL(e *v1.RequestEnvelope) error {
 func (h *Host) runQueued(r *request) {
 	// The wait may have outlasted the request's TTL; the caller has most
 	// likely given up, but it is told if not.
+	wait := h.now().Sub(r.queued)
+	h.metrics.queueWait.WithLabelValues(r.agent.name).Observe(wait.Seconds())
 	if err := h.checkTTL(&r.req.Envelope); err != nil {
 		h.counters.expiredWaiting.Add(1)
-		waited := h.now().Sub(r.queued).Round(time.Millisecond)
+		waited := wait.Round(time.Millisecond)
 		r.log.Warn("a request expired while waiting for a slot; not running it", "waited", waited, "ttl", r.req.Envelope.TTL)
 		h.refuse(r, fmt.Sprintf("%s is busy: the request expired after waiting %s for a free slot; try again later", h.cfg.Identity, waited))
 		return
@@ -188,7 +191,9 @@ func (h *Host) runQueued(r *request) {
 func (h *Host) respond(ctx context.Context, r *request) {
 	start := time.Now()
 	reply := h.handleRPC(ctx, r)
-	took := time.Since(start).Round(time.Microsecond)
+	elapsed := time.Since(start)
+	h.metrics.duration.WithLabelValues(r.agent.name, actionLabel(r)).Observe(elapsed.Seconds())
+	took := elapsed.Round(time.Microsecond)
 	if reply.Statuscode == protocol.OK || reply.agentAnswered {
 		r.log.Info("request handled", "statuscode", uint8(reply.Statuscode), "statusmsg", reply.Statusmsg, "duration", took)
 	}
@@ -237,12 +242,14 @@ func (h *Host) handleRPC(ctx context.Context, r *request) rpcOutcome {
 	areq.RequestID, areq.SenderID, areq.CallerID, areq.Collective, areq.TTL, areq.MsgTime = e.RequestID, e.SenderID, e.CallerID, e.Collective, e.TTL, e.Time
 	areply, err := r.agent.run.Run(runCtx, areq)
 	if err != nil {
-		msg := h.runFailure(r.agent.name, r.rpc.Action, timeout, err)
+		cause, msg := h.runFailure(r.agent.name, r.rpc.Action, timeout, err)
+		h.metrics.failures.WithLabelValues(r.agent.name, cause).Inc()
 		r.log.Error("agent failed", "error", err, "statusmsg", msg)
 		return rpcOutcome{RPCReply: reply.Fail(protocol.Aborted, msg)}
 	}
 	data, err := action.SetOutputDefaults(areply.Data)
 	if err != nil {
+		h.metrics.failures.WithLabelValues(r.agent.name, causeReplyDefaults).Inc()
 		r.log.Error("agent reply cannot take the DDL's output defaults", "error", err)
 		return rpcOutcome{RPCReply: reply.Fail(protocol.Aborted, "Could not set reply defaults: "+err.Error())}
 	}
@@ -257,26 +264,27 @@ func (h *Host) handleRPC(ctx context.Context, r *request) rpcOutcome {
 
 // runFailure turns a runner error into the statusmsg the caller sees:
 // Choria's text where Choria has one, and in every case what happened in
-// the caller's terms, never a Go error or a path on the node.
-func (h *Host) runFailure(agent, action string, timeout time.Duration, err error) string {
+// the caller's terms, never a Go error or a path on the node. cause is
+// the failure's kind, for agent_host_agent_failures_total.
+func (h *Host) runFailure(agent, action string, timeout time.Duration, err error) (cause, msg string) {
 	prefix := fmt.Sprintf("Could not call external agent %s#%s", agent, action)
 	var exit *runner.ExitError
 	var tooLarge *runner.ReplyTooLargeError
 	switch {
 	case errors.Is(err, protocol.ErrReplyDataFormat):
-		return "Could not set reply defaults: " + protocol.ErrReplyDataFormat.Error()
+		return causeReplyFormat, "Could not set reply defaults: " + protocol.ErrReplyDataFormat.Error()
 	case errors.Is(err, runner.ErrNoExecutable):
-		return fmt.Sprintf("Cannot call external agent %s#%s: %s", agent, action, runner.ErrNoExecutable)
+		return causeNoExecutable, fmt.Sprintf("Cannot call external agent %s#%s: %s", agent, action, runner.ErrNoExecutable)
 	case errors.Is(err, runner.ErrTimeout):
-		return fmt.Sprintf("%s: timed out after %s, the agent was killed", prefix, timeout)
+		return causeTimeout, fmt.Sprintf("%s: timed out after %s, the agent was killed", prefix, timeout)
 	case h.reqCtx.Err() != nil && errors.Is(err, context.Canceled):
-		return fmt.Sprintf("%s: %s is shutting down, the agent was killed", prefix, h.cfg.Identity)
+		return causeShutdown, fmt.Sprintf("%s: %s is shutting down, the agent was killed", prefix, h.cfg.Identity)
 	case errors.As(err, &tooLarge):
-		return fmt.Sprintf("%s: its reply of %d bytes is larger than the %d bytes allowed (plugin.agent_host.reply_max_bytes)", prefix, tooLarge.Size, tooLarge.Limit)
+		return causeReplyTooLarge, fmt.Sprintf("%s: its reply of %d bytes is larger than the %d bytes allowed (plugin.agent_host.reply_max_bytes)", prefix, tooLarge.Size, tooLarge.Limit)
 	case errors.As(err, &exit):
-		return fmt.Sprintf("%s: %s", prefix, exit)
+		return causeExit, fmt.Sprintf("%s: %s", prefix, exit)
 	}
-	return fmt.Sprintf("%s: %s", prefix, runner.Cause(err))
+	return causeOther, fmt.Sprintf("%s: %s", prefix, runner.Cause(err))
 }
 
 // authorize asks the authorizer whether r may run, unless authorization
@@ -304,6 +312,7 @@ func (h *Host) authorize(ctx context.Context, r *request) bool {
 	if err != nil {
 		reason = err.Error()
 	}
+	h.metrics.denied.WithLabelValues(r.agent.name, r.rpc.Action).Inc()
 	r.log.Warn(fmt.Sprintf("Denying %s access to %s#%s based on authorization policy for request %s", e.CallerID, r.agent.name, r.rpc.Action, e.RequestID),
 		"reason", reason, "policy", decision.Policy)
 	return false

@@ -14,6 +14,7 @@ import (
 
 // replyRPC encodes a SimpleRPC reply and publishes it.
 func (h *Host) replyRPC(r *request, reply *protocol.RPCReply) {
+	h.metrics.answered(r, reply.Statuscode)
 	body, err := json.Marshal(reply)
 	if err != nil {
 		// Only an agent's invalid data can get here; the runner decoded it, so this is a bug.

@@ -35,10 +35,16 @@ type agentRunners struct {
 	mu      sync.Mutex
 	pools   map[string]*pooledAgent // by agent name
 	closing sync.WaitGroup          // pools being closed
+	// retiring are the pools being closed, and gone what the closed ones
+	// counted, by agent, so that the counts of an agent's pools never go
+	// back when a pool is replaced.
+	retiring map[*pooledAgent]bool
+	gone     map[string]pool.Stats
 }
 
 func newAgentRunners(cfg *config.Config, sp *spawn.Spawner, inv *inventory.Inventory, log *slog.Logger, capacityChanged func(), workerEvent func(runner.WorkerEvent)) *agentRunners {
-	return &agentRunners{cfg: cfg, spawner: sp, inv: inv, log: log, capacityChanged: capacityChanged, workerEvent: workerEvent, pools: map[string]*pooledAgent{}}
+	return &agentRunners{cfg: cfg, spawner: sp, inv: inv, log: log, capacityChanged: capacityChanged, workerEvent: workerEvent, pools: map[string]*pooledAgent{},
+		retiring: map[*pooledAgent]bool{}, gone: map[string]pool.Stats{}}
 }
 
 // runnerFor returns the runner for a, reusing its pool when a is the agent
@@ -106,11 +112,69 @@ func (r *agentRunners) retireLocked(p *pooledAgent, why, reason string) {
 		delete(r.pools, p.agent.Name)
 	}
 	r.log.Info("retiring the agent's pool of workers", "agent", p.agent.Name, "why", why)
+	r.retiring[p] = true
 	r.closing.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ForAgent(p.agent.Name).PoolShutdownGrace+r.cfg.ShutdownGrace)
 		defer cancel()
 		_ = p.pool.CloseFor(ctx, reason)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		delete(r.retiring, p)
+		r.gone[p.agent.Name] = addPoolCounts(r.gone[p.agent.Name], p.pool.Stats())
 	})
+}
+
+// poolStats are the counts of an agent's pools.
+type poolStats struct {
+	pool.Stats
+	// Failed is set while the agent's pool has given up on its workers.
+	Failed bool
+}
+
+// stats reports the pools' counts by agent: the workers of the pools
+// serving or still closing, and what every pool of the agent counted
+// since the host started.
+func (r *agentRunners) stats() map[string]poolStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]poolStats, len(r.pools)+len(r.gone))
+	for name, s := range r.gone {
+		out[name] = poolStats{Stats: addPoolCounts(pool.Stats{}, s)}
+	}
+	add := func(p *pooledAgent, serving bool) {
+		s := p.pool.Stats()
+		got := out[p.agent.Name]
+		got.Stats = addPoolCounts(got.Stats, s)
+		got.Workers += s.Workers
+		got.Busy += s.Busy
+		got.Running += s.Running
+		if serving && p.pool.Failed() != nil {
+			got.Failed = true
+		}
+		out[p.agent.Name] = got
+	}
+	for _, p := range r.pools {
+		add(p, true)
+	}
+	for p := range r.retiring {
+		add(p, false)
+	}
+	return out
+}
+
+// addPoolCounts adds the counters of b to a: the workers started, failed
+// and retired, not those running now.
+func addPoolCounts(a, b pool.Stats) pool.Stats {
+	a.Started += b.Started
+	a.Failures += b.Failures
+	retired := make(map[string]int, len(a.Retired)+len(b.Retired))
+	for _, m := range []map[string]int{a.Retired, b.Retired} {
+		for reason, n := range m {
+			retired[reason] += n
+		}
+	}
+	a.Retired = retired
+	return a
 }
 
 // close closes every pool, once no request runs any more, and waits for

@@ -17,6 +17,9 @@ type counters struct {
 	pendingDropped                                             atomic.Int64
 	// natsDroppedGone keeps what NATS dropped on subscriptions since removed.
 	natsDroppedGone atomic.Int64
+	// events are the lifecycle events published; lastMessage is when, in
+	// Unix seconds, the last request was validated, 0 before any.
+	events, lastMessage atomic.Int64
 }
 
 // Stats is a snapshot of what happened to requests: Choria's counters, as
@@ -61,6 +64,8 @@ type Stats struct {
 	// counted in IntakeDropped too, or by the NATS client. Each episode is
 	// also logged.
 	Dropped, IntakeDropped int64
+	// Events are the lifecycle events published, as Choria counts them.
+	Events int64
 }
 
 // Stats returns the current counters.
@@ -74,6 +79,7 @@ func (h *Host) Stats() Stats {
 		Busy: c.busy.Load(), ExpiredWaiting: c.expiredWaiting.Load(), Refused: c.refusedReplies.Load(),
 		Waiting: h.queue.waiting(), Running: h.queue.running(),
 		Dropped: c.pendingDropped.Load() + h.natsDropped(), IntakeDropped: c.pendingDropped.Load(),
+		Events: c.events.Load(),
 	}
 }
 

@@ -89,6 +89,23 @@ type Config struct {
 	// Choria's CloudEvents support.
 	LegacyLifecycleFormat bool `confkey:"plugin.choria.legacy_lifecycle_format" default:"false"`
 
+	// The address the statistics HTTP server listens on when plugin.choria.stats_port is set:
+	// Choria's paths, /choria/prometheus and /choria/metrics for Prometheus and /choria/ for a
+	// JSON summary of the build and the process.
+	StatsAddress string `confkey:"plugin.choria.stats_address" default:"127.0.0.1"`
+
+	// The port of the statistics HTTP server; 0 turns it off, as in Choria.
+	StatsPort int `confkey:"plugin.choria.stats_port" default:"0" validate:"min=0"`
+
+	// A file this node writes its status to, as JSON in Choria's format, at start-up and every
+	// plugin.choria.status_update_interval, for Choria's status checks. Each write replaces the
+	// file whole, so a reader never sees half of one. When unset no file is written.
+	StatusFilePath string `confkey:"plugin.choria.status_file_path" type:"path_string"`
+
+	// How often plugin.choria.status_file_path is written: a bare number is seconds, as in
+	// Choria, and 0 turns the file off.
+	StatusUpdateInterval time.Duration `confkey:"plugin.choria.status_update_interval" type:"duration" default:"30s"`
+
 	// The user name to present to the NATS broker. When unset no user name is sent.
 	NATSUser string `confkey:"plugin.nats.user"`
 

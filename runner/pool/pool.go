@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -239,6 +240,7 @@ type Pool struct {
 	waiting  int       // requests waiting for a worker
 
 	started, failuresTotal int // for Stats
+	retired                map[string]int
 
 	// perWorker is how many requests a worker runs at once, as the last
 	// handshake settled it; 1 until then.
@@ -510,13 +512,16 @@ type Stats struct {
 	Running int
 	// Started counts the workers started, Failures those that failed.
 	Started, Failures int
+	// Retired counts the workers that were shut down and exited as told,
+	// by the reason they were given (wp.ReasonRecycle, ReasonIdle, ...).
+	Retired map[string]int
 }
 
 // Stats reports the pool's counts now.
 func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := Stats{Started: p.started, Failures: p.failuresTotal}
+	s := Stats{Started: p.started, Failures: p.failuresTotal, Retired: maps.Clone(p.retired)}
 	for _, w := range p.workers {
 		s.Workers++
 		if len(w.calls) > 0 {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agent-host/agent-host/protocol"
+	wp "github.com/agent-host/agent-host/protocol/worker"
 	"github.com/agent-host/agent-host/runner"
 	"github.com/agent-host/agent-host/runner/pool"
 	"github.com/agent-host/agent-host/runner/runnertest"
@@ -338,6 +339,11 @@ func TestRecycling(t *testing.T) {
 			if pids[0] == pids[3] || pids[3] == pids[6] {
 				t.Fatalf("pids %v: want a new worker every 3 requests", pids)
 			}
+			// The two retired workers count once they are gone.
+			waitFor(t, "the recycled workers to exit", func() bool { return p.Stats().Retired[wp.ReasonRecycle] == 2 })
+			if s := p.Stats(); s.Started != 3 || s.Failures != 0 || len(s.Retired) != 1 {
+				t.Errorf("stats %+v, want 3 started, no failure and 2 recycled", s)
+			}
 		})
 		t.Run("lifetime", func(t *testing.T) {
 			p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, MinWorkers: 1, MaxLifetime: 300 * time.Millisecond}, nil)
@@ -376,8 +382,8 @@ func TestIdleShrink(t *testing.T) {
 		}
 		waitFor(t, "the pool to shrink to MinWorkers", func() bool { return p.Stats().Workers == 1 })
 		time.Sleep(1500 * time.Millisecond)
-		if s := p.Stats(); s.Workers != 1 {
-			t.Errorf("%d workers after idling, want MinWorkers 1", s.Workers)
+		if s := p.Stats(); s.Workers != 1 || s.Retired[wp.ReasonIdle] != 2 {
+			t.Errorf("%d workers after idling, %d stopped idle; want MinWorkers 1 and 2", s.Workers, s.Retired[wp.ReasonIdle])
 		}
 	})
 }

@@ -394,8 +394,14 @@ func (w *worker) watch() {
 		}
 		p.log.Error("a worker ended unexpectedly", "worker", w.id, "pid", w.proc.Pid(), "why", why, "stderr", tailText(w.proc.StderrTail()))
 		p.failedLocked(why)
-	} else if time.Since(w.born) > p.cfg.RestartPeriod {
-		p.healthyLocked()
+	} else {
+		if p.retired == nil {
+			p.retired = map[string]int{}
+		}
+		p.retired[w.retireReason]++
+		if time.Since(w.born) > p.cfg.RestartPeriod {
+			p.healthyLocked()
+		}
 	}
 	p.notifyLocked()
 	p.mu.Unlock()
