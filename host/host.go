@@ -114,6 +114,7 @@ type Host struct {
 	catalog  *runner.Catalog
 	runners  *agentRunners
 	rpcutil  *agentEntry
+	choria   *agentEntry
 	agents   atomic.Pointer[agentTable]
 
 	// refusals limits the log lines about refused messages: anyone on the
@@ -182,7 +183,7 @@ func New(cfg *config.Config, opts ...Option) (*Host, error) {
 		inFlightPerAgent: inFlightPerAgent(cfg),
 	})
 	h.runners = newAgentRunners(cfg, h.spawner, h.inv, h.log, h.queue.limitsChanged)
-	if h.rpcutil, err = h.newRPCUtil(); err != nil {
+	if h.rpcutil, h.choria, err = h.newBuiltins(); err != nil {
 		return nil, err
 	}
 	h.intake = newIntake(cfg.PendingLimit, cfg.PendingBytes)
@@ -517,21 +518,28 @@ func (h *Host) closeAuthorizer() {
 	}
 }
 
-// newRPCUtil builds the rpcutil agent over this host's state.
-func (h *Host) newRPCUtil() (*agentEntry, error) {
-	run, d, err := builtin.NewRPCUtil(builtin.Node{
-		Config:    h.cfg,
-		Version:   Version,
-		Started:   h.started,
-		Now:       h.now,
-		Inventory: h.inv.Snapshot,
-		Agents:    func() []builtin.Agent { return h.agents.Load().builtinAgents() },
-		Stats:     func() builtin.Stats { return h.Stats().builtin() },
-	})
-	if err != nil {
-		return nil, err
+// newBuiltins builds the rpcutil and choria_util agents over this host's
+// state.
+func (h *Host) newBuiltins() (rpcutil, choriaUtil *agentEntry, err error) {
+	node := builtin.Node{
+		Config:     h.cfg,
+		Version:    Version,
+		Started:    h.started,
+		Now:        h.now,
+		Inventory:  h.inv.Snapshot,
+		Agents:     func() []builtin.Agent { return h.agents.Load().builtinAgents() },
+		Stats:      func() builtin.Stats { return h.Stats().builtin() },
+		Connection: h.connection,
 	}
-	return &agentEntry{name: builtin.RPCUtil, ddl: d, run: run, builtin: true}, nil
+	run, d, err := builtin.NewRPCUtil(node)
+	if err != nil {
+		return nil, nil, err
+	}
+	rpcutil = &agentEntry{name: builtin.RPCUtil, ddl: d, run: run, builtin: true}
+	if run, d, err = builtin.NewChoriaUtil(node); err != nil {
+		return nil, nil, err
+	}
+	return rpcutil, &agentEntry{name: builtin.ChoriaUtil, ddl: d, run: run, builtin: true}, nil
 }
 
 type nopEvents struct{}
