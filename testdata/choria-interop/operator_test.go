@@ -15,6 +15,7 @@ import (
 
 	"github.com/choria-io/go-choria/choria"
 	"github.com/choria-io/go-choria/client/choria_utilclient"
+	"github.com/choria-io/go-choria/config"
 	rpc "github.com/choria-io/go-choria/providers/agent/mcorpc/client"
 	"github.com/sirupsen/logrus"
 )
@@ -211,4 +212,50 @@ func readJSONLines(t *testing.T, file string) []map[string]any {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestRealisticConfigIsChoria's: every key of the server configuration
+// host/config's TestChoriaServerConf loads is one Choria v0.30.2 reads,
+// declared in its configuration structs or read as a plugin option, so
+// the warnings that test expects are about real Choria settings.
+func TestRealisticConfigIsChorias(t *testing.T) {
+	known := map[string]bool{
+		// Read with Option by the actionpolicy authorizer.
+		"plugin.actionpolicy.allow_unconfigured": true,
+		"plugin.actionpolicy.enable_default":     true,
+	}
+	var walk func(reflect.Type)
+	walk = func(rt reflect.Type) {
+		for i := range rt.NumField() {
+			f := rt.Field(i)
+			if k := f.Tag.Get("confkey"); k != "" {
+				known[k] = true
+			}
+			if ft := f.Type; ft.Kind() == reflect.Pointer && ft.Elem().Kind() == reflect.Struct {
+				walk(ft.Elem())
+			}
+		}
+	}
+	walk(reflect.TypeFor[config.Config]())
+	if !known["plugin.choria.stats_port"] || !known["loglevel"] {
+		t.Fatalf("found %d Choria keys, not the expected ones", len(known))
+	}
+	b, err := os.ReadFile(filepath.Join("..", "..", "host", "config", "testdata", "choria-server.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for line := range strings.Lines(string(b)) {
+		key, _, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if !ok || strings.HasPrefix(strings.TrimSpace(line), "#") {
+			continue
+		}
+		n++
+		if key = strings.TrimSpace(key); !known[key] {
+			t.Errorf("%s is not a key Choria reads", key)
+		}
+	}
+	if n < 30 {
+		t.Errorf("read %d keys", n)
+	}
 }
