@@ -21,11 +21,13 @@ import (
 
 // TestFleetOnNATSCluster runs three agent-host processes against a
 // cluster of three NATS servers, every host given all three in
-// plugin.choria.middleware_hosts. Through each server, broadcast
-// discovery finds every host and rpcutil ping and an agent action reach
-// every host. Then the server most hosts are connected to is shut down:
-// its hosts reconnect to the survivors, and through each survivor every
-// host is again discovered and answers.
+// plugin.choria.middleware_hosts, and a fourth on a leafnode server of
+// the cluster, as at a remote site; every host is in two collectives.
+// Through each cluster server, broadcast discovery finds every host and
+// rpcutil ping and an agent action reach every host. Then the server most
+// hosts are connected to is shut down: its hosts reconnect to the
+// survivors, and through each survivor every host is again discovered and
+// answers, in both collectives.
 func TestFleetOnNATSCluster(t *testing.T) {
 	cluster := hosttest.NATSCluster(t, 3)
 	urls := cluster.URLs()
@@ -34,12 +36,8 @@ func TestFleetOnNATSCluster(t *testing.T) {
 	for _, id := range hosts {
 		runs[id], _ = startRun(t, "run", "--config", fleetConfig(t, id, urls), "--plugins", fleetPlugins(t))
 	}
-
-	for _, i := range cluster.Running() {
-		reachEveryHost(t, urls[i], hosts)
-	}
-
-	// The server most hosts are on, so that losing it matters.
+	// The server most hosts are on, so that losing it matters; the
+	// leafnode joins through it too.
 	victim, onVictim := 0, []string(nil)
 	for _, i := range cluster.Running() {
 		if on := hostsOn(t, cluster.Server(i)); len(on) > len(onVictim) {
@@ -49,23 +47,34 @@ func TestFleetOnNATSCluster(t *testing.T) {
 	if len(onVictim) == 0 {
 		t.Fatalf("no NATS server has an agent-host client")
 	}
+	leaf, leafURL := cluster.AddLeaf(t, victim)
+	site := "site-0.example.net"
+	runs[site], _ = startRun(t, "run", "--config", fleetConfig(t, site, []string{leafURL}), "--plugins", fleetPlugins(t))
+	hosts = append(hosts, site)
+
+	for _, i := range cluster.Running() {
+		reachEveryHost(t, urls[i], "mcollective", hosts)
+	}
+
 	start := time.Now()
 	cluster.Shutdown(victim)
 	cluster.WaitForRoutes(t)
 
-	// Every host is back on a survivor, as the brokers see it.
+	// Every host is back on a survivor, and the leafnode too, as the
+	// brokers see it.
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		var back []string
+		back, leafBack := hostsOn(t, leaf), false
 		for _, i := range cluster.Running() {
 			back = append(back, hostsOn(t, cluster.Server(i))...)
+			leafBack = leafBack || cluster.Server(i).NumLeafNodes() > 0
 		}
 		slices.Sort(back)
-		if slices.Equal(back, hosts) {
+		if slices.Equal(back, hosts) && leafBack {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after nats-%d stopped, the survivors have hosts %v, want %v", victim, back, hosts)
+			t.Fatalf("after nats-%d stopped, the survivors have hosts %v (want %v) and the leafnode: %v", victim, back, hosts, leafBack)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -75,10 +84,12 @@ func TestFleetOnNATSCluster(t *testing.T) {
 			t.Errorf("%s was on nats-%d but did not log its reconnection:\n%s", id, victim, logs)
 		}
 	}
-	t.Logf("nats-%d stopped with %d of 3 hosts on it; all 3 hosts back on the survivors after %s", victim, len(onVictim), reconnected.Round(time.Millisecond))
+	t.Logf("nats-%d stopped with %d of 3 hosts and the leafnode on it; every host back on the survivors after %s", victim, len(onVictim), reconnected.Round(time.Millisecond))
 
 	for _, i := range cluster.Running() {
-		reachEveryHost(t, urls[i], hosts)
+		for _, collective := range []string{"mcollective", "europe"} {
+			reachEveryHost(t, urls[i], collective, hosts)
+		}
 	}
 	t.Logf("every host answering through every survivor %s after nats-%d stopped", time.Since(start).Round(time.Millisecond), victim)
 	for _, id := range hosts {
@@ -86,10 +97,10 @@ func TestFleetOnNATSCluster(t *testing.T) {
 	}
 }
 
-// reachEveryHost connects a client to url only, discovers by broadcast
-// until every host answered, then sends rpcutil ping and shagent echo to
-// each and wants an OK reply from all of them.
-func reachEveryHost(t *testing.T, url string, hosts []string) {
+// reachEveryHost connects a client to url only, discovers by broadcast in
+// collective until every host answered, then sends rpcutil ping and
+// shagent echo to each and wants an OK reply from all of them.
+func reachEveryHost(t *testing.T, url, collective string, hosts []string) {
 	t.Helper()
 	nc, err := nats.Connect(url, nats.DontRandomize(), nats.NoReconnect())
 	if err != nil {
@@ -99,7 +110,7 @@ func reachEveryHost(t *testing.T, url string, hosts []string) {
 	if got := nc.ConnectedUrl(); got != url {
 		t.Fatalf("client connected to %s, want %s", got, url)
 	}
-	cl := client.New(nc, client.Config{Identity: "fleet.mcollective"})
+	cl := client.New(nc, client.Config{Identity: "fleet.mcollective", Collective: collective})
 	ctx := t.Context()
 
 	// Interest travels between servers asynchronously: ask again until
@@ -111,16 +122,16 @@ func reachEveryHost(t *testing.T, url string, hosts []string) {
 		rounds++
 		found, err = cl.Discover(ctx, protocol.NewFilter(), 500*time.Millisecond)
 		if err != nil {
-			t.Fatalf("discovery through %s: %v", url, err)
+			t.Fatalf("discovery through %s in %s: %v", url, collective, err)
 		}
 		if slices.Equal(found, hosts) || time.Now().After(deadline) {
 			break
 		}
 	}
 	if !slices.Equal(found, hosts) {
-		t.Fatalf("discovery through %s found %v, want %v", url, found, hosts)
+		t.Fatalf("discovery through %s in %s found %v, want %v", url, collective, found, hosts)
 	}
-	t.Logf("through %s: discovery found %d hosts (round %d, %s)", url, len(found), rounds, time.Since(start).Round(time.Millisecond))
+	t.Logf("through %s in %s: discovery found %d hosts (round %d, %s)", url, collective, len(found), rounds, time.Since(start).Round(time.Millisecond))
 
 	for _, call := range []struct{ agent, action, data string }{
 		{"rpcutil", "ping", `{}`},
@@ -164,13 +175,13 @@ func hostsOn(t *testing.T, srv *server.Server) []string {
 	return out
 }
 
-// fleetConfig is one host of the fleet: every server of the cluster as
-// middleware hosts, insecure, authorization off since the test is about
+// fleetConfig is one host of the fleet: the brokers as middleware hosts,
+// two collectives, insecure, authorization off since the test is about
 // reaching the hosts.
 func fleetConfig(t *testing.T, identity string, urls []string) string {
 	t.Helper()
 	conf := fmt.Sprintf(`identity = %s
-collectives = mcollective
+collectives = mcollective,europe
 plugin.choria.middleware_hosts = %s
 plugin.security.provider = insecure
 rpcauthorization = false

@@ -14,16 +14,19 @@ import (
 // Cluster is a NATS cluster of embedded servers on loopback, each with a
 // client port and a route port of its own, as a fleet's brokers are.
 type Cluster struct {
-	mu      sync.Mutex
-	servers []*server.Server
-	urls    []string
+	mu       sync.Mutex
+	servers  []*server.Server
+	urls     []string
+	leafURLs []*url.URL
+	leaves   []*server.Server
 }
 
 // NATSCluster starts n clustered nats-servers on random loopback ports and
 // waits until every one has a route to every other, so that interest on
 // one is known on all; they are shut down when the test ends. The first
 // server is the seed the others route to; they learn of each other from
-// it, so the mesh stays whole when any one of them goes.
+// it, so the mesh stays whole when any one of them goes. Every server
+// also takes leafnode connections, for AddLeaf.
 func NATSCluster(tb testing.TB, n int) *Cluster {
 	tb.Helper()
 	c := &Cluster{}
@@ -41,6 +44,7 @@ func NATSCluster(tb testing.TB, n int) *Cluster {
 				Host: "127.0.0.1",
 				Port: server.RANDOM_PORT,
 			},
+			LeafNode: server.LeafNodeOpts{Host: "127.0.0.1", Port: server.RANDOM_PORT},
 		}
 		if seed != nil {
 			opts.Routes = []*url.URL{seed}
@@ -60,9 +64,73 @@ func NATSCluster(tb testing.TB, n int) *Cluster {
 		}
 		c.servers = append(c.servers, srv)
 		c.urls = append(c.urls, fmt.Sprintf("nats://127.0.0.1:%d", srv.Addr().(*net.TCPAddr).Port))
+		c.leafURLs = append(c.leafURLs, &url.URL{Scheme: "nats-leaf", Host: leafAddr(srv)})
 	}
 	c.WaitForRoutes(tb)
 	return c
+}
+
+// AddLeaf starts a nats-server that joins the cluster as a leafnode, as a
+// site's local broker does: it knows every cluster server's leafnode port,
+// connects to the first-th server first and moves to another when the one
+// it is on goes. It returns the server and its client URL once the
+// leafnode connection is up; the server is shut down when the test ends.
+func (c *Cluster) AddLeaf(tb testing.TB, first int) (*server.Server, string) {
+	tb.Helper()
+	c.mu.Lock()
+	remotes := []*url.URL{c.leafURLs[first]}
+	for i, u := range c.leafURLs {
+		if i != first {
+			remotes = append(remotes, u)
+		}
+	}
+	c.mu.Unlock()
+	srv, err := server.NewServer(&server.Options{
+		ServerName: fmt.Sprintf("leaf-%d", len(c.leaves)),
+		Host:       "127.0.0.1",
+		Port:       server.RANDOM_PORT,
+		NoLog:      true,
+		NoSigs:     true,
+		LeafNode: server.LeafNodeOpts{
+			Remotes:           []*server.RemoteLeafOpts{{URLs: remotes, NoRandomize: true}},
+			ReconnectInterval: 100 * time.Millisecond,
+		},
+	})
+	if err != nil {
+		tb.Fatalf("hosttest: NATS leafnode server: %v", err)
+	}
+	srv.Start()
+	tb.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(readyTimeout) {
+		tb.Fatalf("hosttest: NATS leafnode server not ready within %s", readyTimeout)
+	}
+	c.mu.Lock()
+	c.leaves = append(c.leaves, srv)
+	c.mu.Unlock()
+	WaitForLeaf(tb, srv)
+	return srv, fmt.Sprintf("nats://127.0.0.1:%d", srv.Addr().(*net.TCPAddr).Port)
+}
+
+// WaitForLeaf waits until the leafnode server srv is connected to the
+// cluster.
+func WaitForLeaf(tb testing.TB, srv *server.Server) {
+	tb.Helper()
+	deadline := time.Now().Add(readyTimeout)
+	for srv.NumLeafNodes() == 0 {
+		if time.Now().After(deadline) {
+			tb.Fatalf("hosttest: the leafnode server did not connect to the cluster within %s", readyTimeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func leafAddr(srv *server.Server) string {
+	// The listener's address is only in the varz.
+	vz, err := srv.Varz(nil)
+	if err != nil {
+		return ""
+	}
+	return net.JoinHostPort(vz.LeafNode.Host, fmt.Sprint(vz.LeafNode.Port))
 }
 
 // URLs are the client URLs of every server, stopped ones included, in
