@@ -183,7 +183,10 @@ func New(cfg *config.Config, opts ...Option) (*Host, error) {
 		inFlightPerAgent: inFlightPerAgent(cfg),
 	})
 	h.runners = newAgentRunners(cfg, h.spawner, h.inv, h.log, h.queue.limitsChanged)
-	if h.rpcutil, h.choria, err = h.newBuiltins(); err != nil {
+	if h.rpcutil, err = h.newRPCUtil(); err != nil {
+		return nil, err
+	}
+	if h.choria, err = h.newChoriaUtil(); err != nil {
 		return nil, err
 	}
 	h.intake = newIntake(cfg.PendingLimit, cfg.PendingBytes)
@@ -518,10 +521,27 @@ func (h *Host) closeAuthorizer() {
 	}
 }
 
-// newBuiltins builds the rpcutil and choria_util agents over this host's
-// state.
-func (h *Host) newBuiltins() (rpcutil, choriaUtil *agentEntry, err error) {
-	node := builtin.Node{
+// newRPCUtil builds the rpcutil agent over this host's state.
+func (h *Host) newRPCUtil() (*agentEntry, error) {
+	run, d, err := builtin.NewRPCUtil(h.builtinNode())
+	if err != nil {
+		return nil, err
+	}
+	return &agentEntry{name: builtin.RPCUtil, ddl: d, run: run, builtin: true}, nil
+}
+
+// newChoriaUtil builds the choria_util agent over this host's state.
+func (h *Host) newChoriaUtil() (*agentEntry, error) {
+	run, d, err := builtin.NewChoriaUtil(h.builtinNode())
+	if err != nil {
+		return nil, err
+	}
+	return &agentEntry{name: builtin.ChoriaUtil, ddl: d, run: run, builtin: true}, nil
+}
+
+// builtinNode is what the built-in agents report about this host.
+func (h *Host) builtinNode() builtin.Node {
+	return builtin.Node{
 		Config:     h.cfg,
 		Version:    Version,
 		Started:    h.started,
@@ -531,15 +551,6 @@ func (h *Host) newBuiltins() (rpcutil, choriaUtil *agentEntry, err error) {
 		Stats:      func() builtin.Stats { return h.Stats().builtin() },
 		Connection: h.connection,
 	}
-	run, d, err := builtin.NewRPCUtil(node)
-	if err != nil {
-		return nil, nil, err
-	}
-	rpcutil = &agentEntry{name: builtin.RPCUtil, ddl: d, run: run, builtin: true}
-	if run, d, err = builtin.NewChoriaUtil(node); err != nil {
-		return nil, nil, err
-	}
-	return rpcutil, &agentEntry{name: builtin.ChoriaUtil, ddl: d, run: run, builtin: true}, nil
 }
 
 type nopEvents struct{}
