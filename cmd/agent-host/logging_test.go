@@ -17,7 +17,7 @@ import (
 // level, and clashing names renamed as logrus renames them.
 func TestLogfileIsChoriaJSON(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "agent-host.log")
-	log, out, err := newLogger("debug", file)
+	log, out, err := openLog("debug", file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestLogfileIsChoriaJSON(t *testing.T) {
 func TestLogfileReopen(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "agent-host.log")
-	log, out, err := newLogger("info", file)
+	log, out, err := openLog("info", file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestLogfileReopen(t *testing.T) {
 
 // TestTerminalLogIsText: without a logfile the lines stay text.
 func TestTerminalLogIsText(t *testing.T) {
-	log, _, err := newLogger("info", "")
+	log, _, err := openLog("info", "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,11 +52,11 @@ func (c *runCommand) execute(ctx context.Context, abort <-chan struct{}) error {
 	if err != nil {
 		return err
 	}
-	log, logOut, err := newLogger(cfg.LogLevel, cfg.LogFile)
+	log, closeLog, err := newLogger(cfg.LogLevel, cfg.LogFile)
 	if err != nil {
 		return err
 	}
-	defer logOut.Close()
+	defer closeLog()
 
 	var opts []host.Option
 	opts = append(opts, host.WithLogger(log))
