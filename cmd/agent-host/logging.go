@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -41,7 +42,8 @@ func openLog(level, file string) (*slog.Logger, *logOutput, error) {
 		return nil, nil, fmt.Errorf("loglevel %q is not one of debug, info, warn, error, fatal", level)
 	}
 	opts := &slog.HandlerOptions{Level: lv}
-	switch file {
+	// The words are Choria's, compared as it does without regard to case.
+	switch strings.ToLower(file) {
 	case "", "stderr":
 		return slog.New(slog.NewTextHandler(os.Stderr, opts)), &logOutput{}, nil
 	case "stdout":

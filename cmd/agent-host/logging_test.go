@@ -80,14 +80,23 @@ func TestLogfileReopen(t *testing.T) {
 	}
 }
 
-// TestTerminalLogIsText: without a logfile the lines stay text.
+// TestTerminalLogIsText: without a logfile, or with Choria's words for
+// the terminal, the lines stay text and no file is made.
 func TestTerminalLogIsText(t *testing.T) {
-	log, _, err := openLog("info", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := log.Handler().(choriaJSONHandler); ok {
-		t.Error("the terminal logger writes JSON")
+	t.Chdir(t.TempDir())
+	for _, file := range []string{"", "stderr", "STDOUT", "Discard"} {
+		log, _, err := openLog("info", file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := log.Handler().(choriaJSONHandler); ok {
+			t.Errorf("logfile %q: the logger writes JSON", file)
+		}
+		if file != "" {
+			if _, err := os.Stat(file); err == nil {
+				t.Errorf("logfile %q made a file", file)
+			}
+		}
 	}
 }
 
