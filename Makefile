@@ -8,6 +8,13 @@ VENV    ?= .venv
 GOOS    := $(shell $(GO) env GOOS)
 GOARCH  := $(shell $(GO) env GOARCH)
 BIN     := bin/agent-host
+# The version rpcutil inventory, choria_util info and `agent-host version`
+# report: the nearest v* tag (v1.2.3 → 1.2.3, with -N-gHASH after it),
+# else the development version with the commit.
+VERSION ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null | sed 's/^v//')
+ifeq ($(VERSION),)
+VERSION := 0.1.0-dev+$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+endif
 CLOCK   := testdata/agents/clock/clock/clock-$(GOOS)_$(GOARCH)
 GREETER := testdata/agents/greeter/greeter/greeter-$(GOOS)_$(GOARCH)
 PYENV   := $(VENV)/.installed
@@ -30,7 +37,7 @@ all: build
 build: $(BIN) $(CLOCK) $(GREETER)
 
 $(BIN): FORCE
-	$(GO) build -o $@ ./cmd/agent-host
+	$(GO) build -ldflags "-X github.com/agent-host/agent-host/host.Version=$(VERSION)" -o $@ ./cmd/agent-host
 
 $(CLOCK): testdata/agents-src/clock/main.go
 	$(GO) build -o $@ ./testdata/agents-src/clock

@@ -47,7 +47,7 @@ func (t *agentTable) builtinAgents() []builtin.Agent {
 
 // buildTable combines the built-ins with the catalog's active agents.
 func (h *Host) buildTable() *agentTable {
-	t := &agentTable{byName: map[string]*agentEntry{h.rpcutil.name: h.rpcutil}}
+	t := &agentTable{byName: map[string]*agentEntry{h.rpcutil.name: h.rpcutil, h.choria.name: h.choria}}
 	for _, a := range h.catalog.Agents() {
 		if !a.Active {
 			continue

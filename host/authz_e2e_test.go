@@ -186,7 +186,7 @@ func TestAuthorizationInput(t *testing.T) {
 	if !strings.Contains(string(got.Facts), `"role":"web"`) || !slices.Contains(got.Classes, "roles::web") {
 		t.Errorf("input facts %s, classes %q", got.Facts, got.Classes)
 	}
-	if want := []string{"discovery", "rpcutil", "shagent"}; !reflect.DeepEqual(got.Agents, want) {
+	if want := []string{"choria_util", "discovery", "rpcutil", "shagent"}; !reflect.DeepEqual(got.Agents, want) {
 		t.Errorf("input agents = %q, want %q", got.Agents, want)
 	}
 	if b, _ := json.Marshal(got); !strings.Contains(string(b), `"provision_mode":false`) || !strings.Contains(string(b), `"callerid":"choria=rip.mcollective"`) {

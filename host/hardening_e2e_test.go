@@ -354,7 +354,7 @@ func TestEventsAndSubscriptionsFollowAgents(t *testing.T) {
 	}
 	eventually(t, 15*time.Second, "the removed agent's subscription is still there", func() bool { return !subscribed("mcollective.broadcast.agent.shagent") })
 	h.stop()
-	want := []string{"startup " + node + " discovery,rpcutil,shagent", "added pyagent", "removed shagent", "shutdown " + node}
+	want := []string{"startup " + node + " choria_util,discovery,rpcutil,shagent", "added pyagent", "removed shagent", "shutdown " + node}
 	if got := ev.list(); !slices.Equal(got, want) {
 		t.Errorf("events %q, want %q", got, want)
 	}

@@ -118,6 +118,7 @@ type Host struct {
 	catalog  *runner.Catalog
 	runners  *agentRunners
 	rpcutil  *agentEntry
+	choria   *agentEntry
 	agents   atomic.Pointer[agentTable]
 
 	// refusals limits the log lines about refused messages: anyone on the
@@ -190,6 +191,9 @@ func New(cfg *config.Config, opts ...Option) (*Host, error) {
 		h.events.WorkerChanged(context.Background(), cfg.Identity, ev)
 	})
 	if h.rpcutil, err = h.newRPCUtil(); err != nil {
+		return nil, err
+	}
+	if h.choria, err = h.newChoriaUtil(); err != nil {
 		return nil, err
 	}
 	h.intake = newIntake(cfg.PendingLimit, cfg.PendingBytes)
@@ -539,19 +543,34 @@ func (h *Host) closeAuthorizer() {
 
 // newRPCUtil builds the rpcutil agent over this host's state.
 func (h *Host) newRPCUtil() (*agentEntry, error) {
-	run, d, err := builtin.NewRPCUtil(builtin.Node{
-		Config:    h.cfg,
-		Version:   Version,
-		Started:   h.started,
-		Now:       h.now,
-		Inventory: h.inv.Snapshot,
-		Agents:    func() []builtin.Agent { return h.agents.Load().builtinAgents() },
-		Stats:     func() builtin.Stats { return h.Stats().builtin() },
-	})
+	run, d, err := builtin.NewRPCUtil(h.builtinNode())
 	if err != nil {
 		return nil, err
 	}
 	return &agentEntry{name: builtin.RPCUtil, ddl: d, run: run, builtin: true}, nil
+}
+
+// newChoriaUtil builds the choria_util agent over this host's state.
+func (h *Host) newChoriaUtil() (*agentEntry, error) {
+	run, d, err := builtin.NewChoriaUtil(h.builtinNode())
+	if err != nil {
+		return nil, err
+	}
+	return &agentEntry{name: builtin.ChoriaUtil, ddl: d, run: run, builtin: true}, nil
+}
+
+// builtinNode is what the built-in agents report about this host.
+func (h *Host) builtinNode() builtin.Node {
+	return builtin.Node{
+		Config:     h.cfg,
+		Version:    Version,
+		Started:    h.started,
+		Now:        h.now,
+		Inventory:  h.inv.Snapshot,
+		Agents:     func() []builtin.Agent { return h.agents.Load().builtinAgents() },
+		Stats:      func() builtin.Stats { return h.Stats().builtin() },
+		Connection: h.connection,
+	}
 }
 
 type nopEvents struct{}

@@ -213,7 +213,7 @@ func TestMetrics(t *testing.T) {
 			wantSeries(t, m, "agent_host_requests_running", id+" 1")
 			wantSeries(t, m, "agent_host_unknown_agent_total", id+" 0")
 			wantSeries(t, m, "agent_host_dropped_total", "by=intake,"+id+" 0", "by=nats,"+id+" 0")
-			wantSeries(t, m, "agent_host_agents", id+" 4") // with rpcutil and discovery
+			wantSeries(t, m, "agent_host_agents", id+" 5") // with rpcutil, choria_util and discovery
 			wantSeries(t, m, "agent_host_pool_workers", "agent=pooltest,"+id+" 1")
 			wantSeries(t, m, "agent_host_pool_busy_workers", "agent=pooltest,"+id+" 0")
 			wantSeries(t, m, "agent_host_pool_worker_starts_total", "agent=pooltest,"+id+" 3")

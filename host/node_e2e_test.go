@@ -132,7 +132,7 @@ func TestRPCUtil(t *testing.T) {
 			Machines       []any
 		}
 		decode(t, h.call("rpcutil", "inventory", `{}`), &d)
-		if !slices.Equal(d.Agents, []string{"discovery", "rpcutil", "shagent"}) ||
+		if !slices.Equal(d.Agents, []string{"choria_util", "discovery", "rpcutil", "shagent"}) ||
 			!slices.Equal(d.Classes, []string{"profiles::base", "roles::web"}) ||
 			d.Facts["role"] != "web" || d.MainCollective != "mcollective" || d.DataPlugins == nil || d.Machines == nil {
 			t.Errorf("inventory = %+v", d)
@@ -148,7 +148,7 @@ func TestRPCUtil(t *testing.T) {
 				t.Errorf("shagent metadata = %v", a)
 			}
 		}
-		if !slices.Equal(names, []string{"discovery", "rpcutil", "shagent"}) {
+		if !slices.Equal(names, []string{"choria_util", "discovery", "rpcutil", "shagent"}) {
 			t.Errorf("agents = %v", names)
 		}
 	})

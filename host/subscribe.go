@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/agent-host/agent-host/host/builtin"
 	"github.com/agent-host/agent-host/protocol/security"
 )
 
@@ -75,6 +76,40 @@ func (h *Host) connect() (*nats.Conn, error) {
 		return nil, fmt.Errorf("host: connecting to %s: %w", url, err)
 	}
 	return nc, nil
+}
+
+// connection describes the broker connection for choria_util info; the
+// zero Connection before Run has connected.
+func (h *Host) connection() builtin.Connection {
+	nc := h.conn.Load()
+	if nc == nil {
+		return builtin.Connection{ClientVersion: nats.Version}
+	}
+	st := nc.Stats()
+	o := nc.Opts
+	c := builtin.Connection{
+		ClientVersion:  nats.Version,
+		Servers:        nc.Servers(),
+		Name:           o.Name,
+		NoRandomize:    o.NoRandomize,
+		Pedantic:       o.Pedantic,
+		Secure:         o.Secure,
+		AllowReconnect: o.AllowReconnect,
+		MaxReconnect:   o.MaxReconnect,
+		MaxPingsOut:    o.MaxPingsOut,
+		ReconnectWait:  o.ReconnectWait,
+		Timeout:        o.Timeout,
+		PingEvery:      o.PingInterval,
+		InMsgs:         st.InMsgs,
+		OutMsgs:        st.OutMsgs,
+		InBytes:        st.InBytes,
+		OutBytes:       st.OutBytes,
+		Reconnects:     st.Reconnects,
+	}
+	if nc.IsConnected() {
+		c.ConnectedServer = nc.ConnectedUrlRedacted()
+	}
+	return c
 }
 
 // reconnectDelay backs off exponentially from 250ms to 30s, with jitter

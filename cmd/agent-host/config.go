@@ -13,8 +13,6 @@ import (
 	"github.com/agent-host/agent-host/host/config"
 )
 
-const notSupported = "not supported by agent-host (ignored with a warning)"
-
 type configListCommand struct {
 	pattern string
 	long    bool
@@ -40,11 +38,11 @@ func (c *configListCommand) execute(out io.Writer) error {
 			keys = append(keys, k)
 		}
 	}
-	var ignored []string
+	var ignored []config.UnsupportedKey
 	for _, u := range config.Unsupported() {
-		if re.MatchString(u) {
-			if strings.HasSuffix(u, ".") {
-				u += "*"
+		if re.MatchString(u.Key) {
+			if strings.HasSuffix(u.Key, ".") {
+				u.Key += "*"
 			}
 			ignored = append(ignored, u)
 		}
@@ -60,12 +58,12 @@ func (c *configListCommand) execute(out io.Writer) error {
 		fmt.Fprintf(w, "%s\t%s\n", k.Key, firstSentence(k.Description))
 	}
 	for _, u := range ignored {
-		fmt.Fprintf(w, "%s\t%s\n", u, notSupported)
+		fmt.Fprintf(w, "%s\tnot supported: %s\n", u.Key, u.Reason)
 	}
 	return w.Flush()
 }
 
-func writeLong(out io.Writer, keys []config.KeyDoc, ignored []string) error {
+func writeLong(out io.Writer, keys []config.KeyDoc, ignored []config.UnsupportedKey) error {
 	var b strings.Builder
 	for i, k := range keys {
 		if i > 0 {
@@ -91,7 +89,10 @@ func writeLong(out io.Writer, keys []config.KeyDoc, ignored []string) error {
 		if i > 0 || len(keys) > 0 {
 			b.WriteString("\n")
 		}
-		fmt.Fprintf(&b, "%s\n    %s\n", u, notSupported)
+		fmt.Fprintf(&b, "%s\n    Not supported by agent-host, ignored with a warning:\n", u.Key)
+		for _, line := range wrap(u.Reason+".", 72) {
+			b.WriteString("    " + line + "\n")
+		}
 	}
 	_, err := io.WriteString(out, b.String())
 	return err

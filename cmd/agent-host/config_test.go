@@ -16,7 +16,7 @@ func TestConfigList(t *testing.T) {
 	want := []*regexp.Regexp{
 		regexp.MustCompile(`^rpcauthprovider +The authorizer, compared without regard to case: .*\.$`),
 		regexp.MustCompile(`^ttl +The time to live, in seconds, of messages this node creates\.$`),
-		regexp.MustCompile(`^registerinterval +not supported by agent-host \(ignored with a warning\)$`),
+		regexp.MustCompile(`^registerinterval +not supported: agent-host publishes no registration data: .+$`),
 	}
 	if len(lines) != len(want) {
 		t.Fatalf("got %d lines, want %d:\n%s", len(lines), len(want), out)
@@ -38,7 +38,7 @@ func TestConfigListLong(t *testing.T) {
 		"ttl\n    Type:        integer\n    Default:     60\n    Validation:  min=1\n\n    The time to live, in seconds,",
 		"this one.\n",
 		"plugin.nats.pass\n    Type:        string\n    Secret:      yes, the value is never shown\n",
-		"plugin.choria.network.*\n    not supported by agent-host (ignored with a warning)\n",
+		"plugin.choria.network.*\n    Not supported by agent-host, ignored with a warning:\n    a setting of Choria Broker;",
 	} {
 		if !strings.Contains(got, w) {
 			t.Errorf("output lacks %q:\n%s", w, got)

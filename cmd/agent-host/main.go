@@ -13,8 +13,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -87,39 +85,4 @@ func signalContext() (context.Context, <-chan struct{}, func()) {
 		close(again)
 	}()
 	return ctx, again, func() { signal.Stop(ch); cancel() }
-}
-
-// newLogger builds the logger the configuration asks for; it returns a
-// closer for a log file.
-func newLogger(level, file string) (*slog.Logger, func(), error) {
-	var lv slog.Level
-	switch level {
-	case "debug":
-		lv = slog.LevelDebug
-	case "", "info":
-		lv = slog.LevelInfo
-	case "warn":
-		lv = slog.LevelWarn
-	case "error", "fatal":
-		lv = slog.LevelError
-	default:
-		return nil, nil, fmt.Errorf("loglevel %q is not one of debug, info, warn, error, fatal", level)
-	}
-	var w io.Writer = os.Stderr
-	closer := func() {}
-	switch file {
-	case "", "stderr":
-	case "stdout":
-		w = os.Stdout
-	case "discard":
-		w = io.Discard
-	default:
-		f, err := os.OpenFile(file, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
-		if err != nil {
-			return nil, nil, fmt.Errorf("opening logfile: %w", err)
-		}
-		w = f
-		closer = func() { _ = f.Close() }
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})), closer, nil
 }

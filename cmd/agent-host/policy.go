@@ -141,7 +141,7 @@ func (c *policyEvalCommand) input(ctx context.Context, cfg *config.Config, d *dd
 		}
 	}
 	// The built-ins are always there, as on the host.
-	agents := []string{builtin.Discovery, builtin.RPCUtil}
+	agents := []string{builtin.ChoriaUtil, builtin.Discovery, builtin.RPCUtil}
 	extra := c.agents
 	if len(extra) == 0 {
 		found, err := host.LoadAgents(ctx, cfg, log)

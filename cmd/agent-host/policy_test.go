@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -76,7 +77,7 @@ func TestPolicyEval(t *testing.T) {
 			if classes, _ := in["classes"].([]any); len(classes) != 2 || classes[0] != "profiles::base" || classes[1] != "roles::web" {
 				t.Errorf("classes %v", in["classes"])
 			}
-			if agents, _ := in["agents"].([]any); len(agents) != 3 || agents[0] != "discovery" || agents[1] != "parrot" || agents[2] != "rpcutil" {
+			if agents, _ := in["agents"].([]any); !reflect.DeepEqual(agents, []any{"choria_util", "discovery", "parrot", "rpcutil"}) {
 				t.Errorf("agents %v", in["agents"])
 			}
 		})

@@ -1,7 +1,8 @@
 // Package builtin holds the agents every Choria server provides itself:
 // discovery, which answers the pings behind `choria ping`, `choria
-// discover` and broadcast discovery, and rpcutil, which answers ping,
-// inventory, facts, configuration and statistics with Choria's field names.
+// discover` and broadcast discovery, rpcutil, which answers ping,
+// inventory, facts, configuration and statistics with Choria's field
+// names, and choria_util, which says how the node is connected.
 // They run inside the host and answer in microseconds.
 package builtin
 
@@ -58,6 +59,8 @@ type Node struct {
 	// sorted by name.
 	Agents func() []Agent
 	Stats  func() Stats
+	// Connection describes the broker connection, for choria_util.
+	Connection func() Connection
 }
 
 // NewRPCUtil returns the rpcutil agent for node and its DDL, whose
@@ -74,10 +77,16 @@ func NewRPCUtil(node Node) (runner.Runner, *ddl.DDL, error) {
 // DDL returns the DDL of a built-in RPC agent, for clients that need it to
 // type their inputs.
 func DDL(name string) (*ddl.DDL, bool) {
-	if name != RPCUtil {
+	var b []byte
+	switch name {
+	case RPCUtil:
+		b = rpcutilDDL
+	case ChoriaUtil:
+		b = choriaUtilDDL
+	default:
 		return nil, false
 	}
-	d, err := ddl.Parse(rpcutilDDL)
+	d, err := ddl.Parse(b)
 	return d, err == nil
 }
 

@@ -17,66 +17,89 @@ import (
 // another plugin's setting.
 var ownNamespaces = []string{"choria", "security", "nats", "agent_host", "yaml", "rpcaudit", "regopolicy", "actionpolicy"}
 
-// unsupported lists Choria server settings agent-host knowingly does not
-// implement. An entry ending in a dot covers every key below it.
-var unsupported = []string{
-	"color",
-	"default_discovery_method",
-	"default_discovery_options",
-	"discovery_timeout",
-	"registerinterval",
-	"registration",
-	"registration_collective",
-	"registration_splay",
-	"rpclimitmethod",
-	"soft_shutdown_timeout",
-	"plugin.choria.adapter.",
-	"plugin.choria.adapters",
-	"plugin.choria.agent_provider.mcorpc.agent_shim",
-	"plugin.choria.agent_provider.mcorpc.config",
-	"plugin.choria.broker_federation",
-	"plugin.choria.broker_network",
-	"plugin.choria.discovery.",
-	"plugin.choria.executor.",
-	"plugin.choria.federation.",
-	"plugin.choria.federation_middleware_hosts",
-	"plugin.choria.machine.",
-	"plugin.choria.network.",
-	"plugin.choria.prometheus_textfile_directory",
-	"plugin.choria.puppetca_host",
-	"plugin.choria.puppetca_port",
-	"plugin.choria.puppetdb_host",
-	"plugin.choria.puppetdb_port",
-	"plugin.choria.puppetserver_host",
-	"plugin.choria.puppetserver_port",
-	"plugin.choria.registration.",
-	"plugin.choria.require_client_filter",
-	"plugin.choria.security.request_signer.",
-	"plugin.choria.security.server.",
-	"plugin.choria.server.",
-	"plugin.choria.services.",
-	"plugin.choria.srv_domain",
-	"plugin.choria.ssldir",
-	"plugin.choria.submission.",
-	"plugin.machines.",
-	"plugin.rpcaudit.logfile.group",
-	"plugin.rpcaudit.logfile.mode",
-	"plugin.scout.",
-	"plugin.security.certmanager.",
-	"plugin.security.choria.",
-	"plugin.security.cipher_suites",
-	"plugin.security.client_anon_tls",
-	"plugin.security.ecc_curves",
-	"plugin.security.issuer.",
-	"plugin.security.pkcs11.",
-	"plugin.security.server_anon_tls",
+// UnsupportedKey is a Choria server setting agent-host knowingly does not
+// implement, and why. A Key ending in a dot covers every key below it.
+type UnsupportedKey struct {
+	Key    string
+	Reason string
+}
+
+// Why agent-host lacks what it lacks, shared by the keys of one feature.
+const (
+	whyClient       = "a setting of Choria's client (the choria command), not of a server"
+	whyBroker       = "a setting of Choria Broker; agent-host is a server node that connects to a broker (Choria Broker or nats-server)"
+	whyRegistration = "agent-host publishes no registration data: rpcutil inventory answers for the node's agents, facts and classes, and lifecycle events announce it"
+	whyMachines     = "agent-host runs no autonomous agents or Scout checks (choria_util machine_states answers none); run them with Choria"
+	whyShim         = "the shim runs Ruby MCollective agents; agent-host serves external agents only"
+	whyV2           = "Choria protocol v2 security (ed25519, organization issuers) is not implemented; agent-host speaks protocol v1 with x509 (plugin.security.provider = file)"
+	whyProvider     = "only the file security provider is implemented (plugin.security.provider = file or insecure)"
+	whyPuppet       = "the puppet security provider and Puppet lookups are not implemented; use plugin.security.provider = file with the Puppet CA's files"
+	whySRV          = "agent-host does not look up SRV records; list the brokers in plugin.choria.middleware_hosts"
+	whyStreams      = "a Choria Streams (JetStream) service agent-host does not provide"
+)
+
+// unsupported lists the Choria server settings agent-host knowingly does
+// not implement, with why.
+var unsupported = []UnsupportedKey{
+	{"color", whyClient},
+	{"default_discovery_method", whyClient},
+	{"default_discovery_options", whyClient},
+	{"discovery_timeout", whyClient},
+	{"registerinterval", whyRegistration},
+	{"registration", whyRegistration},
+	{"registration_collective", whyRegistration},
+	{"registration_splay", whyRegistration},
+	{"rpclimitmethod", whyClient},
+	{"soft_shutdown_timeout", "agent-host drains for plugin.agent_host.shutdown_grace (default 10s) so that running agents can finish; Choria's 2 s would cut them short"},
+	{"plugin.choria.adapter.", whyBroker},
+	{"plugin.choria.adapters", whyBroker},
+	{"plugin.choria.agent_provider.mcorpc.agent_shim", whyShim},
+	{"plugin.choria.agent_provider.mcorpc.config", whyShim},
+	{"plugin.choria.broker_federation", whyBroker},
+	{"plugin.choria.broker_network", whyBroker},
+	{"plugin.choria.discovery.", whyClient},
+	{"plugin.choria.executor.", "Choria's executor (asynchronous jobs kept in Choria Streams) is not implemented; an agent runs while its request waits"},
+	{"plugin.choria.federation.", whyBroker},
+	{"plugin.choria.federation_middleware_hosts", "federation is not implemented: connect agent-host to a broker of its own network, or use leafnodes"},
+	{"plugin.choria.machine.", whyMachines},
+	{"plugin.choria.network.", whyBroker},
+	{"plugin.choria.prometheus_textfile_directory", whyMachines},
+	{"plugin.choria.puppetca_host", whyPuppet},
+	{"plugin.choria.puppetca_port", whyPuppet},
+	{"plugin.choria.puppetdb_host", whyPuppet},
+	{"plugin.choria.puppetdb_port", whyPuppet},
+	{"plugin.choria.puppetserver_host", whyPuppet},
+	{"plugin.choria.puppetserver_port", whyPuppet},
+	{"plugin.choria.registration.", whyRegistration},
+	{"plugin.choria.require_client_filter", whyClient},
+	{"plugin.choria.security.request_signer.", whyClient},
+	{"plugin.choria.security.server.", whyV2},
+	{"plugin.choria.server.", "provisioning mode (choria-provisioner) is not implemented: a node is configured by its file"},
+	{"plugin.choria.services.", "Choria's service agents (the agent registry) are not implemented"},
+	{"plugin.choria.srv_domain", whySRV},
+	{"plugin.choria.ssldir", whyPuppet},
+	{"plugin.choria.submission.", whyStreams},
+	{"plugin.machines.", whyMachines},
+	{"plugin.rpcaudit.logfile.group", "the audit log is created with the host's user and group; set its group and mode with the file system (or logrotate's create)"},
+	{"plugin.rpcaudit.logfile.mode", "the audit log is created with the host's user and group; set its group and mode with the file system (or logrotate's create)"},
+	{"plugin.scout.", whyMachines},
+	{"plugin.security.certmanager.", whyProvider},
+	{"plugin.security.choria.", whyV2},
+	{"plugin.security.cipher_suites", "TLS uses Go's default cipher suites, TLS 1.2 and later"},
+	{"plugin.security.client_anon_tls", "the broker is always verified against plugin.security.file.ca"},
+	{"plugin.security.ecc_curves", "TLS uses Go's default curves"},
+	{"plugin.security.issuer.", whyV2},
+	{"plugin.security.pkcs11.", whyProvider},
+	{"plugin.security.server_anon_tls", "the broker is always verified against plugin.security.file.ca"},
 }
 
 // Unsupported returns the Choria server settings agent-host knowingly does
-// not implement, sorted; Load logs them as warnings and skips them. An entry
-// ending in a dot covers every key below it.
-func Unsupported() []string {
-	return slices.Sorted(slices.Values(unsupported))
+// not implement, sorted by key, with why; Load logs them as warnings and
+// skips them.
+func Unsupported() []UnsupportedKey {
+	out := slices.Clone(unsupported)
+	slices.SortFunc(out, func(a, b UnsupportedKey) int { return strings.Compare(a.Key, b.Key) })
+	return out
 }
 
 // position is where a key was last set.
@@ -155,31 +178,31 @@ func (l *loader) set(key, value string, at position) error {
 		}
 		return nil
 	}
-	switch {
-	case isUnsupported(key):
-		l.warn(key, at, "configuration key not supported by agent-host, ignored")
-	case !isFreeForm(key):
+	if u, ok := unsupportedKey(key); ok {
+		l.warn(key, at, "configuration key not supported by agent-host, ignored", "reason", u.Reason)
+	} else if !isFreeForm(key) {
 		l.warn(key, at, "unknown configuration key, ignored")
 	}
 	return nil
 }
 
 // warn logs once per key.
-func (l *loader) warn(key string, at position, msg string) {
+func (l *loader) warn(key string, at position, msg string, attrs ...any) {
 	if l.warned[key] {
 		return
 	}
 	l.warned[key] = true
-	l.log.Warn(msg, "key", key, "file", at.file, "line", at.line)
+	l.log.Warn(msg, append([]any{"key", key, "file", at.file, "line", at.line}, attrs...)...)
 }
 
-func isUnsupported(key string) bool {
+// unsupportedKey finds the entry covering key.
+func unsupportedKey(key string) (UnsupportedKey, bool) {
 	for _, u := range unsupported {
-		if key == u || (strings.HasSuffix(u, ".") && strings.HasPrefix(key, u)) {
-			return true
+		if key == u.Key || (strings.HasSuffix(u.Key, ".") && strings.HasPrefix(key, u.Key)) {
+			return u, true
 		}
 	}
-	return false
+	return UnsupportedKey{}, false
 }
 
 // isFreeForm reports a plugin.<name>.<setting> key of a plugin or agent

@@ -192,27 +192,30 @@ func buildAll(e *environment) error {
 	e.greeter = filepath.Join(e.dir, "greeter")
 	e.refServer = filepath.Join(e.dir, "reference-server")
 	root := filepath.Join("..", "..")
-	builds := []struct{ dir, out, pkg string }{
-		{root, e.binary, "./cmd/agent-host"},
-		{root, e.greeter, "./sdk-go/examples/greeter"},
-		{".", e.refServer, "./cmd/reference-server"},
+	builds := []struct {
+		dir, out, pkg string
+		flags         []string
+	}{
+		{root, e.binary, "./cmd/agent-host", []string{"-ldflags", "-X github.com/agent-host/agent-host/host.Version=" + interopVersion}},
+		{root, e.greeter, "./sdk-go/examples/greeter", nil},
+		{".", e.refServer, "./cmd/reference-server", nil},
 	}
 	errs := make([]error, len(builds))
 	var wg sync.WaitGroup
 	for i, b := range builds {
-		wg.Go(func() { errs[i] = goBuild(b.dir, b.out, b.pkg) })
+		wg.Go(func() { errs[i] = goBuild(b.dir, b.out, b.pkg, b.flags...) })
 	}
 	wg.Wait()
 	return errors.Join(errs...)
 }
 
 // goBuild builds the package pkg of the module in dir into out.
-func goBuild(dir, out, pkg string) error {
+func goBuild(dir, out, pkg string, flags ...string) error {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
 		return fmt.Errorf("the go command is needed to build %s: %w", pkg, err)
 	}
-	cmd := exec.Command(gobin, "-C", dir, "build", "-o", out, pkg)
+	cmd := exec.Command(gobin, append(append([]string{"-C", dir, "build"}, flags...), "-o", out, pkg)...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("building %s: %w\n%s", pkg, err, b)
 	}

@@ -26,13 +26,13 @@ func TestRender(t *testing.T) {
 		{Key: "a", Type: "integer", Default: "1", Validation: "min=1", Description: "First key."},
 		{Key: "b.pass", Type: "string", Description: "A password.", Secret: true},
 	}
-	got := string(render(keys, []string{"plugin.x.", "y"}))
+	got := string(render(keys, []config.UnsupportedKey{{Key: "plugin.x.", Reason: "x is elsewhere"}, {Key: "y", Reason: "why not"}}))
 	for _, w := range []string{
 		"go generate ./host/config",
 		"### a\n\nFirst key.\n\n * **Type:** integer\n * **Default:** `1`\n * **Validation:** `min=1`\n",
 		"### b.pass\n\nA password.\n\n * **Type:** string\n * **Secret:** the value is never shown\n",
 		"logs a warning",
-		" * `plugin.x.*`\n * `y`\n",
+		" * `plugin.x.*`: x is elsewhere.\n * `y`: why not.\n",
 	} {
 		if !strings.Contains(got, w) {
 			t.Errorf("output lacks %q:\n%s", w, got)
