@@ -56,7 +56,6 @@ var unsupported = []string{
 	"plugin.choria.server.",
 	"plugin.choria.services.",
 	"plugin.choria.srv_domain",
-	"plugin.choria.ssldir",
 	"plugin.choria.stats_address",
 	"plugin.choria.stats_port",
 	"plugin.choria.status_file_path",
