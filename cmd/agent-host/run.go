@@ -2,11 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime/debug"
+	"syscall"
 
 	"github.com/alecthomas/kingpin/v2"
 
@@ -22,16 +23,34 @@ type configFlags struct {
 }
 
 func (f *configFlags) add(cmd *kingpin.CmdClause) {
-	cmd.Flag("config", "Choria-style server configuration file.").Short('c').PlaceHolder("FILE").StringVar(&f.configFile)
+	cmd.Flag("config", "Choria-style server configuration file (run: default "+DefaultConfigFile+").").Short('c').PlaceHolder("FILE").StringVar(&f.configFile)
 	cmd.Flag("plugins", "A directory of agents (X.json + X, X/X.json + X/X, or multi-arch X/X-<os>_<arch>); repeatable.").PlaceHolder("DIR").StringsVar(&f.plugins)
 }
+
+// DefaultConfigFile is where `agent-host run` reads its configuration
+// without --config: a Choria server's, so that a node's existing
+// configuration is used unchanged (Choria's packages start the server
+// with --config=/etc/choria/server.conf).
+const DefaultConfigFile = "/etc/choria/server.conf"
 
 type runCommand struct{ configFlags }
 
 func newRunCommand(app *kingpin.Application) *runCommand {
 	c := &runCommand{}
-	c.add(app.Command("run", "Connect to the broker and serve requests. Without middleware hosts configured, an embedded NATS broker is started on loopback."))
+	cmd := app.Command("run", "Connect to the broker and serve requests. Without middleware hosts configured, an embedded NATS broker is started on loopback. SIGHUP reloads facts, classes, agents and policies; SIGTERM drains.")
+	c.add(cmd)
 	return c
+}
+
+// resolveConfig is --config, else DefaultConfigFile, which must exist.
+func (c *runCommand) resolveConfig() (string, error) {
+	if c.configFlags.configFile != "" {
+		return c.configFlags.configFile, nil
+	}
+	if _, err := os.Stat(DefaultConfigFile); err != nil {
+		return "", fmt.Errorf("no --config given and the default configuration %s cannot be read (%w): give the server configuration with --config FILE (testdata/config/dev.conf for a development node)", DefaultConfigFile, err)
+	}
+	return DefaultConfigFile, nil
 }
 
 // loadConfig reads the configuration and applies the --plugins flag.
@@ -48,7 +67,16 @@ func loadConfig(file string, plugins []string) (*config.Config, error) {
 }
 
 func (c *runCommand) execute(ctx context.Context, abort <-chan struct{}) error {
-	cfg, err := loadConfig(c.configFile, c.plugins)
+	// At once: SIGHUP's default action ends the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	file, err := c.resolveConfig()
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(file, c.plugins)
 	if err != nil {
 		return err
 	}
@@ -61,9 +89,9 @@ func (c *runCommand) execute(ctx context.Context, abort <-chan struct{}) error {
 	var opts []host.Option
 	opts = append(opts, host.WithLogger(log))
 	if len(cfg.MiddlewareHosts) == 0 {
-		if cfg.SecurityProvider == "file" {
-			// The file provider connects with TLS, which the embedded broker does not offer.
-			return errors.New("no broker configured: set plugin.choria.middleware_hosts to a TLS broker for plugin.security.provider = file, or use plugin.security.provider = insecure for a loopback-only development setup (see testdata/config/dev.conf)")
+		if cfg.SecurityProvider != "insecure" {
+			// The x509 providers connect with TLS, which the embedded broker does not offer.
+			return fmt.Errorf("no broker configured: set plugin.choria.middleware_hosts to a TLS broker for plugin.security.provider = %s, or use plugin.security.provider = insecure for a loopback-only development setup (see testdata/config/dev.conf)", cfg.SecurityProvider)
 		}
 		b, err := startBroker(cfg.EmbeddedBroker)
 		if err != nil {
@@ -91,7 +119,30 @@ func (c *runCommand) execute(ctx context.Context, abort <-chan struct{}) error {
 		<-abort
 		h.Abort()
 	}()
+	go reloadOnHUP(ctx, h, hup, log)
 	return h.Run(ctx)
+}
+
+// reloadOnHUP reloads the host for each SIGHUP until ctx ends. A signal
+// that comes before the host serves, or during a reload, is one more
+// reload after it.
+func reloadOnHUP(ctx context.Context, h *host.Host, hup <-chan os.Signal, log *slog.Logger) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-h.Ready():
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		log.Info("SIGHUP: reloading facts, classes, agents and policies")
+		if err := h.Reload(ctx); err != nil {
+			log.Warn("SIGHUP: reload failed", "error", err)
+		}
+	}
 }
 
 func versionString() string {
