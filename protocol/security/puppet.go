@@ -88,7 +88,7 @@ func NewPuppetVerifier(pc PuppetConfig, fc FileConfig, opts ...Option) (*FileVer
 		return nil, Files{}, err
 	}
 	files := pc.Files()
-	fc.CAFile = files.CA
+	fc.CAFile, fc.caSetting = files.CA, "the CA in plugin.choria.ssldir"
 	v, err := NewFileVerifier(fc, opts...)
 	if err != nil {
 		return nil, Files{}, err

@@ -115,3 +115,14 @@ func TestPuppetMissingFiles(t *testing.T) {
 		t.Errorf("no certname: err = %v, want ErrConfig naming identity", err)
 	}
 }
+
+func TestPuppetBadCA(t *testing.T) {
+	dir := puppetSSLDir(t, hosttest.NewPKI(t), "node1.example.net")
+	if err := os.WriteFile(filepath.Join(dir, "certs", "ca.pem"), []byte("not PEM"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := NewPuppetVerifier(PuppetConfig{SSLDir: dir, Certname: "node1.example.net"}, FileConfig{})
+	if err == nil || !strings.Contains(err.Error(), "the CA in plugin.choria.ssldir") || strings.Contains(err.Error(), "plugin.security.file.ca") {
+		t.Errorf("err = %v, want one naming Puppet's CA, not the file provider's key", err)
+	}
+}
