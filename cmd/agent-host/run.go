@@ -71,6 +71,7 @@ func (c *runCommand) execute(ctx context.Context, abort <-chan struct{}) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	sd := newNotifier()
 
 	file, err := c.resolveConfig()
 	if err != nil {
@@ -119,29 +120,38 @@ func (c *runCommand) execute(ctx context.Context, abort <-chan struct{}) error {
 		<-abort
 		h.Abort()
 	}()
-	go reloadOnHUP(ctx, h, hup, log)
+	go superviseService(ctx, h, hup, sd, log)
 	return h.Run(ctx)
 }
 
-// reloadOnHUP reloads the host for each SIGHUP until ctx ends. A signal
-// that comes before the host serves, or during a reload, is one more
-// reload after it.
-func reloadOnHUP(ctx context.Context, h *host.Host, hup <-chan os.Signal, log *slog.Logger) {
+// superviseService tells systemd when the host serves, reloads it for
+// each SIGHUP and tells systemd when it stops. A signal that comes before
+// the host serves, or during a reload, is one more reload after it.
+func superviseService(ctx context.Context, h *host.Host, hup <-chan os.Signal, sd notifier, log *slog.Logger) {
+	notify := func(state string) {
+		if err := sd.notify(state); err != nil {
+			log.Warn("systemd notification failed", "error", err)
+		}
+	}
 	select {
 	case <-ctx.Done():
 		return
 	case <-h.Ready():
 	}
+	notify("READY=1")
 	for {
 		select {
 		case <-ctx.Done():
+			notify("STOPPING=1")
 			return
 		case <-hup:
 		}
 		log.Info("SIGHUP: reloading facts, classes, agents and policies")
+		notify("RELOADING=1")
 		if err := h.Reload(ctx); err != nil {
 			log.Warn("SIGHUP: reload failed", "error", err)
 		}
+		notify("READY=1")
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,6 +64,8 @@ func TestSIGHUPUnderLoad(t *testing.T) {
 		"plugin.agent_host.shutdown_grace = 20s",
 		"",
 	}, "\n"))
+	// Where systemd would listen for Type=notify's messages.
+	notes := listenNotify(t)
 	run, logs := startRun(t, "run", "--config", conf, "--plugins", plugins)
 
 	nc, err := nats.Connect("nats://" + addr)
@@ -169,10 +172,53 @@ func TestSIGHUPUnderLoad(t *testing.T) {
 	if len(failures) > 0 {
 		t.Errorf("%d requests failed during %d SIGHUPs; first: %s", len(failures), hups, failures[0])
 	}
+	want := []string{"READY=1"}
+	for range hups {
+		want = append(want, "RELOADING=1", "READY=1")
+	}
+	want = append(want, "STOPPING=1")
+	if got := notes(); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("systemd was told %q, want %q", got, want)
+	}
 	if served.Load() < hups {
 		t.Errorf("only %d requests were served", served.Load())
 	}
 	t.Logf("%d requests served during %d SIGHUPs, %d failed", served.Load(), hups, len(failures))
+}
+
+// listenNotify makes a socket like systemd's NOTIFY_SOCKET for the
+// processes the test starts, and returns what they sent so far.
+func listenNotify(t *testing.T) func() []string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	t.Setenv("NOTIFY_SOCKET", path)
+	var mu sync.Mutex
+	var got []string
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			got = append(got, string(buf[:n]))
+			mu.Unlock()
+		}
+	}()
+	return func() []string {
+		// Datagrams already sent are in the socket's buffer: give the
+		// reader a moment to take them.
+		time.Sleep(100 * time.Millisecond)
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
 }
 
 func writeAtomically(t *testing.T, path, content string) {
@@ -216,6 +262,7 @@ func TestServiceUnit(t *testing.T) {
 		}
 	}
 	for k, want := range map[string]string{
+		"Type":       "notify",
 		"ExecReload": "/bin/kill -HUP $MAINPID",
 		"KillMode":   "mixed",
 		"Restart":    "on-failure",
