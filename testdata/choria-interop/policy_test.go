@@ -144,15 +144,18 @@ func startExtraNode(t *testing.T, identity, agent, cfg, plugins string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	// Closed once the process has exited, so both the wait for it to
+	// serve and the cleanup can see that.
+	done := make(chan struct{})
+	var exitErr error
+	go func() { exitErr = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
 		defer out.Close()
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("agent-host for %s after SIGTERM: %v", identity, err)
+		case <-done:
+			if exitErr != nil {
+				t.Errorf("agent-host for %s after SIGTERM: %v", identity, exitErr)
 			}
 		case <-time.After(stopTimeout):
 			_ = cmd.Process.Kill()
@@ -180,8 +183,8 @@ func startExtraNode(t *testing.T, identity, agent, cfg, plugins string) {
 			}
 		}
 		select {
-		case err := <-done:
-			t.Fatalf("agent-host for %s exited: %v", identity, err)
+		case <-done:
+			t.Fatalf("agent-host for %s exited: %v", identity, exitErr)
 		case <-ctx.Done():
 			t.Fatal(errors.Join(fmt.Errorf("%s was never discovered", identity), ctx.Err()))
 		case <-time.After(250 * time.Millisecond):
