@@ -23,7 +23,11 @@ type configFlags struct {
 }
 
 func (f *configFlags) add(cmd *kingpin.CmdClause) {
-	cmd.Flag("config", "Choria-style server configuration file (run: default "+DefaultConfigFile+").").Short('c').PlaceHolder("FILE").StringVar(&f.configFile)
+	help := "Choria-style server configuration file."
+	if cmd.FullCommand() == "run" {
+		help = "Choria-style server configuration file; default " + DefaultConfigFile + "."
+	}
+	cmd.Flag("config", help).Short('c').PlaceHolder("FILE").StringVar(&f.configFile)
 	cmd.Flag("plugins", "A directory of agents (X.json + X, X/X.json + X/X, or multi-arch X/X-<os>_<arch>); repeatable.").PlaceHolder("DIR").StringsVar(&f.plugins)
 }
 
