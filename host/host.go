@@ -112,6 +112,9 @@ type Host struct {
 	started   time.Time
 
 	verifier security.Verifier
+	// tlsFiles are what an x509 provider presents to the broker; empty
+	// for insecure.
+	tlsFiles security.Files
 	matcher  *filter.Matcher
 	inv      *inventory.Inventory
 	spawner  *spawn.Spawner
@@ -135,6 +138,11 @@ type Host struct {
 	subs   map[string]*nats.Subscription
 	intake *intake
 	queue  *agentQueue
+
+	// changeMu serialises changes to the agents (the watcher's, Reload's)
+	// with each other and with the shutdown, which sets changesOver.
+	changeMu    sync.Mutex
+	changesOver bool
 
 	// stopping is set once the host stops taking requests: what is still
 	// buffered is answered that the node is shutting down.
@@ -171,11 +179,11 @@ func New(cfg *config.Config, opts ...Option) (*Host, error) {
 	}
 	h.started = h.now()
 
-	v, err := newVerifier(cfg, h.log)
+	v, files, err := newVerifier(context.Background(), cfg, h.log)
 	if err != nil {
 		return nil, err
 	}
-	h.verifier = v
+	h.verifier, h.tlsFiles = v, files
 	// Filters come from the network: what the matcher says about bad ones
 	// is rate-limited like every other line about refused messages.
 	h.matcher = filter.NewMatcher(filter.WithLogger(slog.New(newLimitedHandler(h.log.Handler(), h.refusals)).With("component", "filter")))
@@ -213,37 +221,6 @@ func inFlightPerAgent(cfg *config.Config) int {
 		return min(cfg.MaxInFlightPerAgent, cfg.MaxInFlight)
 	}
 	return max(cfg.MaxInFlight/2, 1)
-}
-
-func newVerifier(cfg *config.Config, log *slog.Logger) (security.Verifier, error) {
-	switch cfg.SecurityProvider {
-	case "insecure":
-		log.Warn("SECURITY DISABLED: plugin.security.provider = insecure; requests are NOT verified and anyone who can publish to the broker can run agents")
-		return security.Insecure{}, nil
-	case "file":
-		for _, k := range []struct{ key, value string }{
-			{"plugin.security.file.certificate", cfg.FileCertificate},
-			{"plugin.security.file.key", cfg.FileKey},
-			{"plugin.security.file.ca", cfg.FileCA},
-		} {
-			if k.value == "" {
-				return nil, fmt.Errorf("host: %s is not set: plugin.security.provider = file needs this node's certificate, its key and the CA", k.key)
-			}
-		}
-		v, err := security.NewFileVerifier(security.FileConfig{
-			CAFile:            cfg.FileCA,
-			CertnameAllowList: cfg.CertnameWhitelist,
-			PrivilegedUsers:   cfg.PrivilegedUsers,
-
-			SupportLegacyCertificates: cfg.SupportLegacyCertificates,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("host: file security: %w", err)
-		}
-		return v, nil
-	default:
-		return nil, fmt.Errorf("host: plugin.security.provider %q is not supported; use file or insecure", cfg.SecurityProvider)
-	}
 }
 
 // newAgentSource builds the spawner and the catalog that uses it for
@@ -356,8 +333,11 @@ func (h *Host) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	h.log.Info("agent-host stopping", "running", h.queue.running(), "waiting", h.queue.waiting())
-	// The watcher goes first so no reload re-subscribes behind the shutdown.
+	// The watcher and reloads go first so none re-subscribes behind the shutdown.
 	<-watchDone
+	h.changeMu.Lock()
+	h.changesOver = true
+	h.changeMu.Unlock()
 	h.stop(workers)
 	// The workers' exits are told before the shutdown event, the last word.
 	h.runners.close()
@@ -448,6 +428,12 @@ func (h *Host) stop(w *workers) {
 
 // applyChange is the catalog's hot-reload callback.
 func (h *Host) applyChange(ch runner.Change) {
+	h.changeMu.Lock()
+	defer h.changeMu.Unlock()
+	h.applyChangeLocked(ch)
+}
+
+func (h *Host) applyChangeLocked(ch runner.Change) {
 	table := h.buildTable()
 	h.agents.Store(table)
 	// Requests that found the old runners still finish on them.

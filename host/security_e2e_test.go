@@ -2,7 +2,9 @@ package host_test
 
 import (
 	"crypto"
+	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -141,8 +143,74 @@ func TestInsecureModeIsNamedAndLoud(t *testing.T) {
 	if !strings.Contains(h.logs.String(), "SECURITY DISABLED") {
 		t.Error("insecure mode started without a warning")
 	}
-	if config.Default().SecurityProvider != "file" {
-		t.Errorf("default security provider is %q, want file", config.Default().SecurityProvider)
+	if config.Default().SecurityProvider != "puppet" {
+		t.Errorf("default security provider is %q, want Choria's, puppet", config.Default().SecurityProvider)
+	}
+}
+
+// puppetSSLDir lays the node's certificate and key and the CA out as
+// `puppet agent` leaves them, for certname.
+func puppetSSLDir(t *testing.T, pki *hosttest.PKI, certname string) string {
+	t.Helper()
+	dir := t.TempDir()
+	cert, key := pki.Issue(t, certname)
+	for src, dst := range map[string]string{
+		cert:       filepath.Join(dir, "certs", certname+".pem"),
+		key:        filepath.Join(dir, "private_keys", certname+".pem"),
+		pki.CAFile: filepath.Join(dir, "certs", "ca.pem"),
+	} {
+		copyFile(t, src, dst)
+	}
+	return dir
+}
+
+// TestPuppetSecurity: a Choria node's settings, plugin.security.provider =
+// puppet and an SSL directory in Puppet's layout, are enough for the host
+// to connect to a TLS broker with the node's certificate and to verify
+// callers of Puppet's CA.
+func TestPuppetSecurity(t *testing.T) {
+	pki := hosttest.NewPKI(t)
+	ssldir := puppetSSLDir(t, pki, node)
+	h := start(t, setup{
+		agents:   []string{"shagent"},
+		natsOpts: []hosttest.NATSOption{hosttest.WithTLS(pki)},
+		configure: func(c *config.Config) {
+			c.SecurityProvider = "puppet"
+			c.SSLDir = ssldir
+		},
+	})
+	rip := newCaller(t, pki, "rip.mcollective")
+	sreq, id := signedEcho(t, rip, "choria=rip.mcollective", time.Now())
+	wantStatus(t, h.publish(t, sreq, id, true), protocol.OK, "OK")
+
+	foreign := newCaller(t, hosttest.NewPKI(t), "rip.mcollective")
+	sreq, id = signedEcho(t, foreign, "choria=rip.mcollective", time.Now())
+	h.publish(t, sreq, id, false)
+	if !strings.Contains(h.logs.String(), "certs/ca.pem") {
+		t.Errorf("the start-up log does not say which Puppet files are used:\n%s", h.logs.String())
+	}
+}
+
+func TestPuppetSecurityMissingCertificate(t *testing.T) {
+	pki := hosttest.NewPKI(t)
+	cfg := config.Default()
+	cfg.Identity = "node2.example.net" // no certificate for it in the directory
+	cfg.SecurityProvider = "puppet"
+	cfg.SSLDir = puppetSSLDir(t, pki, node)
+	t.Setenv("MCOLLECTIVE_CERTNAME", "")
+	_, err := host.New(cfg)
+	if !errors.Is(err, security.ErrMissingFile) {
+		t.Fatalf("host.New: err = %v, want security.ErrMissingFile", err)
+	}
+	for _, s := range []string{filepath.Join(cfg.SSLDir, "certs", "node2.example.net.pem"), "plugin.choria.ssldir", "identity"} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q does not name %q", err, s)
+		}
+	}
+	// MCOLLECTIVE_CERTNAME picks the certificate, as in Choria.
+	t.Setenv("MCOLLECTIVE_CERTNAME", node)
+	if _, err := host.New(cfg); err != nil {
+		t.Errorf("host.New with MCOLLECTIVE_CERTNAME = %s: %v", node, err)
 	}
 }
 

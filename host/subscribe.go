@@ -59,8 +59,8 @@ func (h *Host) connect() (*nats.Conn, error) {
 		}),
 		nats.ErrorHandler(h.natsError),
 	}
-	if h.cfg.SecurityProvider == "file" {
-		tc, err := security.TLSConfig(h.cfg.FileCertificate, h.cfg.FileKey, h.cfg.FileCA)
+	if f := h.tlsFiles; f.CA != "" {
+		tc, err := security.TLSConfig(f.Certificate, f.Key, f.CA)
 		if err != nil {
 			return nil, fmt.Errorf("host: broker TLS: %w", err)
 		}

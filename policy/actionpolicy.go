@@ -90,6 +90,14 @@ func NewActionPolicy(o ActionPolicyOptions) *ActionPolicy {
 	}
 }
 
+// Reload forgets every parsed file, so the next request reads its
+// policy and groups files again even where their sizes and times did
+// not change.
+func (a *ActionPolicy) Reload() {
+	a.policies.clear()
+	a.groups.clear()
+}
+
 // Authorize decides in by the first line of the agent's policy file that
 // matches it, else by the file's default. Every error denies.
 func (a *ActionPolicy) Authorize(ctx context.Context, in *Input) (Decision, error) {
@@ -196,6 +204,12 @@ func newFileCache[T any](parse func(path string, data []byte) T) *fileCache[T] {
 	return &fileCache[T]{parse: parse, entries: map[string]cacheEntry[T]{}, settle: racyWindow}
 }
 
+func (c *fileCache[T]) clear() {
+	c.mu.Lock()
+	clear(c.entries)
+	c.mu.Unlock()
+}
+
 // load returns the parsed file at path; found is false, with no error,
 // when it does not exist. As in Choria, any other failure to stat it is
 // an error rather than absence.
@@ -265,4 +279,7 @@ func readBounded(path string) ([]byte, fs.FileInfo, error) {
 }
 
 // Interface guards
-var _ Authorizer = (*ActionPolicy)(nil)
+var (
+	_ Authorizer = (*ActionPolicy)(nil)
+	_ Reloader   = (*ActionPolicy)(nil)
+)

@@ -46,6 +46,15 @@ type Authorizer interface {
 	Authorize(ctx context.Context, in *Input) (Decision, error)
 }
 
+// Reloader is an authorizer that can bring its policies up to date at
+// once, for the host's reload (SIGHUP): requests decided after Reload
+// returns see the files as they were when it started. Authorizers
+// already notice changed files by themselves; Reload only makes that
+// immediate and logs what no longer compiles.
+type Reloader interface {
+	Reload()
+}
+
 // AllowAll authorizes every request. It is the host's authorizer while no
 // policy is configured, and the host says so at start-up.
 type AllowAll struct{}

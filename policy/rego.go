@@ -146,6 +146,10 @@ func deny(file string, err error) (Decision, error) {
 	return Decision{Reason: err.Error(), Policy: file}, err
 }
 
+// Reload compiles every changed policy in Dir now and forgets removed
+// ones, as the watcher does after an event.
+func (r *Rego) Reload() { r.scan() }
+
 // Close stops watching Dir. Authorize still works after Close: it notices
 // changed files on its own.
 func (r *Rego) Close() error {
@@ -322,4 +326,5 @@ func (e *regoError) Unwrap() []error {
 var (
 	_ Authorizer = (*Rego)(nil)
 	_ Closer     = (*Rego)(nil)
+	_ Reloader   = (*Rego)(nil)
 )

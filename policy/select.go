@@ -70,6 +70,13 @@ type nopCloser struct{ Authorizer }
 
 func (nopCloser) Close() error { return nil }
 
+// Reload reloads the wrapped authorizer's policies when it can.
+func (n nopCloser) Reload() {
+	if r, ok := n.Authorizer.(Reloader); ok {
+		r.Reload()
+	}
+}
+
 // unsupported denies everything, as Choria does for a provider it does not know.
 type unsupported string
 

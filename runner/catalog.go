@@ -213,6 +213,16 @@ func (c *Catalog) Load(ctx context.Context) error {
 	return err
 }
 
+// Rescan reconciles the catalog with the disk now, as Watch does when
+// files change, but without waiting for changed DDLs to settle: it is
+// for an operator who says the files are in place (the host's SIGHUP).
+// It returns what changed, already published; Watch does not report
+// the same change again. The error is non-nil only when ctx ended.
+func (c *Catalog) Rescan(ctx context.Context) (Change, error) {
+	res, err := c.reload(ctx, true)
+	return res.change, err
+}
+
 // Agents returns every known agent, active or not, sorted by name.
 func (c *Catalog) Agents() []*Agent {
 	c.mu.RLock()

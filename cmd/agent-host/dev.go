@@ -48,6 +48,8 @@ type devSetup struct {
 }
 
 func (c *devCommand) execute(ctx context.Context, abort <-chan struct{}, out io.Writer) error {
+	svc, stop := listenService()
+	defer stop()
 	if c.port < 0 || c.port > 65535 {
 		return fmt.Errorf("--port %d is not a port number", c.port)
 	}
@@ -96,7 +98,7 @@ func (c *devCommand) execute(ctx context.Context, abort <-chan struct{}, out io.
 		log.Info("created development certificates", "dir", dir, "files", len(pki.Created))
 	}
 	log.Info("started a TLS NATS broker that requires client certificates from the development CA", "url", cfg.MiddlewareURLs()[0])
-	return serve(ctx, abort, cfg, log, func() { setup.printCommands(out) })
+	return serve(ctx, abort, svc, cfg, log, func() { setup.printCommands(out) })
 }
 
 // writeDevFiles writes server.conf and client.conf, and copies the agents'

@@ -2,11 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime/debug"
+	"syscall"
 
 	"github.com/alecthomas/kingpin/v2"
 
@@ -22,16 +23,38 @@ type configFlags struct {
 }
 
 func (f *configFlags) add(cmd *kingpin.CmdClause) {
-	cmd.Flag("config", "Choria-style server configuration file.").Short('c').PlaceHolder("FILE").StringVar(&f.configFile)
+	help := "Choria-style server configuration file."
+	if cmd.FullCommand() == "run" {
+		help = "Choria-style server configuration file; default " + DefaultConfigFile + "."
+	}
+	cmd.Flag("config", help).Short('c').PlaceHolder("FILE").StringVar(&f.configFile)
 	cmd.Flag("plugins", "A directory of agents (X.json + X, X/X.json + X/X, or multi-arch X/X-<os>_<arch>); repeatable.").PlaceHolder("DIR").StringsVar(&f.plugins)
 }
+
+// DefaultConfigFile is where `agent-host run` reads its configuration
+// without --config: a Choria server's, so that a node's existing
+// configuration is used unchanged (Choria's packages start the server
+// with --config=/etc/choria/server.conf).
+const DefaultConfigFile = "/etc/choria/server.conf"
 
 type runCommand struct{ configFlags }
 
 func newRunCommand(app *kingpin.Application) *runCommand {
 	c := &runCommand{}
-	c.add(app.Command("run", "Connect to the broker and serve requests. Without middleware hosts configured, an embedded NATS broker is started on loopback."))
+	cmd := app.Command("run", "Connect to the broker and serve requests. Without middleware hosts configured, an embedded NATS broker is started on loopback. SIGHUP reloads facts, classes, agents and policies; SIGTERM drains.")
+	c.add(cmd)
 	return c
+}
+
+// resolveConfig is --config, else DefaultConfigFile, which must exist.
+func (c *runCommand) resolveConfig() (string, error) {
+	if c.configFlags.configFile != "" {
+		return c.configFlags.configFile, nil
+	}
+	if _, err := os.Stat(DefaultConfigFile); err != nil {
+		return "", fmt.Errorf("no --config given and the default configuration %s cannot be read (%w): give the server configuration with --config FILE (testdata/config/dev.conf for a development node)", DefaultConfigFile, err)
+	}
+	return DefaultConfigFile, nil
 }
 
 // loadConfig reads the configuration and applies the --plugins flag.
@@ -47,8 +70,30 @@ func loadConfig(file string, plugins []string) (*config.Config, error) {
 	return cfg, nil
 }
 
+// service is what a served host hears from its service manager: SIGHUP
+// to reload, and systemd to notify.
+type service struct {
+	hup chan os.Signal
+	sd  notifier
+}
+
+// listenService starts taking SIGHUP at once, as its default action ends
+// the process; stop stops it.
+func listenService() (svc service, stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	return service{hup: hup, sd: newNotifier()}, func() { signal.Stop(hup) }
+}
+
 func (c *runCommand) execute(ctx context.Context, abort <-chan struct{}) error {
-	cfg, err := loadConfig(c.configFile, c.plugins)
+	svc, stop := listenService()
+	defer stop()
+
+	file, err := c.resolveConfig()
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(file, c.plugins)
 	if err != nil {
 		return err
 	}
@@ -60,9 +105,9 @@ func (c *runCommand) execute(ctx context.Context, abort <-chan struct{}) error {
 
 	var opts []host.Option
 	if len(cfg.MiddlewareHosts) == 0 {
-		if cfg.SecurityProvider == "file" {
-			// The file provider connects with TLS, which the embedded broker does not offer.
-			return errors.New("no broker configured: set plugin.choria.middleware_hosts to a TLS broker for plugin.security.provider = file, run `agent-host dev` for a development setup with its own certificates and TLS broker, or use plugin.security.provider = insecure for a loopback-only one (see testdata/config/dev.conf)")
+		if cfg.SecurityProvider != "insecure" {
+			// The x509 providers connect with TLS, which the embedded broker does not offer.
+			return fmt.Errorf("no broker configured: set plugin.choria.middleware_hosts to a TLS broker for plugin.security.provider = %s, run `agent-host dev` for a development setup with its own certificates and TLS broker, or use plugin.security.provider = insecure for a loopback-only one (see testdata/config/dev.conf)", cfg.SecurityProvider)
 		}
 		b, err := startBroker(cfg.EmbeddedBroker, nil)
 		if err != nil {
@@ -72,13 +117,14 @@ func (c *runCommand) execute(ctx context.Context, abort <-chan struct{}) error {
 		log.Info("no broker configured (plugin.choria.middleware_hosts): started an embedded NATS broker", "url", b.URL())
 		opts = append(opts, host.WithBrokerURL(b.URL()))
 	}
-	return serve(ctx, abort, cfg, log, nil, opts...)
+	return serve(ctx, abort, svc, cfg, log, nil, opts...)
 }
 
 // serve runs a host for cfg until ctx ends, publishing lifecycle events on
 // the host's own connection; ready, when not nil, is called once the host
-// is serving. abort closing kills running agents rather than waiting.
-func serve(ctx context.Context, abort <-chan struct{}, cfg *config.Config, log *slog.Logger, ready func(), opts ...host.Option) error {
+// is serving. abort closing kills running agents rather than waiting; svc
+// reloads it and tells systemd.
+func serve(ctx context.Context, abort <-chan struct{}, svc service, cfg *config.Config, log *slog.Logger, ready func(), opts ...host.Option) error {
 	var h *host.Host
 	events := lifecycle.New(lifecycle.PublisherFunc(func(subject string, data []byte) error {
 		return h.Publish(subject, data)
@@ -110,7 +156,39 @@ func serve(ctx context.Context, abort <-chan struct{}, cfg *config.Config, log *
 			}
 		}()
 	}
+	go superviseService(ctx, h, svc.hup, svc.sd, log)
 	return h.Run(ctx)
+}
+
+// superviseService tells systemd when the host serves, reloads it for
+// each SIGHUP and tells systemd when it stops. A signal that comes before
+// the host serves, or during a reload, is one more reload after it.
+func superviseService(ctx context.Context, h *host.Host, hup <-chan os.Signal, sd notifier, log *slog.Logger) {
+	notify := func(state string) {
+		if err := sd.notify(state); err != nil {
+			log.Warn("systemd notification failed", "error", err)
+		}
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-h.Ready():
+	}
+	notify("READY=1")
+	for {
+		select {
+		case <-ctx.Done():
+			notify("STOPPING=1")
+			return
+		case <-hup:
+		}
+		log.Info("SIGHUP: reloading facts, classes, agents and policies")
+		notify("RELOADING=1")
+		if err := h.Reload(ctx); err != nil {
+			log.Warn("SIGHUP: reload failed", "error", err)
+		}
+		notify("READY=1")
+	}
 }
 
 func versionString() string {

@@ -115,11 +115,20 @@ type Config struct {
 	// A NATS 2.0 credentials file to authenticate to the broker with.
 	NATSCredentials string `confkey:"plugin.nats.credentials" type:"path_string"`
 
-	// How requests are verified: file checks the x509 certificate and signature of each
-	// request against plugin.security.file.ca; insecure skips verification and is meant for
-	// development only. Choria's other providers (puppet, pkcs11, certmanager, choria) are not
-	// supported.
-	SecurityProvider string `confkey:"plugin.security.provider" default:"file" validate:"enum=file,insecure"`
+	// How requests are verified: puppet, Choria's default, and file check the x509 certificate
+	// and signature of each request against a CA; puppet finds the node's certificate, key and
+	// CA in Puppet's SSL directory (plugin.choria.ssldir), file where plugin.security.file.*
+	// say. insecure skips verification and is meant for development only. Choria's other
+	// providers (pkcs11, certmanager, choria) are not supported.
+	SecurityProvider string `confkey:"plugin.security.provider" default:"puppet" validate:"enum=puppet,file,insecure"`
+
+	// With the puppet provider, Puppet's SSL directory: the node's certificate is
+	// certs/<certname>.pem, its key private_keys/<certname>.pem and the CA certs/ca.pem, where
+	// the certname is MCOLLECTIVE_CERTNAME when set, else identity. When unset it is, as in
+	// Choria, what `puppet apply --configprint ssldir` prints when running as root (within 30
+	// seconds; /etc/puppetlabs/puppet/ssl when Puppet is not installed) and
+	// ~/.puppetlabs/etc/puppet/ssl for other users.
+	SSLDir string `confkey:"plugin.choria.ssldir" type:"path_string"`
 
 	// With the file provider, the PEM certificate this node presents to the broker.
 	FileCertificate string `confkey:"plugin.security.file.certificate" type:"path_string"`

@@ -31,9 +31,9 @@ const (
 	whyRegistration = "agent-host publishes no registration data: rpcutil inventory answers for the node's agents, facts and classes, and lifecycle events announce it"
 	whyMachines     = "agent-host runs no autonomous agents or Scout checks (choria_util machine_states answers none); run them with Choria"
 	whyShim         = "the shim runs Ruby MCollective agents; agent-host serves external agents only"
-	whyV2           = "Choria protocol v2 security (ed25519, organization issuers) is not implemented; agent-host speaks protocol v1 with x509 (plugin.security.provider = file)"
-	whyProvider     = "only the file security provider is implemented (plugin.security.provider = file or insecure)"
-	whyPuppet       = "the puppet security provider and Puppet lookups are not implemented; use plugin.security.provider = file with the Puppet CA's files"
+	whyV2           = "Choria protocol v2 security (ed25519, organization issuers) is not implemented; agent-host speaks protocol v1 with x509 (plugin.security.provider = puppet or file)"
+	whyProvider     = "only the puppet and file security providers are implemented (plugin.security.provider = puppet, file or insecure)"
+	whyPuppet       = "Puppet lookups (PuppetDB, the Puppet CA and server) are not implemented; the puppet security provider reads the node's files from Puppet's SSL directory"
 	whySRV          = "agent-host does not look up SRV records; list the brokers in plugin.choria.middleware_hosts"
 	whyStreams      = "a Choria Streams (JetStream) service agent-host does not provide"
 )
@@ -77,7 +77,6 @@ var unsupported = []UnsupportedKey{
 	{"plugin.choria.server.", "provisioning mode (choria-provisioner) is not implemented: a node is configured by its file"},
 	{"plugin.choria.services.", "Choria's service agents (the agent registry) are not implemented"},
 	{"plugin.choria.srv_domain", whySRV},
-	{"plugin.choria.ssldir", whyPuppet},
 	{"plugin.choria.submission.", whyStreams},
 	{"plugin.machines.", whyMachines},
 	{"plugin.rpcaudit.logfile.group", "the audit log is created with the host's user and group; set its group and mode with the file system (or logrotate's create)"},
@@ -86,11 +85,11 @@ var unsupported = []UnsupportedKey{
 	{"plugin.security.certmanager.", whyProvider},
 	{"plugin.security.choria.", whyV2},
 	{"plugin.security.cipher_suites", "TLS uses Go's default cipher suites, TLS 1.2 and later"},
-	{"plugin.security.client_anon_tls", "the broker is always verified against plugin.security.file.ca"},
+	{"plugin.security.client_anon_tls", "the broker is always verified against the security provider's CA"},
 	{"plugin.security.ecc_curves", "TLS uses Go's default curves"},
 	{"plugin.security.issuer.", whyV2},
 	{"plugin.security.pkcs11.", whyProvider},
-	{"plugin.security.server_anon_tls", "the broker is always verified against plugin.security.file.ca"},
+	{"plugin.security.server_anon_tls", "the broker is always verified against the security provider's CA"},
 }
 
 // Unsupported returns the Choria server settings agent-host knowingly does

@@ -5,6 +5,7 @@
 package inventory
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -38,9 +39,14 @@ type Inventory struct {
 	mu         sync.Mutex
 	checked    time.Time
 	refreshing bool // one caller is looking at the files
-	stamp      string
-	facts      json.RawMessage
-	classes    []string
+	// gen counts Reloads, so that a refresh that read the files before
+	// one does not replace what it read.
+	gen uint64
+	// reloadMu keeps one Reload at a time, so the last to read stores last.
+	reloadMu sync.Mutex
+	stamp    string
+	facts    json.RawMessage
+	classes  []string
 }
 
 // New reads the facts files (later files win, as in Choria) and the
@@ -68,7 +74,7 @@ func (i *Inventory) Snapshot() (json.RawMessage, []string) {
 	if due {
 		i.refreshing, i.checked = true, now
 	}
-	facts, classes, stamp := i.facts, i.classes, i.stamp
+	facts, classes, stamp, gen := i.facts, i.classes, i.stamp, i.gen
 	i.mu.Unlock()
 	if !due {
 		return facts, classes
@@ -77,9 +83,30 @@ func (i *Inventory) Snapshot() (json.RawMessage, []string) {
 		facts, classes, stamp = loadFacts(i.factFiles, i.log), loadClasses(i.classesFile, i.log), fresh
 	}
 	i.mu.Lock()
-	i.facts, i.classes, i.stamp, i.refreshing = facts, classes, stamp, false
+	if i.gen == gen {
+		i.facts, i.classes, i.stamp = facts, classes, stamp
+	} else {
+		facts, classes = i.facts, i.classes
+	}
+	i.refreshing = false
 	i.mu.Unlock()
 	return facts, classes
+}
+
+// Reload reads the files now, whatever their sizes and times say, and
+// reports whether the facts or the classes differ from before. Snapshot
+// returns what it read from then on.
+func (i *Inventory) Reload() (factsChanged, classesChanged bool) {
+	i.reloadMu.Lock()
+	defer i.reloadMu.Unlock()
+	stamp := i.fileStamp()
+	facts, classes := loadFacts(i.factFiles, i.log), loadClasses(i.classesFile, i.log)
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	factsChanged, classesChanged = !bytes.Equal(i.facts, facts), !slices.Equal(i.classes, classes)
+	i.facts, i.classes, i.stamp, i.checked = facts, classes, stamp, time.Now()
+	i.gen++
+	return factsChanged, classesChanged
 }
 
 // Facts returns the facts of Snapshot.

@@ -83,3 +83,39 @@ func write(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// TestReloadNow: Reload reads the files at once, even when their size and
+// modification time are what they were (a same-size edit with the time
+// put back), and says what changed.
+func TestReloadNow(t *testing.T) {
+	dir := t.TempDir()
+	facts, classes := filepath.Join(dir, "facts.json"), filepath.Join(dir, "classes.txt")
+	write(t, facts, `{"role":"web"}`)
+	write(t, classes, "roles::web\n")
+	inv := New([]string{facts}, classes, nil)
+	st, err := os.Stat(facts)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if f, c := inv.Reload(); f || c {
+		t.Errorf("Reload with nothing changed = %v, %v; want false, false", f, c)
+	}
+	write(t, facts, `{"role":"db"}`)
+	if err := os.Chtimes(facts, st.ModTime(), st.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if f, c := inv.Reload(); !f || c {
+		t.Errorf("Reload after a facts edit = %v, %v; want true, false", f, c)
+	}
+	if got, _ := inv.Snapshot(); string(got) != `{"role":"db"}` {
+		t.Errorf("facts after Reload = %s", got)
+	}
+	write(t, classes, "roles::db\n")
+	if f, c := inv.Reload(); f || !c {
+		t.Errorf("Reload after a classes edit = %v, %v; want false, true", f, c)
+	}
+	if _, got := inv.Snapshot(); strings.Join(got, ",") != "roles::db" {
+		t.Errorf("classes after Reload = %v", got)
+	}
+}

@@ -1,6 +1,7 @@
 package security
 
 import (
+	"cmp"
 	"crypto"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -54,6 +55,10 @@ type FileConfig struct {
 	// remembered, so a returning caller costs one signature check. Zero
 	// means DefaultCacheSize; a negative value disables the cache.
 	CacheSize int
+
+	// caSetting names where CAFile came from in errors; the file
+	// provider's key when empty.
+	caSetting string
 }
 
 // Option changes how a FileVerifier works.
@@ -90,7 +95,8 @@ func NewFileVerifier(cfg FileConfig, opts ...Option) (*FileVerifier, error) {
 	}
 	var err error
 	if v.roots, err = loadCA(cfg.CAFile); err != nil {
-		return nil, fmt.Errorf("plugin.security.file.ca: %w", err)
+		setting := cmp.Or(cfg.caSetting, "plugin.security.file.ca")
+		return nil, fmt.Errorf("%s: %w", setting, err)
 	}
 	if v.allow, err = compilePatterns(cfg.CertnameAllowList, defaultCertnameAllowList); err != nil {
 		return nil, fmt.Errorf("plugin.choria.security.certname_whitelist: %w", err)

@@ -1,6 +1,7 @@
 // Package security verifies incoming Choria v1 requests the way Choria's
-// x509 "file" security provider does, and loads the key material a client
-// or the host's broker connection needs.
+// x509 "file" security provider does (and its "puppet" provider, which is
+// the same over the files of Puppet's SSL directory), and loads the key
+// material a client or the host's broker connection needs.
 //
 // A v1 request is trusted when its embedded certificate chains to the
 // configured CA, names the caller (or is privileged), is on the certname

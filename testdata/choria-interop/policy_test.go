@@ -3,6 +3,7 @@ package interop
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,7 +68,7 @@ func TestRegoPolicy(t *testing.T) {
 	if err := copyFile(filepath.Join("agents", "marker", "marker.json"), clientDDL, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	startPolicedNode(t, cfg, plugins)
+	startExtraNode(t, policedNode, "marker", cfg, plugins)
 
 	ran := func(action string) bool {
 		_, err := os.Stat(filepath.Join(dir, "plugin.d", "marker.ran-"+action))
@@ -129,10 +130,10 @@ func appendConfig(t *testing.T, cfg, lines string) {
 	}
 }
 
-// startPolicedNode runs agent-host for the policed node until the test
+// startExtraNode runs agent-host for a node of one test until the test
 // ends (the other tests see only node1 and node2) and waits until the
-// client discovers it and it answers a direct request.
-func startPolicedNode(t *testing.T, cfg, plugins string) {
+// client discovers it with agent and it answers a direct request.
+func startExtraNode(t *testing.T, identity, agent, cfg, plugins string) {
 	t.Helper()
 	out, err := os.Create(filepath.Join(filepath.Dir(cfg), "output.txt"))
 	if err != nil {
@@ -143,19 +144,22 @@ func startPolicedNode(t *testing.T, cfg, plugins string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	// Closed once the process has exited, so both the wait for it to
+	// serve and the cleanup can see that.
+	done := make(chan struct{})
+	var exitErr error
+	go func() { exitErr = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
 		defer out.Close()
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("agent-host for %s after SIGTERM: %v", policedNode, err)
+		case <-done:
+			if exitErr != nil {
+				t.Errorf("agent-host for %s after SIGTERM: %v", identity, exitErr)
 			}
 		case <-time.After(stopTimeout):
 			_ = cmd.Process.Kill()
-			t.Errorf("agent-host for %s did not stop within %s", policedNode, stopTimeout)
+			t.Errorf("agent-host for %s did not stop within %s", identity, stopTimeout)
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(filepath.Dir(cfg), "agent-host.log"))
@@ -167,22 +171,22 @@ func startPolicedNode(t *testing.T, cfg, plugins string) {
 	defer cancel()
 	for {
 		fo := discovery.NewStandardOptions()
-		fo.AgentFilter, fo.IdentityFilter = []string{"marker"}, []string{policedNode}
+		fo.AgentFilter, fo.IdentityFilter = []string{agent}, []string{identity}
 		fo.SetDefaultsFromChoria(env.client)
 		nodes, _, err := fo.Discover(ctx, env.client, "", false, false, env.client.Logger("discovery"))
-		if err == nil && slices.Equal(nodes, []string{policedNode}) {
+		if err == nil && slices.Equal(nodes, []string{identity}) {
 			// The client's first direct request to a node that has just
 			// started, and already answers discovery, can go unanswered
 			// (it never reaches the node): wait for a direct ping too.
-			if r := do(t, env.client, "rpcutil", "ping", struct{}{}, rpc.Targets([]string{policedNode})); len(r.replies) == 1 {
+			if r := do(t, env.client, "rpcutil", "ping", struct{}{}, rpc.Targets([]string{identity})); len(r.replies) == 1 {
 				return
 			}
 		}
 		select {
-		case err := <-done:
-			t.Fatalf("agent-host for %s exited: %v", policedNode, err)
+		case <-done:
+			t.Fatalf("agent-host for %s exited: %v", identity, exitErr)
 		case <-ctx.Done():
-			t.Fatal(errors.Join(errors.New("the policed node was never discovered"), ctx.Err()))
+			t.Fatal(errors.Join(fmt.Errorf("%s was never discovered", identity), ctx.Err()))
 		case <-time.After(250 * time.Millisecond):
 		}
 	}

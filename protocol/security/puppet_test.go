@@ -1,0 +1,128 @@
+package security
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agent-host/agent-host/host/hosttest"
+)
+
+// puppetSSLDir lays out what `puppet agent` leaves in its SSL directory for
+// certname: certs/<certname>.pem, private_keys/<certname>.pem, certs/ca.pem.
+func puppetSSLDir(t *testing.T, pki *hosttest.PKI, certname string) string {
+	t.Helper()
+	dir := t.TempDir()
+	cert, key := pki.Issue(t, certname)
+	for src, dst := range map[string]string{
+		cert:       filepath.Join(dir, "certs", certname+".pem"),
+		key:        filepath.Join(dir, "private_keys", certname+".pem"),
+		pki.CAFile: filepath.Join(dir, "certs", "ca.pem"),
+	} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestPuppetFiles(t *testing.T) {
+	got := PuppetConfig{SSLDir: "/etc/puppetlabs/puppet/ssl", Certname: "node1.example.net"}.Files()
+	want := Files{
+		Certificate: "/etc/puppetlabs/puppet/ssl/certs/node1.example.net.pem",
+		Key:         "/etc/puppetlabs/puppet/ssl/private_keys/node1.example.net.pem",
+		CA:          "/etc/puppetlabs/puppet/ssl/certs/ca.pem",
+	}
+	if got != want {
+		t.Errorf("Files() = %+v, want %+v", got, want)
+	}
+}
+
+func TestNewPuppetVerifier(t *testing.T) {
+	pki := hosttest.NewPKI(t)
+	dir := puppetSSLDir(t, pki, "node1.example.net")
+
+	v, files, err := NewPuppetVerifier(PuppetConfig{SSLDir: dir, Certname: "node1.example.net"}, FileConfig{CAFile: "/ignored"})
+	if err != nil {
+		t.Fatalf("NewPuppetVerifier: %v", err)
+	}
+	if files.CA != filepath.Join(dir, "certs", "ca.pem") {
+		t.Errorf("CA = %s", files.CA)
+	}
+	// The file provider's verifier over Puppet's CA: a caller of this CA
+	// is trusted, one of another CA is not.
+	now := time.Now()
+	sr, req := signed(t, issue(t, pki, "rip.mcollective"), "choria=rip.mcollective", now, nil)
+	if err := v.Verify(sr, req); err != nil {
+		t.Errorf("request from the Puppet CA's rip.mcollective: %v", err)
+	}
+	sr, req = signed(t, issue(t, hosttest.NewPKI(t), "rip.mcollective"), "choria=rip.mcollective", now, nil)
+	checkErr(t, v.Verify(sr, req), ErrCertificate)
+	// The node's certificate and key are a TLS pair for the broker.
+	if _, err := TLSConfig(files.Certificate, files.Key, files.CA); err != nil {
+		t.Errorf("TLSConfig over Puppet's files: %v", err)
+	}
+}
+
+func TestPuppetMissingFiles(t *testing.T) {
+	pki := hosttest.NewPKI(t)
+	cases := []struct {
+		name     string
+		remove   string // relative to the SSL directory
+		certname string
+		want     string
+	}{
+		{"certificate", "certs/node1.example.net.pem", "node1.example.net", "the node's certificate"},
+		{"key", "private_keys/node1.example.net.pem", "node1.example.net", "the node's private key"},
+		{"ca", "certs/ca.pem", "node1.example.net", "the CA"},
+		{"another certname", "", "node2.example.net", "certs/node2.example.net.pem"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := puppetSSLDir(t, pki, "node1.example.net")
+			if tc.remove != "" {
+				if err := os.Remove(filepath.Join(dir, tc.remove)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, _, err := NewPuppetVerifier(PuppetConfig{SSLDir: dir, Certname: tc.certname}, FileConfig{})
+			if !errors.Is(err, ErrMissingFile) || !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("err = %v, want ErrMissingFile and fs.ErrNotExist", err)
+			}
+			for _, s := range []string{tc.want, "plugin.choria.ssldir", dir, tc.certname} {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error %q does not name %q", err, s)
+				}
+			}
+		})
+	}
+
+	if _, _, err := NewPuppetVerifier(PuppetConfig{Certname: "n"}, FileConfig{}); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "plugin.choria.ssldir") {
+		t.Errorf("no SSL directory: err = %v, want ErrConfig naming plugin.choria.ssldir", err)
+	}
+	if _, _, err := NewPuppetVerifier(PuppetConfig{SSLDir: "/x"}, FileConfig{}); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "identity") {
+		t.Errorf("no certname: err = %v, want ErrConfig naming identity", err)
+	}
+}
+
+func TestPuppetBadCA(t *testing.T) {
+	dir := puppetSSLDir(t, hosttest.NewPKI(t), "node1.example.net")
+	if err := os.WriteFile(filepath.Join(dir, "certs", "ca.pem"), []byte("not PEM"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := NewPuppetVerifier(PuppetConfig{SSLDir: dir, Certname: "node1.example.net"}, FileConfig{})
+	if err == nil || !strings.Contains(err.Error(), "the CA in plugin.choria.ssldir") || strings.Contains(err.Error(), "plugin.security.file.ca") {
+		t.Errorf("err = %v, want one naming Puppet's CA, not the file provider's key", err)
+	}
+}
