@@ -89,11 +89,12 @@ func (c *devCommand) execute(ctx context.Context, abort <-chan struct{}, out io.
 	if err != nil {
 		return fmt.Errorf("reading the generated %s: %w", setup.serverConf, err)
 	}
-	log, closeLog, err := newLogger(cfg.LogLevel, cfg.LogFile)
+	log, logFile, err := openLog(cfg.LogLevel, cfg.LogFile)
 	if err != nil {
 		return err
 	}
-	defer closeLog()
+	defer logFile.Close()
+	svc.logFile = logFile
 	if len(pki.Created) > 0 {
 		log.Info("created development certificates", "dir", dir, "files", len(pki.Created))
 	}

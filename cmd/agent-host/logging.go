@@ -11,16 +11,6 @@ import (
 	"time"
 )
 
-// newLogger builds the logger the configuration asks for (see openLog);
-// it returns a closer for a log file.
-func newLogger(level, file string) (*slog.Logger, func(), error) {
-	log, out, err := openLog(level, file)
-	if err != nil {
-		return nil, nil, err
-	}
-	return log, func() { _ = out.Close() }, nil
-}
-
 // openLog builds the logger the configuration asks for and returns its
 // output, which can be reopened after log rotation. With logfile set to a
 // file, lines are JSON as Choria writes them (logrus' JSON formatter:

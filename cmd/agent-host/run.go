@@ -71,10 +71,12 @@ func loadConfig(file string, plugins []string) (*config.Config, error) {
 }
 
 // service is what a served host hears from its service manager: SIGHUP
-// to reload, and systemd to notify.
+// to reload, and systemd to notify; and the log file, reopened on SIGHUP
+// for logrotate.
 type service struct {
-	hup chan os.Signal
-	sd  notifier
+	hup     chan os.Signal
+	sd      notifier
+	logFile *logOutput
 }
 
 // listenService starts taking SIGHUP at once, as its default action ends
@@ -97,11 +99,12 @@ func (c *runCommand) execute(ctx context.Context, abort <-chan struct{}) error {
 	if err != nil {
 		return err
 	}
-	log, closeLog, err := newLogger(cfg.LogLevel, cfg.LogFile)
+	log, logFile, err := openLog(cfg.LogLevel, cfg.LogFile)
 	if err != nil {
 		return err
 	}
-	defer closeLog()
+	defer logFile.Close()
+	svc.logFile = logFile
 
 	var opts []host.Option
 	if len(cfg.MiddlewareHosts) == 0 {
@@ -156,16 +159,17 @@ func serve(ctx context.Context, abort <-chan struct{}, svc service, cfg *config.
 			}
 		}()
 	}
-	go superviseService(ctx, h, svc.hup, svc.sd, log)
+	go superviseService(ctx, h, svc, log)
 	return h.Run(ctx)
 }
 
-// superviseService tells systemd when the host serves, reloads it for
-// each SIGHUP and tells systemd when it stops. A signal that comes before
-// the host serves, or during a reload, is one more reload after it.
-func superviseService(ctx context.Context, h *host.Host, hup <-chan os.Signal, sd notifier, log *slog.Logger) {
+// superviseService tells systemd when the host serves, reopens the log
+// file and reloads the host for each SIGHUP, and tells systemd when it
+// stops. A signal that comes before the host serves, or during a reload,
+// is one more reload after it.
+func superviseService(ctx context.Context, h *host.Host, svc service, log *slog.Logger) {
 	notify := func(state string) {
-		if err := sd.notify(state); err != nil {
+		if err := svc.sd.notify(state); err != nil {
 			log.Warn("systemd notification failed", "error", err)
 		}
 	}
@@ -180,7 +184,12 @@ func superviseService(ctx context.Context, h *host.Host, hup <-chan os.Signal, s
 		case <-ctx.Done():
 			notify("STOPPING=1")
 			return
-		case <-hup:
+		case <-svc.hup:
+		}
+		if svc.logFile != nil {
+			if err := svc.logFile.Reopen(); err != nil {
+				log.Warn("SIGHUP: the log file could not be reopened; logging on to the one open", "error", err)
+			}
 		}
 		log.Info("SIGHUP: reloading facts, classes, agents and policies")
 		notify("RELOADING=1")

@@ -312,3 +312,59 @@ func TestServiceUnit(t *testing.T) {
 		t.Errorf("systemd-analyze verify (%v):\n%s", err, strings.Join(problems, "\n"))
 	}
 }
+
+// TestSIGHUPReopensTheLogFile: after logrotate moves the log file away, a
+// SIGHUP makes the host log to a new file at the configured path.
+func TestSIGHUPReopensTheLogFile(t *testing.T) {
+	dir := t.TempDir()
+	logfile := filepath.Join(dir, "agent-host.log")
+	conf := filepath.Join(dir, "server.conf")
+	writeAtomically(t, conf, strings.Join([]string{
+		"identity = node1.example.net",
+		"plugin.security.provider = insecure",
+		"plugin.agent_host.embedded_broker = " + freeAddr(t),
+		"rpcauthorization = false",
+		"logfile = " + logfile,
+		"",
+	}, "\n"))
+	cmd := agentHost("run", "--config", conf, "--plugins", dir)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	})
+	logged := func(path, what string) bool {
+		b, _ := os.ReadFile(path)
+		return strings.Contains(string(b), what)
+	}
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not happen", what)
+			}
+		}
+	}
+	waitUntil("serving, in the log file", func() bool { return logged(logfile, "agent-host serving") })
+
+	rotated := logfile + ".1"
+	if err := os.Rename(logfile, rotated); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil("the reload logged in a new file", func() bool { return logged(logfile, `"msg":"reloaded"`) })
+	if logged(rotated, "SIGHUP") {
+		t.Errorf("the SIGHUP was logged to the rotated file:\n%s", must(os.ReadFile(rotated)))
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
