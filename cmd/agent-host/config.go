@@ -23,7 +23,7 @@ func newConfigCommand(app *kingpin.Application) *configListCommand {
 	cmd := app.Command("config", "Describe the configuration keys.")
 	list := cmd.Command("list", "List the configuration keys matching REGEX, with the first sentence of their description, or with --long everything known about them. Choria keys agent-host ignores are listed last.")
 	list.Arg("regex", "Go regular expression the keys must match.").Default(".").StringVar(&c.pattern)
-	list.Flag("long", "Show the full description, type, default and validation of each key.").Short('l').BoolVar(&c.long)
+	list.Flag("long", "Show the full description, type, default, validation, deprecation and URL of each key.").Short('l').BoolVar(&c.long)
 	return c
 }
 
@@ -70,6 +70,12 @@ func writeLong(out io.Writer, keys []config.KeyDoc, ignored []config.Unsupported
 			b.WriteString("\n")
 		}
 		b.WriteString(k.Key + "\n")
+		if k.Deprecated {
+			b.WriteString("    Deprecated:  yes\n")
+		}
+		if k.URL != "" {
+			fmt.Fprintf(&b, "    URL:         %s\n", k.URL)
+		}
 		fmt.Fprintf(&b, "    Type:        %s\n", k.Type)
 		if k.Default != "" {
 			fmt.Fprintf(&b, "    Default:     %s\n", k.Default)

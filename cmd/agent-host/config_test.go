@@ -29,7 +29,7 @@ func TestConfigList(t *testing.T) {
 }
 
 func TestConfigListLong(t *testing.T) {
-	out, err := exec.Command(bin, "config", "list", "--long", "^ttl$|^plugin.nats.pass$|^plugin.choria.network").CombinedOutput()
+	out, err := exec.Command(bin, "config", "list", "--long", "^ttl$|^plugin.nats.pass$|^plugin.choria.network|^rpcaudit$").CombinedOutput()
 	if err != nil {
 		t.Fatalf("config list --long: %v\n%s", err, out)
 	}
@@ -38,6 +38,7 @@ func TestConfigListLong(t *testing.T) {
 		"ttl\n    Type:        integer\n    Default:     60\n    Validation:  min=1\n\n    The time to live, in seconds,",
 		"this one.\n",
 		"plugin.nats.pass\n    Type:        string\n    Secret:      yes, the value is never shown\n",
+		"rpcaudit\n    URL:         https://choria.io/docs/configuration/aaa/\n    Type:        boolean\n",
 		"plugin.choria.network.*\n    Not supported by agent-host, ignored with a warning:\n    a setting of Choria Broker;",
 	} {
 		if !strings.Contains(got, w) {

@@ -36,7 +36,8 @@ import (
 // (split on the OS path list separator, repeated lines accumulate),
 // path_string or duration (Go syntax, or whole seconds), validate the rule
 // each value must pass (see validate.go), and secret marks values that must
-// not be shown.
+// not be shown. url and deprecated, as in Choria, are for the reference only:
+// a page about the setting, and a setting no longer used.
 type Config struct {
 	// The name this node answers to in identity filters and direct requests. When unset it is
 	// the operating system's hostname as reported by os.Hostname; unlike Choria, agent-host
@@ -82,7 +83,7 @@ type Config struct {
 	// Accepted for compatibility with Choria configurations, but agent-host does not do DNS
 	// SRV lookups; set plugin.choria.middleware_hosts instead. Defaults to false, unlike
 	// Choria; setting it to true without middleware hosts logs a warning.
-	UseSRV bool `confkey:"plugin.choria.use_srv" default:"false"`
+	UseSRV bool `confkey:"plugin.choria.use_srv" default:"false" url:"https://choria.io/docs/deployment/dns/"`
 
 	// Publish lifecycle events (startup, alive, shutdown and agent-host's agent changes) as
 	// bare Choria JSON documents instead of CloudEvents v1.0, for consumers older than
@@ -145,7 +146,7 @@ type Config struct {
 
 	// Regular expressions matching the certificate names allowed to make requests on behalf of
 	// another caller id.
-	PrivilegedUsers []string `confkey:"plugin.choria.security.privileged_users" type:"comma_split" default:"\\.privileged.mcollective$,\\.privileged.choria$" validate:"regexp"`
+	PrivilegedUsers []string `confkey:"plugin.choria.security.privileged_users" type:"comma_split" default:"\\.privileged.mcollective$,\\.privileged.choria$" validate:"regexp" url:"https://choria.io/docs/configuration/aaa/"`
 
 	// Accept certificates without subject alternative names, matching on the common name instead.
 	SupportLegacyCertificates bool `confkey:"plugin.security.support_legacy_certificates" default:"false"`
@@ -155,18 +156,18 @@ type Config struct {
 	// discovery never. A denied caller is told only "You are not authorized to call this
 	// agent or action" (statuscode 1). Turning it off lets every verified request run any
 	// action of any agent, and agent-host warns about it at start-up.
-	RPCAuthorization bool `confkey:"rpcauthorization" default:"true"`
+	RPCAuthorization bool `confkey:"rpcauthorization" default:"true" url:"https://choria.io/docs/configuration/aaa/"`
 
 	// The authorizer, compared without regard to case: action_policy reads MCollective's
 	// actionpolicy files, <config dir>/policies/<agent>.policy; rego_policy reads Open Policy
 	// Agent policies, <config dir>/policies/rego/<agent>.rego, else default.rego. Any other
 	// name (Choria's aaasvc included) denies every request, as Choria does for a provider it
 	// does not know, and is logged at start-up and with each denial.
-	RPCAuthProvider string `confkey:"rpcauthprovider" default:"action_policy"`
+	RPCAuthProvider string `confkey:"rpcauthprovider" default:"action_policy" url:"https://choria.io/docs/configuration/aaa/"`
 
 	// Whether every authorized request is recorded in plugin.rpcaudit.logfile before it runs,
 	// one JSON object per line in Choria's audit format. Denied requests are not recorded.
-	RPCAudit bool `confkey:"rpcaudit" default:"false"`
+	RPCAudit bool `confkey:"rpcaudit" default:"false" url:"https://choria.io/docs/configuration/aaa/"`
 
 	// The file rpcaudit appends its lines to, created with mode 0600 if missing. Choria's
 	// plugin.rpcaudit.logfile.group and plugin.rpcaudit.logfile.mode are not supported.

@@ -28,6 +28,10 @@ type KeyDoc struct {
 	Description string
 	// Secret marks a value, such as a password, that must not be shown.
 	Secret bool
+	// URL points to more about the setting: Choria's page for Choria's keys.
+	URL string
+	// Deprecated marks a setting that is no longer used or is going away.
+	Deprecated bool
 }
 
 // Keys returns every declared key, sorted by key.
@@ -41,6 +45,8 @@ func Keys() []KeyDoc {
 			Validation:  f.validate,
 			Description: descriptions[f.key],
 			Secret:      f.secret,
+			URL:         f.url,
+			Deprecated:  f.deprecated,
 		})
 	}
 	slices.SortFunc(docs, func(a, b KeyDoc) int { return strings.Compare(a.Key, b.Key) })
@@ -56,7 +62,11 @@ type field struct {
 	def      string
 	validate string
 	secret   bool
-	rule     rule
+	// url and deprecated are for the docs only, as Choria's tags of the
+	// same names.
+	url        string
+	deprecated bool
+	rule       rule
 }
 
 var fields, fieldsByKey = mustDeclareFields()
@@ -84,6 +94,14 @@ func mustDeclareFields() ([]*field, map[string]*field) {
 			def:      sf.Tag.Get("default"),
 			validate: sf.Tag.Get("validate"),
 			secret:   sf.Tag.Get("secret") == "true",
+			url:      sf.Tag.Get("url"),
+		}
+		if d, ok := sf.Tag.Lookup("deprecated"); ok {
+			// Choria's tag is a boolean too: a typo must not hide it.
+			var err error
+			if f.deprecated, err = ParseBool(d); err != nil {
+				panic(fmt.Sprintf("config: field %s (%s): deprecated tag: %v", sf.Name, key, err))
+			}
 		}
 		var err error
 		if f.rule, err = parseRule(f.validate); err == nil {

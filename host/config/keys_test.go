@@ -64,7 +64,8 @@ func TestKeysDocumented(t *testing.T) {
 	}
 }
 
-// TestKeysGolden keeps types, defaults and validation rules reviewable: a
+// TestKeysGolden keeps types, defaults, validation rules and the docs'
+// links reviewable: a
 // change shows up as a diff of testdata/keys.golden (go test -update).
 func TestKeysGolden(t *testing.T) {
 	var b bytes.Buffer
@@ -72,6 +73,12 @@ func TestKeysGolden(t *testing.T) {
 		fmt.Fprintf(&b, "%s\n\ttype: %s\n\tdefault: %q\n\tvalidation: %q\n", k.Key, k.Type, k.Default, k.Validation)
 		if k.Secret {
 			b.WriteString("\tsecret\n")
+		}
+		if k.URL != "" {
+			fmt.Fprintf(&b, "\turl: %s\n", k.URL)
+		}
+		if k.Deprecated {
+			b.WriteString("\tdeprecated\n")
 		}
 	}
 	golden := filepath.Join("testdata", "keys.golden")

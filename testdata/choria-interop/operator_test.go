@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -257,5 +258,76 @@ func TestRealisticConfigIsChorias(t *testing.T) {
 	}
 	if n < 30 {
 		t.Errorf("read %d keys", n)
+	}
+}
+
+// TestKeyMetadataIsChorias: a key agent-host shares with Choria points to
+// the same page and is deprecated exactly when Choria's is, in what
+// `agent-host config list -l` prints, as `choria tool config` shows them.
+func TestKeyMetadataIsChorias(t *testing.T) {
+	type meta struct {
+		url        string
+		deprecated bool
+		declared   bool // a key agent-host implements, not one it ignores
+	}
+	choria := map[string]meta{}
+	var walk func(reflect.Type)
+	walk = func(rt reflect.Type) {
+		for i := range rt.NumField() {
+			f := rt.Field(i)
+			if k := f.Tag.Get("confkey"); k != "" {
+				d := f.Tag.Get("deprecated")
+				choria[k] = meta{url: f.Tag.Get("url"), deprecated: d == "1" || d == "true", declared: true}
+			}
+			if ft := f.Type; ft.Kind() == reflect.Pointer && ft.Elem().Kind() == reflect.Struct {
+				walk(ft.Elem())
+			}
+		}
+	}
+	walk(reflect.TypeFor[config.Config]())
+
+	out, err := exec.Command(env.binary, "config", "list", "-l").Output()
+	if err != nil {
+		t.Fatalf("agent-host config list -l: %v", err)
+	}
+	// Each key starts a line of its own; its details are indented below it.
+	ours := map[string]*meta{}
+	var current *meta
+	for line := range strings.Lines(string(out)) {
+		switch {
+		case strings.TrimSpace(line) == "":
+		case !strings.HasPrefix(line, " "):
+			current = &meta{}
+			ours[strings.TrimSpace(line)] = current
+		case current == nil:
+			t.Fatalf("details before any key: %q", line)
+		default:
+			field, value, _ := strings.Cut(strings.TrimSpace(line), ":")
+			switch field {
+			case "URL":
+				current.url = strings.TrimSpace(value)
+			case "Deprecated":
+				current.deprecated = strings.TrimSpace(value) == "yes"
+			case "Type":
+				current.declared = true
+			}
+		}
+	}
+	shared, linked := 0, 0
+	for key, got := range ours {
+		want, ok := choria[key]
+		if !ok || !got.declared {
+			continue
+		}
+		shared++
+		if want.url != "" {
+			linked++
+		}
+		if *got != want {
+			t.Errorf("%s: url %q, deprecated %v; Choria's %q, %v", key, got.url, got.deprecated, want.url, want.deprecated)
+		}
+	}
+	if shared < 30 || linked < 5 {
+		t.Errorf("compared %d keys shared with Choria, %d with a URL: too few to mean anything", shared, linked)
 	}
 }

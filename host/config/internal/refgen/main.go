@@ -45,6 +45,9 @@ func render(keys []config.KeyDoc, unsupported []config.UnsupportedKey) []byte {
 			b.WriteString(k.Description + "\n\n")
 		}
 		fmt.Fprintf(&b, " * **Type:** %s\n", k.Type)
+		if k.URL != "" {
+			fmt.Fprintf(&b, " * **Additional Information:** %s\n", k.URL)
+		}
 		if k.Default != "" {
 			fmt.Fprintf(&b, " * **Default:** `%s`\n", k.Default)
 		}
@@ -53,6 +56,9 @@ func render(keys []config.KeyDoc, unsupported []config.UnsupportedKey) []byte {
 		}
 		if k.Secret {
 			b.WriteString(" * **Secret:** the value is never shown\n")
+		}
+		if k.Deprecated {
+			b.WriteString("\n**This setting is deprecated or already unused.**\n")
 		}
 	}
 	b.WriteString("\n## Choria keys agent-host does not implement\n\n")

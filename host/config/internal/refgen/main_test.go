@@ -25,12 +25,14 @@ func TestRender(t *testing.T) {
 	keys := []config.KeyDoc{
 		{Key: "a", Type: "integer", Default: "1", Validation: "min=1", Description: "First key."},
 		{Key: "b.pass", Type: "string", Description: "A password.", Secret: true},
+		{Key: "c.old", Type: "boolean", Description: "Gone.", URL: "https://example.net/c", Deprecated: true},
 	}
 	got := string(render(keys, []config.UnsupportedKey{{Key: "plugin.x.", Reason: "x is elsewhere"}, {Key: "y", Reason: "why not"}}))
 	for _, w := range []string{
 		"go generate ./host/config",
 		"### a\n\nFirst key.\n\n * **Type:** integer\n * **Default:** `1`\n * **Validation:** `min=1`\n",
 		"### b.pass\n\nA password.\n\n * **Type:** string\n * **Secret:** the value is never shown\n",
+		"### c.old\n\nGone.\n\n * **Type:** boolean\n * **Additional Information:** https://example.net/c\n\n**This setting is deprecated or already unused.**\n",
 		"logs a warning",
 		" * `plugin.x.*`: x is elsewhere.\n * `y`: why not.\n",
 	} {
