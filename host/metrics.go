@@ -40,7 +40,8 @@ const (
 	causeReplyDefaults = "reply_defaults"  // a reply the DDL's output defaults do not fit
 	causeNoExecutable  = "no_executable"   // the executable is gone
 	causeShutdown      = "shutdown"        // killed because the node is shutting down
-	causeOther         = "other"           // anything else: a worker that died, files that could not be written
+	causeWorkerDied    = "worker_died"     // the pooled worker running it died
+	causeOther         = "other"           // anything else: files that could not be written, say
 )
 
 // latencyBuckets reach from a pooled worker's sub-millisecond answer to

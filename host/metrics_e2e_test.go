@@ -205,7 +205,7 @@ func TestMetrics(t *testing.T) {
 			wantSeries(t, m, "agent_host_agent_failures_total",
 				"agent=shagent,cause=exit,"+id+" 1",
 				"agent=shagent,cause=reply_too_large,"+id+" 1",
-				"agent=pooltest,cause=other,"+id+" 1",
+				"agent=pooltest,cause=worker_died,"+id+" 1",
 			)
 			wantSeries(t, m, "agent_host_busy_total", id+" 1")
 			wantSeries(t, m, "agent_host_refused_total", id+" 1")

@@ -2,7 +2,6 @@ package host
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -70,7 +69,7 @@ func TestRunFailureCauses(t *testing.T) {
 		{"no executable", live, runner.ErrNoExecutable, causeNoExecutable},
 		{"shutdown", shutting, context.Canceled, causeShutdown},
 		{"cancelled while running", live, context.Canceled, causeOther},
-		{"worker died", live, &runner.Failure{Message: "executing x failed: the worker running it died", Err: errors.New("exit status 3")}, causeOther},
+		{"worker died", live, &runner.Failure{Message: "executing x failed: the worker running it died", Err: fmt.Errorf("%w: exit status 3", runner.ErrWorkerDied)}, causeWorkerDied},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got, _ := tc.h.runFailure("x", "y", time.Second, tc.err); got != tc.want {

@@ -283,6 +283,8 @@ func (h *Host) runFailure(agent, action string, timeout time.Duration, err error
 		return causeReplyTooLarge, fmt.Sprintf("%s: its reply of %d bytes is larger than the %d bytes allowed (plugin.agent_host.reply_max_bytes)", prefix, tooLarge.Size, tooLarge.Limit)
 	case errors.As(err, &exit):
 		return causeExit, fmt.Sprintf("%s: %s", prefix, exit)
+	case errors.Is(err, runner.ErrWorkerDied):
+		return causeWorkerDied, fmt.Sprintf("%s: %s", prefix, runner.Cause(err))
 	}
 	return causeOther, fmt.Sprintf("%s: %s", prefix, runner.Cause(err))
 }

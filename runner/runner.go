@@ -43,6 +43,9 @@ var (
 	ErrReplyTooLarge = errors.New("runner: agent reply too large")
 	// ErrNoExecutable means the agent's executable was not found.
 	ErrNoExecutable = errors.New("agent executable was not found")
+	// ErrWorkerDied means the long-lived worker running the request ended
+	// before it answered.
+	ErrWorkerDied = errors.New("the worker running the request died")
 )
 
 // ReplyTooLargeError reports an agent reply larger than allowed. Size is

@@ -413,7 +413,7 @@ func (w *worker) watch() {
 			msg = fmt.Sprintf("executing %s failed: the worker running it was stopped: %s; its stderr ended with: %s", p.cfg.Agent, reason, tailText(w.proc.StderrTail()))
 		}
 		for _, ch := range calls {
-			ch <- result{err: &runner.Failure{Message: msg, Err: errors.New(how)}}
+			ch <- result{err: &runner.Failure{Message: msg, Err: fmt.Errorf("%w: %s", runner.ErrWorkerDied, how)}}
 		}
 	}
 	w.proc.Wait()
