@@ -189,6 +189,10 @@ func TestPuppetSecurity(t *testing.T) {
 	if !strings.Contains(h.logs.String(), "certs/ca.pem") {
 		t.Errorf("the start-up log does not say which Puppet files are used:\n%s", h.logs.String())
 	}
+	// Choria's status checks read when the node's certificate expires.
+	if exp := h.host.Status().CertificateExpires; time.Until(exp) < time.Hour {
+		t.Errorf("status certificate_expires %v, want the node certificate's expiry", exp)
+	}
 }
 
 func TestPuppetSecurityMissingCertificate(t *testing.T) {

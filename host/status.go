@@ -167,8 +167,8 @@ type Status struct {
 	LastMessage  int64        `json:"last_message"`
 	Provisioning bool         `json:"provisioning_mode"`
 	Stats        *StatusStats `json:"stats"`
-	// CertificateExpires is when plugin.security.file.certificate
-	// expires; zero with the insecure provider. TokenExpires is always
+	// CertificateExpires is when the node's certificate (the puppet or
+	// file provider's) expires; zero with the insecure provider. TokenExpires is always
 	// zero: agent-host has no JWT tokens.
 	CertificateExpires time.Time `json:"certificate_expires"`
 	TokenExpires       time.Time `json:"token_expires"`
@@ -204,8 +204,8 @@ func (h *Host) Status() Status {
 			st.ConnectedServer = u.String()
 		}
 	}
-	if h.cfg.SecurityProvider == "file" {
-		st.CertificateExpires, _ = certificateExpiry(h.cfg.FileCertificate)
+	if h.tlsFiles.Certificate != "" {
+		st.CertificateExpires, _ = certificateExpiry(h.tlsFiles.Certificate)
 	}
 	return st
 }

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // ErrMissingFile reports a certificate, key or CA that is not where the
@@ -54,6 +55,11 @@ func (c PuppetConfig) Check() error {
 	}
 	if c.Certname == "" {
 		return fmt.Errorf("%w: the puppet provider needs the node's certname: set identity (or MCOLLECTIVE_CERTNAME)", ErrConfig)
+	}
+	// The certname names files inside the SSL directory: it may not lead
+	// out of it (MCOLLECTIVE_CERTNAME is not checked as identity is).
+	if c.Certname == "." || c.Certname == ".." || strings.ContainsAny(c.Certname, `/\`) || strings.ContainsRune(c.Certname, 0) {
+		return fmt.Errorf("%w: the certname %q is not a file name in the SSL directory: check identity and MCOLLECTIVE_CERTNAME", ErrConfig, c.Certname)
 	}
 	f := c.Files()
 	for _, file := range []struct{ what, path, fix string }{

@@ -126,3 +126,19 @@ func TestPuppetBadCA(t *testing.T) {
 		t.Errorf("err = %v, want one naming Puppet's CA, not the file provider's key", err)
 	}
 }
+
+// TestPuppetCertnameStaysInTheSSLDir: a certname from the environment
+// cannot name files outside Puppet's SSL directory.
+func TestPuppetCertnameStaysInTheSSLDir(t *testing.T) {
+	pki := hosttest.NewPKI(t)
+	dir := puppetSSLDir(t, pki, "node1.example.net")
+	for _, name := range []string{"../../../../tmp/evil", "..", ".", "certs/node1.example.net", `a\b`, "a\x00b"} {
+		err := PuppetConfig{SSLDir: dir, Certname: name}.Check()
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "MCOLLECTIVE_CERTNAME") {
+			t.Errorf("certname %q: %v, want ErrConfig naming MCOLLECTIVE_CERTNAME", name, err)
+		}
+	}
+	if err := (PuppetConfig{SSLDir: dir, Certname: "node1.example.net"}).Check(); err != nil {
+		t.Errorf("a plain certname: %v", err)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 )
 
@@ -127,6 +128,12 @@ func Ensure(cfg Config) (*PKI, error) {
 	if err := os.MkdirAll(cfg.Dir, dirMode); err != nil {
 		return nil, fmt.Errorf("devpki: creating %s: %w", cfg.Dir, err)
 	}
+	// What is in the directory is trusted: it must be ours alone, or
+	// another user could have left a CA there whose clients the node
+	// would then serve.
+	if err := ownPrivately(cfg.Dir, dirMode); err != nil {
+		return nil, err
+	}
 	now := cfg.Now()
 	p := &PKI{CA: filepath.Join(cfg.Dir, "ca.pem"), CAKey: filepath.Join(cfg.Dir, "ca.key")}
 
@@ -175,6 +182,9 @@ func loadCA(certFile, keyFile string, now time.Time) (*x509.Certificate, *rsa.Pr
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := ownPrivately(keyFile, keyMode); err != nil {
+		return nil, nil, err
+	}
 	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return nil, nil, fmt.Errorf("%s is not a CA certificate", certFile)
 	}
@@ -182,6 +192,28 @@ func loadCA(certFile, keyFile string, now time.Time) (*x509.Certificate, *rsa.Pr
 		return nil, nil, fmt.Errorf("%s has expired or is about to", certFile)
 	}
 	return cert, key, nil
+}
+
+// ownPrivately makes sure path, not a symbolic link, belongs to this
+// process's user, and takes away what mode allows no one else; one that
+// belongs to another user is refused.
+func ownPrivately(path string, mode os.FileMode) error {
+	st, err := os.Lstat(path)
+	if err != nil {
+		return fmt.Errorf("devpki: %w", err)
+	}
+	if st.Mode()&os.ModeSymlink != 0 {
+		return fmt.Errorf("devpki: %s is a symbolic link: give --dir a directory of your own", path)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
+		return fmt.Errorf("devpki: %s belongs to user %d, not to you (%d): remove it or give --dir a directory of your own", path, sys.Uid, os.Geteuid())
+	}
+	if st.Mode().Perm()&^mode != 0 {
+		if err := os.Chmod(path, mode); err != nil {
+			return fmt.Errorf("devpki: %w", err)
+		}
+	}
+	return nil
 }
 
 func newCA(now time.Time, validity time.Duration) (*x509.Certificate, *rsa.PrivateKey, error) {
@@ -220,10 +252,7 @@ func newCA(now time.Time, validity time.Duration) (*x509.Certificate, *rsa.Priva
 func (p *PKI) ensureLeaf(pair Pair, s spec, ca *x509.Certificate, caKey *rsa.PrivateKey, now time.Time, validity time.Duration) error {
 	if cert, _, err := loadPair(pair.Cert, pair.Key); err == nil && reusable(cert, s, ca, now) {
 		// A key copied around may have lost its mode.
-		if err := os.Chmod(pair.Key, keyMode); err != nil {
-			return fmt.Errorf("devpki: %w", err)
-		}
-		return nil
+		return ownPrivately(pair.Key, keyMode)
 	}
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,13 +144,18 @@ func TestPermissions(t *testing.T) {
 			t.Errorf("%s: mode %v, want %v", path, fi.Mode().Perm(), mode)
 		}
 	}
-	// A key that lost its mode is tightened again on reuse.
-	if err := os.Chmod(p.Client.Key, 0o644); err != nil {
-		t.Fatal(err)
+	// A key that lost its mode, the CA's too, and a directory opened to
+	// others are tightened again on reuse.
+	for path, mode := range map[string]os.FileMode{p.Client.Key: 0o644, p.CAKey: 0o644, dir: 0o777} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ensure(t, devpki.Config{Dir: dir, Node: "n", Client: "c.mcollective"})
-	if fi, _ := os.Stat(p.Client.Key); fi.Mode().Perm() != 0o600 {
-		t.Errorf("reused key %s: mode %v, want 0600", p.Client.Key, fi.Mode().Perm())
+	for path, mode := range map[string]os.FileMode{p.Client.Key: 0o600, p.CAKey: 0o600, dir: 0o700} {
+		if fi, _ := os.Stat(path); fi.Mode().Perm() != mode {
+			t.Errorf("reused %s: mode %v, want %v", path, fi.Mode().Perm(), mode)
+		}
 	}
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 8 {
@@ -246,5 +252,45 @@ func TestConfigErrors(t *testing.T) {
 		if _, err := devpki.Ensure(cfg); !errors.Is(err, devpki.ErrConfig) {
 			t.Errorf("Ensure(%+v): %v, want ErrConfig", cfg, err)
 		}
+	}
+}
+
+// TestDoesNotTrustWhatOthersOwn: a directory that another user left is
+// refused, and a CA whose key is another user's is replaced: either could
+// issue the clients the node would serve.
+func TestDoesNotTrustWhatOthersOwn(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("giving files to another user needs root")
+	}
+	const nobody = 65534
+	cfg := func(dir string) devpki.Config { return devpki.Config{Dir: dir, Node: "n", Client: "c.mcollective"} }
+
+	dir := filepath.Join(t.TempDir(), "dev")
+	p := ensure(t, cfg(dir))
+	before, err := os.ReadFile(p.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(p.CAKey, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	ensure(t, cfg(dir))
+	if after, _ := os.ReadFile(p.CA); bytes.Equal(before, after) {
+		t.Error("a CA whose key belongs to another user was reused")
+	}
+	if err := os.Chown(dir, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := devpki.Ensure(cfg(dir)); err == nil || !strings.Contains(err.Error(), "belongs to user 65534") {
+		t.Errorf("Ensure in another user's directory: %v, want it refused", err)
+	}
+
+	// Nor a symbolic link to a directory, whoever's it is.
+	link := filepath.Join(t.TempDir(), "dev")
+	if err := os.Symlink(t.TempDir(), link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := devpki.Ensure(cfg(link)); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("Ensure in a symbolic link: %v, want it refused", err)
 	}
 }
