@@ -71,9 +71,13 @@ type Events struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.Mutex
-	started  bool
-	closed   bool
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	// early holds, up to Config.Queue-1, the events that come before
+	// Startup (a pool's first workers start while the host connects):
+	// they follow the startup event.
+	early    []message
 	queue    chan message
 	done     chan struct{}
 	stopLive context.CancelFunc
@@ -130,22 +134,32 @@ func (e *Events) Stats() Stats {
 // Startup publishes the startup event and starts the alive events, which
 // stop at Shutdown or when ctx ends. A second call does nothing.
 func (e *Events) Startup(ctx context.Context, identity string, _ []string) {
+	b := newBasic(ChoriaProtocolPrefix+Startup, identity, e.cfg.Component, e.cfg.Now())
+	j, err := encode(ChoriaSource, b, StartupData{Basic: b, Version: e.cfg.Version}, e.cfg.Legacy)
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.started || e.closed {
-		e.mu.Unlock()
 		return
 	}
 	e.started = true
+	// The startup event first, then what came before it: the queue has
+	// room for both, as nothing takes from it yet.
+	if err != nil {
+		e.failed.Add(1)
+		e.log.Error("encoding a lifecycle event", "type", Startup, "error", err)
+	} else {
+		e.queue <- message{kind: Startup, subject: ChoriaSubject(Startup, e.cfg.Component), data: j}
+	}
+	for _, m := range e.early {
+		e.queue <- m
+	}
+	e.early = nil
 	go e.run()
 	aliveCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	e.stopLive = cancel
 	if e.cfg.AliveInterval > 0 {
 		e.alive.Go(func() { e.aliveLoop(ctx, aliveCtx, identity) })
 	}
-	e.mu.Unlock()
-
-	b := newBasic(ChoriaProtocolPrefix+Startup, identity, e.cfg.Component, e.cfg.Now())
-	e.enqueue(Startup, ChoriaSubject(Startup, e.cfg.Component), ChoriaSource, b, StartupData{Basic: b, Version: e.cfg.Version})
 }
 
 // Shutdown stops the alive events, publishes the shutdown event and waits,
@@ -155,6 +169,10 @@ func (e *Events) Shutdown(_ context.Context, identity string) {
 	e.mu.Lock()
 	if e.closed || !e.started {
 		e.closed = true
+		for _, m := range e.early {
+			e.drop(m.kind, errors.New("the host stopped before it started serving"))
+		}
+		e.early = nil
 		e.mu.Unlock()
 		return
 	}
@@ -277,16 +295,37 @@ func (e *Events) enqueue(kind, subject, source string, b Basic, data any) {
 		e.log.Error("encoding a lifecycle event", "type", kind, "error", err)
 		return
 	}
+	m := message{kind: kind, subject: subject, data: j}
+	e.mu.Lock()
+	switch {
+	case e.closed:
+		e.mu.Unlock()
+		e.drop(kind, errors.New("lifecycle events are stopped"))
+	case !e.started && len(e.early) < e.cfg.Queue-1:
+		e.early = append(e.early, m)
+		e.mu.Unlock()
+	case !e.started:
+		e.mu.Unlock()
+		e.drop(kind, errors.New("the queue is full"))
+	default:
+		e.mu.Unlock()
+		e.send(m)
+	}
+}
+
+// send queues m without waiting; once Shutdown has closed the queue it
+// drops it.
+func (e *Events) send(m message) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed || !e.started {
-		e.drop(kind, errors.New("lifecycle events are not running"))
+	if e.closed {
+		e.drop(m.kind, errors.New("lifecycle events are stopped"))
 		return
 	}
 	select {
-	case e.queue <- message{kind: kind, subject: subject, data: j}:
+	case e.queue <- m:
 	default:
-		e.drop(kind, errors.New("the queue is full"))
+		e.drop(m.kind, errors.New("the queue is full"))
 	}
 }
 

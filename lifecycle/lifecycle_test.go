@@ -324,3 +324,31 @@ func TestWorkerEvents(t *testing.T) {
 		t.Errorf("after the worker events came %s: an event of an unknown kind was published", r.data)
 	}
 }
+
+// TestEventsBeforeStartup: what happens before the host serves, a pool's
+// first workers starting while it connects, is published after the
+// startup event rather than lost.
+func TestEventsBeforeStartup(t *testing.T) {
+	pub, next := subscribe(t)
+	ev := New(pub, Config{AliveInterval: -1, Queue: 3})
+	for i := range 3 {
+		ev.WorkerChanged(t.Context(), node, runner.WorkerEvent{Kind: runner.WorkerStarted, Agent: "echo", Worker: i, PID: 100 + i})
+	}
+	ev.Startup(t.Context(), node, nil)
+	got := next(3)
+	if got[0].subject != "choria.lifecycle.event.startup.server" {
+		t.Fatalf("first event on %s, want the startup event", got[0].subject)
+	}
+	for i, r := range got[1:] {
+		_, data := cloudEvent(t, r, "choria.lifecycle.agent_host.worker_started."+node, "io.agent-host.lifecycle.v1.worker_started", "io.agent-host.lifecycle")
+		if data["worker"] != float64(i) {
+			t.Errorf("early event %d is of worker %v, want them in order", i, data["worker"])
+		}
+	}
+	// The queue's size bounds what waits, with the startup event: the
+	// third was dropped.
+	if s := ev.Stats(); s.Dropped != 1 {
+		t.Errorf("stats %+v, want the one beyond the queue's size dropped", s)
+	}
+	ev.Shutdown(t.Context(), node)
+}
