@@ -139,10 +139,12 @@ type Host struct {
 	intake *intake
 	queue  *agentQueue
 
-	// changeMu serialises changes to the agents (the watcher's, Reload's)
-	// with each other and with the shutdown, which sets changesOver.
+	// changeMu serialises changes to the agents (the watcher's, Reload's,
+	// which the catalog hands over in order) with the shutdown, which
+	// sets changesOver; reloadMu serialises whole reloads.
 	changeMu    sync.Mutex
 	changesOver bool
+	reloadMu    sync.Mutex
 
 	// stopping is set once the host stops taking requests: what is still
 	// buffered is answered that the node is shutting down.
@@ -430,10 +432,10 @@ func (h *Host) stop(w *workers) {
 func (h *Host) applyChange(ch runner.Change) {
 	h.changeMu.Lock()
 	defer h.changeMu.Unlock()
-	h.applyChangeLocked(ch)
-}
-
-func (h *Host) applyChangeLocked(ch runner.Change) {
+	if h.changesOver {
+		// A reload racing the shutdown: nothing may subscribe any more.
+		return
+	}
 	table := h.buildTable()
 	h.agents.Store(table)
 	// Requests that found the old runners still finish on them.

@@ -29,19 +29,20 @@ func (h *Host) Reload(ctx context.Context) error {
 	default:
 		return ErrNotServing
 	}
+	h.reloadMu.Lock()
+	defer h.reloadMu.Unlock()
 	h.changeMu.Lock()
-	defer h.changeMu.Unlock()
-	if h.changesOver {
+	over := h.changesOver
+	h.changeMu.Unlock()
+	if over {
 		return ErrNotServing
 	}
 
 	factsChanged, classesChanged := h.inv.Reload()
-	ch, err := h.catalog.Rescan(ctx)
+	// Applied as the watcher's changes are, in the catalog's order.
+	ch, err := h.catalog.Rescan(ctx, h.applyChange)
 	if err != nil {
 		return fmt.Errorf("host: reloading agents: %w", err)
-	}
-	if !ch.Empty() {
-		h.applyChangeLocked(ch)
 	}
 	policies := "none"
 	if r, ok := h.authz.(policy.Reloader); ok && !h.authzOff {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -175,5 +176,48 @@ func TestReloadBeforeAndAfterServing(t *testing.T) {
 	hs.stop()
 	if err := hs.host.Reload(t.Context()); !errors.Is(err, host.ErrNotServing) {
 		t.Errorf("Reload after Run returned: err = %v, want ErrNotServing", err)
+	}
+}
+
+// TestReloadFollowsTheWatchersOrder: a SIGHUP's reload that comes while
+// the watcher is still activating an agent it found waits for that change
+// to be applied, so the changes are announced in the order they happened:
+// the agent was added, then removed.
+func TestReloadFollowsTheWatchersOrder(t *testing.T) {
+	ev := &events{}
+	h := start(t, setup{hostOpts: []host.Option{host.WithEvents(ev)}})
+	dir := filepath.Join(h.plugins, "slow")
+	marker := filepath.Join(t.TempDir(), "activating")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ddl := `{"$schema": "https://choria.io/schemas/mcorpc/ddl/v1/agent.json",
+  "metadata": {"name": "slow", "description": "Slow to activate", "author": "agent-host", "license": "Apache-2.0", "version": "1.0.0", "url": "https://choria.io", "timeout": 5, "provider": "external"},
+  "actions": [{"action": "run", "description": "Runs", "display": "always", "input": {}, "output": {}}]}`
+	script := "#!/bin/sh\ntouch " + marker + "\nsleep 2\nprintf '{\"activate\": true}' >\"$CHORIA_EXTERNAL_REPLY\"\n"
+	if err := os.WriteFile(filepath.Join(dir, "slow"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "slow.json"), []byte(ddl), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "the watcher never activated slow", func() bool { _, err := os.Stat(marker); return err == nil })
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.host.Reload(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var changes []string
+	for _, c := range ev.list() {
+		if strings.HasPrefix(c, "added ") || strings.HasPrefix(c, "removed ") {
+			changes = append(changes, c)
+		}
+	}
+	if want := []string{"added slow", "removed slow"}; !slices.Equal(changes, want) {
+		t.Errorf("changes announced %v, want %v", changes, want)
+	}
+	if slices.ContainsFunc(h.host.Subscriptions(), func(s host.Subscription) bool { return s.Subject == "mcollective.broadcast.agent.slow" }) {
+		t.Error("still subscribed for slow after it was removed")
 	}
 }

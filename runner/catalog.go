@@ -209,7 +209,7 @@ func NewCatalog(cfg CatalogConfig, opts ...Option) *Catalog {
 // agents or directories are logged, not returned; the error is non-nil
 // only when ctx ended, and then nothing was published.
 func (c *Catalog) Load(ctx context.Context) error {
-	_, err := c.reload(ctx, true)
+	_, err := c.reload(ctx, true, nil)
 	return err
 }
 
@@ -217,9 +217,12 @@ func (c *Catalog) Load(ctx context.Context) error {
 // files change, but without waiting for changed DDLs to settle: it is
 // for an operator who says the files are in place (the host's SIGHUP).
 // It returns what changed, already published; Watch does not report
-// the same change again. The error is non-nil only when ctx ended.
-func (c *Catalog) Rescan(ctx context.Context) (Change, error) {
-	res, err := c.reload(ctx, true)
+// the same change again. apply, when not nil, is called with a change
+// before any other reload can publish the next, as Watch calls onChange,
+// so that whoever follows the catalog sees its changes in order. The
+// error is non-nil only when ctx ended.
+func (c *Catalog) Rescan(ctx context.Context, apply func(Change)) (Change, error) {
+	res, err := c.reload(ctx, true, apply)
 	return res.change, err
 }
 
@@ -284,8 +287,10 @@ type reloadResult struct {
 
 // reload reconciles the published agents with the disk. initial skips the
 // settle wait. Activation runs for added and updated agents before
-// anything is published, and nothing is published when ctx ends.
-func (c *Catalog) reload(ctx context.Context, initial bool) (reloadResult, error) {
+// anything is published, and nothing is published when ctx ends. apply,
+// when not nil, is given a change that is not empty before the next
+// reload may begin.
+func (c *Catalog) reload(ctx context.Context, initial bool, apply func(Change)) (reloadResult, error) {
 	c.recMu.Lock()
 	defer c.recMu.Unlock()
 
@@ -385,6 +390,9 @@ func (c *Catalog) reload(ctx context.Context, initial bool) (reloadResult, error
 		c.log.Info("removing agent: its DDL is gone or no longer acceptable", "agent", a.Name, "ddl", a.DDLPath)
 	}
 	res.change = change
+	if apply != nil && !change.Empty() {
+		apply(change)
+	}
 	return res, nil
 }
 

@@ -288,7 +288,7 @@ func TestCatalogDuplicates(t *testing.T) {
 	if err := os.Remove(firstDDL); err != nil {
 		t.Fatal(err)
 	}
-	res, err := c.reload(t.Context(), false)
+	res, err := c.reload(t.Context(), false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -441,7 +441,7 @@ func TestCatalogSettle(t *testing.T) {
 	c.now = clock.now
 	reload := func() reloadResult {
 		t.Helper()
-		res, err := c.reload(t.Context(), false)
+		res, err := c.reload(t.Context(), false, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -507,7 +507,7 @@ func TestCatalogBrokenUpdateKeepsPrevious(t *testing.T) {
 	}
 	before, _ := c.Agent("parrot")
 	writeAt(t, ddlPath, []byte(`{"metadata":`), time.Now().Add(-time.Hour))
-	res, err := c.reload(t.Context(), false)
+	res, err := c.reload(t.Context(), false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -523,7 +523,7 @@ func TestCatalogBrokenUpdateKeepsPrevious(t *testing.T) {
 
 	// Becoming unacceptable (not external any more) removes it.
 	writeAt(t, ddlPath, agentDDL("parrot", func(md, _ map[string]any) { md["provider"] = "ruby" }), time.Now().Add(-time.Hour))
-	if res, _ := c.reload(t.Context(), false); len(res.change.Removed) != 1 {
+	if res, _ := c.reload(t.Context(), false, nil); len(res.change.Removed) != 1 {
 		t.Errorf("change %+v, want parrot removed", res.change)
 	}
 }
@@ -754,7 +754,7 @@ func TestCatalogNoticesNewBuilds(t *testing.T) {
 	if err := os.Rename(next, exe); err != nil {
 		t.Fatal(err)
 	}
-	res, err := c.reload(t.Context(), false)
+	res, err := c.reload(t.Context(), false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -762,13 +762,13 @@ func TestCatalogNoticesNewBuilds(t *testing.T) {
 		t.Fatalf("a build written just now was loaded (%d updated), or no recheck was planned (%v)", len(res.change.Updated), res.recheck)
 	}
 	now = now.Add(2 * time.Minute)
-	if res, err = c.reload(t.Context(), false); err != nil {
+	if res, err = c.reload(t.Context(), false, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := names(res.change.Updated); !slices.Equal(got, []string{"parrot"}) {
 		t.Errorf("updated = %v after the build settled, want [parrot]", got)
 	}
-	if res, _ = c.reload(t.Context(), false); len(res.change.Updated) != 0 {
+	if res, _ = c.reload(t.Context(), false, nil); len(res.change.Updated) != 0 {
 		t.Errorf("an unchanged build was updated again: %v", names(res.change.Updated))
 	}
 }

@@ -22,8 +22,9 @@ const debounce = 100 * time.Millisecond
 // its DDL's path, or its executable's path or existence change, and
 // removed when its DDL goes away or stops being acceptable. A DDL that no
 // longer parses keeps the previous version loaded. onChange, when not nil,
-// receives each non-empty change after it is published; it runs on
-// Watch's goroutine, one at a time, and may call Agents and Agent.
+// receives each non-empty change after it is published, before any other
+// change (Rescan's) can be; it runs on Watch's goroutine, one at a time,
+// and may call Agents and Agent but not Rescan.
 //
 // Choria reloads only when metadata.version or the DDL's path changes,
 // which misses edits made without a version bump; comparing the bytes
@@ -81,7 +82,7 @@ func (c *Catalog) Watch(ctx context.Context, onChange func(Change)) error {
 
 		case <-timer.C:
 			due = time.Time{}
-			res, err := c.reload(ctx, false)
+			res, err := c.reload(ctx, false, onChange)
 			if err != nil {
 				continue // ctx ended; the next loop returns
 			}
@@ -92,9 +93,6 @@ func (c *Catalog) Watch(ctx context.Context, onChange func(Change)) error {
 			}
 			if !res.recheck.IsZero() {
 				schedule(res.recheck)
-			}
-			if onChange != nil && !res.change.Empty() {
-				onChange(res.change)
 			}
 		}
 	}
