@@ -3,6 +3,9 @@ package host
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,5 +79,36 @@ func TestRunFailureCauses(t *testing.T) {
 				t.Errorf("cause %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestStatsRequestsAreBounded: statistics requests beyond the bound are
+// answered 503 at once rather than queued on the host's locks.
+func TestStatsRequestsAreBounded(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, maxStatsInFlight)
+	h := limitInFlight(maxStatsInFlight, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		entered <- struct{}{}
+		<-release
+	}))
+	var wg sync.WaitGroup
+	for range maxStatsInFlight {
+		wg.Go(func() { h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/choria/", nil)) })
+		<-entered
+	}
+	for _, path := range []string{"/choria/", "/choria/prometheus"} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if rec.Code != http.StatusServiceUnavailable {
+			t.Errorf("%s beyond the bound: status %d, want 503", path, rec.Code)
+		}
+	}
+	close(release)
+	wg.Wait()
+	rec := httptest.NewRecorder()
+	go func() { <-entered }()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/choria/", nil))
+	if rec.Code != http.StatusOK {
+		t.Errorf("after the others: status %d, want 200", rec.Code)
 	}
 }

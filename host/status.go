@@ -80,14 +80,15 @@ func (o *observers) stop() {
 	o.writerWG.Wait()
 }
 
+// maxStatsInFlight bounds the statistics requests served at once: each
+// reads every counter, the pools' under their locks, and a storm of them
+// must not slow the requests down.
+const maxStatsInFlight = 4
+
 // statsHandler serves Choria's paths: Prometheus on /choria/prometheus
 // and /choria/metrics, a JSON summary on everything else below /choria/.
 func (h *Host) statsHandler() http.Handler {
-	prom := promhttp.HandlerFor(h.metrics.reg, promhttp.HandlerOpts{
-		// Scrapes are cheap, but a storm of them should not be.
-		MaxRequestsInFlight: 4,
-		Timeout:             10 * time.Second,
-	})
+	prom := promhttp.HandlerFor(h.metrics.reg, promhttp.HandlerOpts{Timeout: 10 * time.Second})
 	mux := http.NewServeMux()
 	mux.Handle("/choria/prometheus", prom)
 	mux.Handle("/choria/metrics", prom)
@@ -95,7 +96,21 @@ func (h *Host) statsHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(h.info())
 	})
-	return mux
+	return limitInFlight(maxStatsInFlight, mux)
+}
+
+// limitInFlight answers 503 to requests beyond n at once.
+func limitInFlight(n int, next http.Handler) http.Handler {
+	slots := make(chan struct{}, n)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
+			next.ServeHTTP(w, r)
+		default:
+			http.Error(w, "too many statistics requests at once", http.StatusServiceUnavailable)
+		}
+	})
 }
 
 // Info is what /choria/ answers, in Choria's format (go-choria

@@ -153,7 +153,7 @@ func (h choriaJSONHandler) Handle(ctx context.Context, r slog.Record) error {
 		return h.Handler.Handle(ctx, r)
 	}
 	r.Attrs(func(a slog.Attr) bool {
-		clash = clash || reserved(a.Key)
+		clash = clash || clashes(a)
 		return !clash
 	})
 	if !clash {
@@ -187,8 +187,32 @@ func reserved(key string) bool {
 	return key == slog.TimeKey || key == slog.LevelKey || key == slog.MessageKey
 }
 
+// inline reports a group without a key, whose attributes slog writes at
+// the level it is at.
+func inline(a slog.Attr) bool { return a.Key == "" && a.Value.Kind() == slog.KindGroup }
+
+func clashes(a slog.Attr) bool {
+	if inline(a) {
+		for _, in := range a.Value.Group() {
+			if clashes(in) {
+				return true
+			}
+		}
+		return false
+	}
+	return reserved(a.Key)
+}
+
 func renamed(a slog.Attr) slog.Attr {
-	if reserved(a.Key) {
+	switch {
+	case inline(a):
+		group := a.Value.Group()
+		out := make([]slog.Attr, len(group))
+		for i, in := range group {
+			out[i] = renamed(in)
+		}
+		return slog.Attr{Value: slog.GroupValue(out...)}
+	case reserved(a.Key):
 		a.Key = "fields." + a.Key
 	}
 	return a

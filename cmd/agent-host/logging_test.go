@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -25,6 +26,8 @@ func TestLogfileIsChoriaJSON(t *testing.T) {
 	log.With("component", "policy").Info("authorizing", "agent", "rpcutil", "msg", "clash")
 	log.Warn("warned", "error", errors.New("boom"))
 	log.WithGroup("g").Error("failed", "level", 3)
+	// A group without a key is written inline: its attributes may clash too.
+	log.With(slog.Group("", "msg", "x")).Info("inline", slog.Group("", "level", "clash", "n", 1))
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -35,6 +38,7 @@ func TestLogfileIsChoriaJSON(t *testing.T) {
 		{"level": "info", "msg": "authorizing", "component": "policy", "agent": "rpcutil", "fields.msg": "clash"},
 		{"level": "warning", "msg": "warned", "error": "boom"},
 		{"level": "error", "msg": "failed", "g": map[string]any{"level": 3.0}},
+		{"level": "info", "msg": "inline", "fields.msg": "x", "fields.level": "clash", "n": 1.0},
 	}
 	if len(lines) != len(want) {
 		t.Fatalf("%d lines, want %d: %v", len(lines), len(want), lines)

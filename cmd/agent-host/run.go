@@ -159,15 +159,16 @@ func serve(ctx context.Context, abort <-chan struct{}, svc service, cfg *config.
 			}
 		}()
 	}
-	go superviseService(ctx, h, svc, log)
+	go superviseService(ctx, done, h, svc, log)
 	return h.Run(ctx)
 }
 
 // superviseService tells systemd when the host serves, reopens the log
 // file and reloads the host for each SIGHUP, and tells systemd when it
 // stops. A signal that comes before the host serves, or during a reload,
-// is one more reload after it.
-func superviseService(ctx context.Context, h *host.Host, svc service, log *slog.Logger) {
+// is one more reload after it. It returns once ctx ends or done closes,
+// when Run has returned.
+func superviseService(ctx context.Context, done <-chan struct{}, h *host.Host, svc service, log *slog.Logger) {
 	notify := func(state string) {
 		if err := svc.sd.notify(state); err != nil {
 			log.Warn("systemd notification failed", "error", err)
@@ -176,6 +177,8 @@ func superviseService(ctx context.Context, h *host.Host, svc service, log *slog.
 	select {
 	case <-ctx.Done():
 		return
+	case <-done:
+		return
 	case <-h.Ready():
 	}
 	notify("READY=1")
@@ -183,6 +186,8 @@ func superviseService(ctx context.Context, h *host.Host, svc service, log *slog.
 		select {
 		case <-ctx.Done():
 			notify("STOPPING=1")
+			return
+		case <-done:
 			return
 		case <-svc.hup:
 		}

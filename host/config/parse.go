@@ -270,6 +270,17 @@ func (l *loader) finish() error {
 	if c.Identity == "" {
 		return l.errorAt("identity", "the hostname could not be determined, set identity")
 	}
+	if _, chosen := l.where["plugin.security.provider"]; !chosen {
+		// Choria's default is puppet: files of the file provider given
+		// without naming it are not used, which says so rather than
+		// trusting another CA unannounced.
+		for _, k := range []string{"plugin.security.file.certificate", "plugin.security.file.key", "plugin.security.file.ca"} {
+			if at, ok := l.where[k]; ok {
+				l.warn(k, at, "the file security provider's settings are ignored: plugin.security.provider is not set, so Choria's default, puppet, is used; set plugin.security.provider = file to use them")
+				break
+			}
+		}
+	}
 	if c.UseSRV && len(c.MiddlewareHosts) == 0 {
 		l.warn("plugin.choria.use_srv", l.where["plugin.choria.use_srv"],
 			"SRV lookups are not supported by agent-host, starting the embedded broker; set plugin.choria.middleware_hosts to use another")

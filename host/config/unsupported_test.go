@@ -60,3 +60,25 @@ func TestUnsupportedReasons(t *testing.T) {
 		}
 	}
 }
+
+// TestFileSettingsWithoutTheFileProvider: a configuration that gives the
+// file provider's files but names no provider gets Choria's default,
+// puppet, and is told its files are not used.
+func TestFileSettingsWithoutTheFileProvider(t *testing.T) {
+	const files = "identity = n1.example.net\nplugin.security.file.certificate = /etc/x/n1.pem\nplugin.security.file.key = /etc/x/n1.key\n"
+	cfg, rec := load(t, writeConfig(t, files, nil))
+	if cfg.SecurityProvider != "puppet" {
+		t.Fatalf("provider %q, want Choria's default puppet", cfg.SecurityProvider)
+	}
+	var got []string
+	for _, r := range rec.all() {
+		got = append(got, r.attrs["key"]+": "+r.msg)
+	}
+	if len(got) != 1 || !strings.Contains(got[0], "plugin.security.file.certificate: the file security provider's settings are ignored") {
+		t.Errorf("warnings %q, want one about the file provider's settings", got)
+	}
+	_, rec = load(t, writeConfig(t, files+"plugin.security.provider = file\n", nil))
+	if w := rec.all(); len(w) != 0 {
+		t.Errorf("warnings with the file provider named: %+v", w)
+	}
+}
