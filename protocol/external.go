@@ -100,10 +100,14 @@ type ActivationReply struct {
 	// Worker is set by an agent that can also run as a pool worker, when
 	// the host asked (see PROTOCOL.md); Choria ignores it.
 	Worker *WorkerAdvert `json:"agent_host_worker,omitempty"`
+	// Plugin is set by an agent that can also run as a go-plugin plugin,
+	// when the host asked (see PROTOCOL.md); Choria ignores it. Its
+	// versions are those of the plugin's Agent service.
+	Plugin *WorkerAdvert `json:"agent_host_plugin,omitempty"`
 }
 
-// WorkerAdvert lists the versions of agent-host's worker protocol an
-// agent speaks.
+// WorkerAdvert lists the versions of agent-host's worker protocol (or of
+// its go-plugin service) an agent speaks.
 type WorkerAdvert struct {
 	Versions []int `json:"versions"`
 }

@@ -55,6 +55,9 @@ type Config struct {
 	Agent string
 	// Executable is the agent's executable, started with no arguments.
 	Executable string
+	// Transport, when set, starts the workers instead of the worker
+	// protocol's streams: go-plugin plugins (runner/grpcplugin), say.
+	Transport Transport
 	// OnCapacity, when set, is called when Capacity grows: a worker
 	// announced that it runs more requests at once than the pool assumed.
 	// It is called without the pool's lock held.
