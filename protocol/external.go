@@ -82,6 +82,15 @@ func DecodeAgentReply(b []byte) (*AgentReply, error) {
 	return &r, nil
 }
 
+// PluginVersionsEnv is set in the activation check to the versions of
+// agent-host's go-plugin service (protocol/grpcplugin) the host speaks,
+// comma separated; PluginV1 is the first. An agent that can run as a
+// plugin answers with ActivationReply.Plugin.
+const (
+	PluginVersionsEnv = "AGENT_HOST_PLUGIN_PROTOCOLS"
+	PluginV1          = 1
+)
+
 // ActivationRequest asks an external agent whether it should be loaded on this node.
 type ActivationRequest struct {
 	Schema   string `json:"$schema"`

@@ -8,6 +8,8 @@ package grpcplugin
 
 //go:generate go test -run TestGeneratedCurrent -update
 
+import "github.com/agent-host/agent-host/protocol"
+
 // The go-plugin handshake. The cookie only keeps the binary from being
 // started by hand or by another host by mistake; it is not a secret.
 const (
@@ -16,11 +18,11 @@ const (
 	MagicCookieKey   = "AGENT_HOST_PLUGIN"
 	MagicCookieValue = "io.agent-host.plugin"
 	// V1 is the version of the application protocol, the Agent service.
-	V1 = 1
+	V1 = protocol.PluginV1
 	// Name is the plugin's name in go-plugin's plugin set.
 	Name = "agent"
 	// EnvVersions is set in the activation check to the versions the host
 	// speaks, comma separated; an agent that can run as a plugin says so
 	// in its activation reply (protocol.ActivationReply.Plugin).
-	EnvVersions = "AGENT_HOST_PLUGIN_PROTOCOLS"
+	EnvVersions = protocol.PluginVersionsEnv
 )
