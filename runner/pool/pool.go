@@ -10,6 +10,10 @@
 //
 // Every worker is a runner/proc process: a session of its own, stopped as
 // a whole, its stderr logged, and dead with the host.
+//
+// Config.Transport reaches workers some other way than the worker
+// protocol's streams (runner/grpcplugin: go-plugin plugins); the pool
+// supervises them the same way.
 package pool
 
 import (
