@@ -60,7 +60,7 @@ func (r *agentRunners) runnerFor(a *runner.Agent) (runner.Runner, func() int) {
 			pcfg.Transport = grpcplugin.New(grpcplugin.Config{})
 			what = "a pool of go-plugin plugins"
 		}
-		p = &pooledAgent{agent: a, exec: exec, pool: pool.New(pcfg, pool.WithLogger(r.log.With("component", "pool", "mode", mode)))}
+		p = &pooledAgent{agent: a, exec: exec, pool: pool.New(pcfg, pool.WithLogger(r.log.With("component", "pool")))}
 		if old != nil {
 			old.next.Store(p)
 			r.retireLocked(old, "the agent changed on disk", wp.ReasonReload)
