@@ -28,8 +28,9 @@ const pluginMaxMessageBytes = 64 << 20
 
 // servePlugin serves the agent as a hashicorp/go-plugin gRPC plugin
 // until the host stops it. go-plugin itself checks the magic cookie and
-// negotiates the version.
-func (a *Agent) servePlugin(ctx context.Context) error {
+// negotiates the version. go-plugin serves until the host stops it: ctx
+// does not end it.
+func (a *Agent) servePlugin(context.Context) error {
 	// go-plugin has no parent-death handling: on Linux the host has the
 	// kernel kill the plugin; elsewhere, stdin ending (a pipe only the
 	// host holds) says the host is gone.
@@ -37,7 +38,7 @@ func (a *Agent) servePlugin(ctx context.Context) error {
 		_, _ = io.Copy(io.Discard, os.Stdin)
 		os.Exit(0)
 	}()
-	srv := &pluginServer{agent: a, ctx: ctx, sem: make(chan struct{}, a.concurrency), running: map[string]context.CancelFunc{}, config: os.Getenv("CHORIA_EXTERNAL_CONFIG"),
+	srv := &pluginServer{agent: a, sem: make(chan struct{}, a.concurrency), running: map[string]context.CancelFunc{}, config: os.Getenv("CHORIA_EXTERNAL_CONFIG"),
 		stdout: os.Stdout, stderr: os.Stderr}
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: plugin.HandshakeConfig{ProtocolVersion: gp.V1, MagicCookieKey: gp.MagicCookieKey, MagicCookieValue: gp.MagicCookieValue},
@@ -72,7 +73,6 @@ func (g *grpcAgent) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.Client
 type pluginServer struct {
 	gp.UnimplementedAgentServer
 	agent  *Agent
-	ctx    context.Context
 	sem    chan struct{}
 	config string
 
