@@ -42,7 +42,7 @@ $(BIN): FORCE
 $(CLOCK): testdata/agents-src/clock/main.go
 	$(GO) build -o $@ ./testdata/agents-src/clock
 
-$(GREETER): sdk-go/examples/greeter/main.go sdk-go/agent/*.go protocol/worker/*.go
+$(GREETER): sdk-go/examples/greeter/main.go sdk-go/agent/*.go protocol/worker/*.go protocol/grpcplugin/*.go
 	$(GO) build -o $@ ./sdk-go/examples/greeter
 
 $(PYENV): testdata/pymco/requirements.txt

@@ -18,11 +18,12 @@ import (
 // filter, validate, run, reply. rpcutil ping is the host's own ceiling;
 // shagent adds a /bin/sh agent per request.
 func BenchmarkRequestPath(b *testing.B) {
-	h := start(b, setup{agents: []string{"shagent"}, pooltest: poolAgents[0].exe})
+	h := start(b, setup{agents: []string{"shagent"}, pooltest: poolAgentExe(b, "go")})
 	for _, bc := range []struct{ name, agent, action, data string }{
 		{"rpcutil_ping", "rpcutil", "ping", `{}`},
 		{"sh_agent", "shagent", "echo", `{"message":"hello"}`},
-		// The sdk-go pooltest agent on its warm workers.
+		// The sdk-go pooltest agent on its warm workers, on the worker
+		// protocol's streams.
 		{"pooled_agent", "pooltest", "echo", `{"message":"hello"}`},
 	} {
 		body := []byte(`{"agent":"` + bc.agent + `","action":"` + bc.action + `","data":` + bc.data + `}`)

@@ -36,7 +36,10 @@ var (
 	poolAgents []poolAgent
 )
 
-type poolAgent struct{ name, exe string }
+// poolAgent is one implementation of the pooltest agent; mode, when set,
+// is the plugin.agent_host.pool.mode its tests run with (before their
+// own configure).
+type poolAgent struct{ name, exe, mode string }
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "agent-host-e2e")
@@ -54,17 +57,30 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	poolAgents = append(poolAgents, poolAgent{"go", pooltest})
+	// The sdk-go agent twice: as a go-plugin plugin, which agent-host
+	// picks for it, and forced onto the worker protocol's streams (a copy,
+	// so that start can tell the two apart).
+	poolAgents = append(poolAgents, poolAgent{"go-plugin", pooltest, ""})
+	streams := filepath.Join(dir, "streams", "pooltest")
+	if err := os.MkdirAll(filepath.Dir(streams), 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if b, err := os.ReadFile(pooltest); err != nil || os.WriteFile(streams, b, 0o755) != nil {
+		fmt.Fprintln(os.Stderr, "copying the pooltest agent:", err)
+		os.Exit(1)
+	}
+	poolAgents = append(poolAgents, poolAgent{"go", streams, "pool"})
 	if _, err := exec.LookPath("node"); err == nil {
 		if js, err := filepath.Abs("../testdata/agents-src/nodepool/pooltest"); err == nil {
 			if _, err := os.Stat(js); err == nil {
-				poolAgents = append(poolAgents, poolAgent{"node", js})
+				poolAgents = append(poolAgents, poolAgent{"node", js, ""})
 			}
 		}
 	}
 	// The sdk-python one, when its virtual environment (make sdk-venv) is there.
 	if py, err := runnertest.PythonAgent(dir, "../.venv-sdk", "../testdata/agents-src/pypool/pooltest"); err == nil {
-		poolAgents = append(poolAgents, poolAgent{"python", py})
+		poolAgents = append(poolAgents, poolAgent{"python", py, ""})
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -149,6 +165,11 @@ func start(t testing.TB, s setup) *harness {
 	cfg.RPCAuthorization = false
 	if s.longTimeout {
 		cfg.ShutdownGrace = 200 * time.Millisecond
+	}
+	for _, a := range poolAgents {
+		if a.exe == s.pooltest && a.mode != "" {
+			cfg.PoolMode = a.mode
+		}
 	}
 	if s.configure != nil {
 		s.configure(cfg)

@@ -25,6 +25,18 @@ func eachPoolAgent(t *testing.T, fn func(t *testing.T, exe string)) {
 	}
 }
 
+// poolAgentExe is the implementation of the pooltest agent named name.
+func poolAgentExe(t testing.TB, name string) string {
+	t.Helper()
+	for _, a := range poolAgents {
+		if a.name == name {
+			return a.exe
+		}
+	}
+	t.Fatalf("no pooltest agent named %s", name)
+	return ""
+}
+
 // pid is the pid an action answered with.
 func pid(t *testing.T, r protocol.RPCReply) int {
 	t.Helper()
@@ -54,7 +66,7 @@ func TestAgentsOfTheSDKsArePooled(t *testing.T) {
 			if r := h.call("pooltest", "echo", `{"message":"héllo"}`); dataOf(t, r)["message"] != "héllo" {
 				t.Errorf("echo = %s", r.Data)
 			}
-			if !strings.Contains(h.logs.String(), "serving the agent with a pool of workers") {
+			if !strings.Contains(h.logs.String(), "serving the agent with a pool of") {
 				t.Error("the pool was not logged")
 			}
 		})
@@ -259,4 +271,25 @@ func TestPooledBurstUsesTheAnnouncedConcurrency(t *testing.T) {
 			t.Errorf("4 requests of %s on one worker running 4 at once took %s: they did not run together", sleep, took)
 		}
 	})
+}
+
+// TestSDKGoAgentRunsAsPlugin: with no configuration, an sdk-go agent is
+// served over NATS by go-plugin plugins, the same binary that also runs
+// per request and on the worker protocol's streams.
+func TestSDKGoAgentRunsAsPlugin(t *testing.T) {
+	h := start(t, setup{pooltest: poolAgentExe(t, "go-plugin")})
+	first := pid(t, h.call("pooltest", "echo", `{"message":"hi"}`))
+	if got := pid(t, h.call("pooltest", "echo", `{"message":"hi"}`)); got != first {
+		t.Fatalf("served by %d, then %d: not pooled", first, got)
+	}
+	if !strings.Contains(h.logs.String(), "serving the agent with a pool of go-plugin plugins") {
+		t.Error("the agent is not served by go-plugin plugins")
+	}
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", first))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(env), "AGENT_HOST_PLUGIN=io.agent-host.plugin\x00") {
+		t.Errorf("the serving process was not started as a plugin: %q", env)
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/agent-host/agent-host/protocol"
 	wp "github.com/agent-host/agent-host/protocol/worker"
 	"github.com/agent-host/agent-host/runner"
+	"github.com/agent-host/agent-host/runner/grpcplugin"
 	"github.com/agent-host/agent-host/runner/pool"
 	"github.com/agent-host/agent-host/runner/spawn"
 )
@@ -52,7 +53,8 @@ func newAgentRunners(cfg *config.Config, sp *spawn.Spawner, inv *inventory.Inven
 func (r *agentRunners) runnerFor(a *runner.Agent) (runner.Runner, func() int) {
 	exec := r.spawner.Runner(a.Executable)
 	cfg := r.cfg.ForAgent(a.Name)
-	if Mode(r.cfg, a) != ModePool {
+	mode := Mode(r.cfg, a)
+	if mode == ModeExec {
 		return exec, nil
 	}
 	r.mu.Lock()
@@ -60,34 +62,43 @@ func (r *agentRunners) runnerFor(a *runner.Agent) (runner.Runner, func() int) {
 	p := r.pools[a.Name]
 	if p == nil || p.agent != a {
 		old := p
-		p = &pooledAgent{agent: a, exec: exec, pool: pool.New(poolConfig(a, cfg, r.inv, r.capacityChanged), pool.WithLogger(r.log.With("component", "pool")), pool.WithWorkerEvents(r.workerEvent))}
+		pcfg := poolConfig(a, cfg, r.inv, r.capacityChanged)
+		what := "a pool of workers"
+		if mode == ModePlugin {
+			pcfg.Transport = grpcplugin.New(grpcplugin.Config{})
+			what = "a pool of go-plugin plugins"
+		}
+		p = &pooledAgent{agent: a, exec: exec, pool: pool.New(pcfg, pool.WithLogger(r.log.With("component", "pool")), pool.WithWorkerEvents(r.workerEvent))}
 		if old != nil {
 			old.next.Store(p)
 			r.retireLocked(old, "the agent changed on disk", wp.ReasonReload)
 		}
 		r.pools[a.Name] = p
-		r.log.Info("serving the agent with a pool of workers", "agent", a.Name, "max_workers", cfg.PoolMaxWorkers, "min_workers", cfg.PoolMinWorkers)
+		r.log.Info("serving the agent with "+what, "agent", a.Name, "max_workers", cfg.PoolMaxWorkers, "min_workers", cfg.PoolMinWorkers)
 	}
 	return p, p.capacity
 }
 
 // The ways an agent runs.
 const (
-	ModeExec = "exec" // spawned per request, as Choria does
-	ModePool = "pool" // on a pool of workers
+	ModeExec   = "exec"   // spawned per request, as Choria does
+	ModePool   = "pool"   // on a pool of workers
+	ModePlugin = "plugin" // on a pool of go-plugin plugins
 )
 
-// Mode says how agent a runs under cfg: in a pool when the agent says it
-// speaks the worker protocol, unless the operator chose otherwise for
-// every agent or for this one.
+// Mode says how agent a runs under cfg: as go-plugin plugins when the
+// agent says it serves them, in a pool of workers when it says it speaks
+// the worker protocol, unless the operator chose otherwise for every
+// agent or for this one.
 func Mode(cfg *config.Config, a *runner.Agent) string {
-	switch cfg.ForAgent(a.Name).PoolMode {
-	case ModeExec:
-		return ModeExec
-	case ModePool:
-		return ModePool
+	switch m := cfg.ForAgent(a.Name).PoolMode; m {
+	case ModeExec, ModePool, ModePlugin:
+		return m
 	default:
-		if slices.Contains(a.WorkerVersions, wp.V1) {
+		switch {
+		case slices.Contains(a.PluginVersions, protocol.PluginV1):
+			return ModePlugin
+		case slices.Contains(a.WorkerVersions, wp.V1):
 			return ModePool
 		}
 		return ModeExec

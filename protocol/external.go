@@ -82,6 +82,15 @@ func DecodeAgentReply(b []byte) (*AgentReply, error) {
 	return &r, nil
 }
 
+// PluginVersionsEnv is set in the activation check to the versions of
+// agent-host's go-plugin service (protocol/grpcplugin) the host speaks,
+// comma separated; PluginV1 is the first. An agent that can run as a
+// plugin answers with ActivationReply.Plugin.
+const (
+	PluginVersionsEnv = "AGENT_HOST_PLUGIN_PROTOCOLS"
+	PluginV1          = 1
+)
+
 // ActivationRequest asks an external agent whether it should be loaded on this node.
 type ActivationRequest struct {
 	Schema   string `json:"$schema"`
@@ -100,10 +109,14 @@ type ActivationReply struct {
 	// Worker is set by an agent that can also run as a pool worker, when
 	// the host asked (see PROTOCOL.md); Choria ignores it.
 	Worker *WorkerAdvert `json:"agent_host_worker,omitempty"`
+	// Plugin is set by an agent that can also run as a go-plugin plugin,
+	// when the host asked (see PROTOCOL.md); Choria ignores it. Its
+	// versions are those of the plugin's Agent service.
+	Plugin *WorkerAdvert `json:"agent_host_plugin,omitempty"`
 }
 
-// WorkerAdvert lists the versions of agent-host's worker protocol an
-// agent speaks.
+// WorkerAdvert lists the versions of agent-host's worker protocol (or of
+// its go-plugin service) an agent speaks.
 type WorkerAdvert struct {
 	Versions []int `json:"versions"`
 }

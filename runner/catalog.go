@@ -64,6 +64,9 @@ type Agent struct {
 	// agent said, in its activation check, it speaks (PROTOCOL.md); none
 	// for an agent that only runs once per request.
 	WorkerVersions []int
+	// PluginVersions are the versions of agent-host's go-plugin service
+	// the agent said, in its activation check, it serves.
+	PluginVersions []int
 
 	hash     [sha256.Size]byte
 	exeFound bool
@@ -76,6 +79,8 @@ type Activation struct {
 	Active bool
 	// WorkerVersions are the worker protocol versions the agent speaks.
 	WorkerVersions []int
+	// PluginVersions are the go-plugin service versions it serves.
+	PluginVersions []int
 }
 
 // exeStamp tells one executable file from another, so that a new build
@@ -622,7 +627,7 @@ func (c *Catalog) activate(ctx context.Context, a *Agent) {
 	defer cancel()
 	var act Activation
 	act, a.ActivationError = c.cfg.Activate(actx, a)
-	a.Active, a.WorkerVersions = act.Active, act.WorkerVersions
+	a.Active, a.WorkerVersions, a.PluginVersions = act.Active, act.WorkerVersions, act.PluginVersions
 	switch {
 	case a.ActivationError != nil:
 		a.Active = false

@@ -36,6 +36,10 @@ type benchAgent struct {
 	Kind   string `json:"kind"`
 	Short  string `json:"short"` // Kind in a few words, for the plot
 	Pooled bool   `json:"pooled"`
+	// Plugin says the agent is also measured in the go-plugin set-up,
+	// which runs it as go-plugin plugins (the others are not measured
+	// there: it would run them as the pool set-up does).
+	Plugin bool `json:"plugin,omitempty"`
 	// Builtin agents are not external agents on any server.
 	Builtin bool `json:"builtin"`
 	// Pending, when set, is a row that cannot be measured yet, and why.
@@ -54,12 +58,12 @@ var benchAgents = []benchAgent{
 	// spawned per request by the others.
 	{Label: "parrot echo (Python SDK)", Agent: "parrot_sdk", Action: "echo", Data: `{"message":"hello"}`, Kind: "Python, the same parrot file with agent-host's Python SDK (sdk-python) in place of py-mco-agent", Short: "Python SDK",
 		Pooled: true, Spawned: "Python SDK"},
-	{Label: "greeter hello", Agent: "greeter", Action: "hello", Data: `{"name":"load"}`, Kind: "Go, sdk-go", Short: "sdk-go", Pooled: true},
+	{Label: "greeter hello", Agent: "greeter", Action: "hello", Data: `{"name":"load"}`, Kind: "Go, sdk-go", Short: "sdk-go", Pooled: true, Plugin: true},
 }
 
 // serverKind is one of the three set-ups compared.
 type serverKind struct {
-	Key   string `json:"key"`   // ref, exec, pool
+	Key   string `json:"key"`   // ref, exec, pool, plugin
 	Label string `json:"label"` // as in the report
 }
 
@@ -67,6 +71,10 @@ var (
 	serverRef  = serverKind{"ref", "go-choria v0.30.2"}
 	serverExec = serverKind{"exec", "agent-host exec"}
 	serverPool = serverKind{"pool", "agent-host pool"}
+	// serverPlugin runs the sdk-go agents as go-plugin plugins, as
+	// agent-host does with no configuration; serverPool keeps them on the
+	// worker protocol's streams.
+	serverPlugin = serverKind{"plugin", "agent-host go-plugin"}
 )
 
 // Row is one measured row.
@@ -322,6 +330,11 @@ func (e *env) config(k serverKind, name, libdir string, extra ...string) (string
 	case "exec":
 		kv = append(kv, "plugin.agent_host.pool.mode", "exec")
 	case "pool":
+		// The sdk-go agents would run as go-plugin plugins: here they
+		// stay on the worker protocol's streams.
+		kv = append(kv, "plugin.agent_host.pool.mode", "auto",
+			"plugin.agent_host.pool.greeter.mode", "pool", "plugin.agent_host.pool.pooltest.mode", "pool")
+	case "plugin":
 		kv = append(kv, "plugin.agent_host.pool.mode", "auto")
 	case "ref":
 		// No registration, no stats port.
@@ -366,6 +379,8 @@ func mode(k serverKind, a benchAgent) string {
 		return "built-in"
 	case k.Key == "pool" && a.Pooled:
 		return "pooled"
+	case k.Key == "plugin":
+		return "go-plugin"
 	case k.Key == "pool":
 		m = "spawned (no worker protocol"
 	case k.Key == "ref":
@@ -416,7 +431,7 @@ func runBench(ctx context.Context, o options) error {
 		Date: time.Now().UTC().Format("2006-01-02"), Commit: o.commit, Uncommitted: o.uncommitted, GoVersion: runtime.Version(),
 		Python: pythonVersion(), Platform: runtime.GOOS + "/" + runtime.GOARCH, CPUs: runtime.NumCPU(), CPUModel: cpuModel(),
 		Duration: o.duration.String(), Ramp: o.ramp.String(), Concurrency: o.concurrency, Agents: benchAgents,
-		Servers:   []serverKind{serverRef, serverExec, serverPool},
+		Servers:   []serverKind{serverRef, serverExec, serverPool, serverPlugin},
 		SlowAgent: fmt.Sprintf("pooltest sleep ms=%d (sdk-go; pooled in the pool set-up: 4 workers × 4 requests)", o.slowMS), SlowDuration: o.slowDuration.String(),
 	}
 	libdir := filepath.Join(e.dir, "lib")
@@ -451,7 +466,7 @@ func runBench(ctx context.Context, o options) error {
 			continue
 		}
 		for _, a := range benchAgents {
-			if a.Pending != "" {
+			if a.Pending != "" || k.Key == "plugin" && !a.Plugin {
 				continue
 			}
 			for _, c := range o.concurrency {
@@ -476,6 +491,13 @@ func runBench(ctx context.Context, o options) error {
 					k.Label, a.Label, c, row.PerSecond, row.P50ms, row.P99ms, h, ag, row.Failed, row.NoReply, row.Error)
 				res.Rows = append(res.Rows, row)
 			}
+		}
+		if k.Key == "plugin" {
+			// Its slow row would measure the pool's queueing again.
+			if err := p.stop(20 * time.Second); err != nil {
+				res.Notes = append(res.Notes, err.Error())
+			}
+			continue
 		}
 		// The slow agent at high concurrency: every request answered,
 		// with its reply or a busy error.

@@ -68,7 +68,7 @@ func main() {
 	runCmd.Flag("duration", "How long each row is measured.").Default("8s").DurationVar(&o.duration)
 	runCmd.Flag("ramp", "Warm-up before each row, not measured.").Default("1s").DurationVar(&o.ramp)
 	runCmd.Flag("concurrency", "Concurrencies measured.").Default("1", "4", "16").IntsVar(&o.concurrency)
-	runCmd.Flag("server", "Servers measured: ref, exec, pool.").Default("ref", "exec", "pool").EnumsVar(&o.servers, "ref", "exec", "pool")
+	runCmd.Flag("server", "Servers measured: ref, exec, pool, plugin.").Default("ref", "exec", "pool", "plugin").EnumsVar(&o.servers, "ref", "exec", "pool", "plugin")
 	runCmd.Flag("slow-concurrency", "Concurrency of the slow-agent row.").Default("64").IntVar(&o.slowConcurrency)
 	runCmd.Flag("slow-ms", "How long the slow agent takes per request.").Default("500").IntVar(&o.slowMS)
 	runCmd.Flag("slow-duration", "How long the slow-agent row sends requests.").Default("5s").DurationVar(&o.slowDuration)

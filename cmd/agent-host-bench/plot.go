@@ -17,9 +17,10 @@ var (
 	gridGray  = color.RGBA{220, 220, 220, 255}
 	textGray  = color.RGBA{90, 90, 90, 255}
 	barColors = map[string]color.RGBA{
-		"ref":  {128, 128, 128, 255},
-		"exec": {52, 101, 164, 255},
-		"pool": {230, 126, 34, 255},
+		"ref":    {128, 128, 128, 255},
+		"exec":   {52, 101, 164, 255},
+		"pool":   {230, 126, 34, 255},
+		"plugin": {115, 170, 60, 255},
 	}
 )
 

@@ -137,7 +137,10 @@ func e2eMarkdown(r *Results, o options) string {
 		"and spawns the others per request, as the exec set-up does: `nodeinfo` and py-mco-agent's `parrot` do not speak it. " +
 		"go-choria and agent-host exec spawn the Python SDK's parrot per request, so its rows there are the SDK's exec mode. " +
 		"`rpcutil` is built into both servers. So both agent-host set-ups run `rpcutil`, `nodeinfo` and `parrot` the same way: " +
-		"the differences between their rows are this machine's noise from row to row.\n\n")
+		"the differences between their rows are this machine's noise from row to row. " +
+		"The pool set-up keeps `greeter` on the worker protocol's streams (`plugin.agent_host.pool.greeter.mode = pool`); " +
+		"the go-plugin set-up runs it as agent-host does with no configuration, as hashicorp/go-plugin gRPC plugins, " +
+		"the same binary and the same pool supervision, and measures only it.\n\n")
 
 	fmt.Fprintf(&b, "### A slow agent at concurrency %d\n\n", slowConcurrency(r, o))
 	fmt.Fprintf(&b, "`%s`, requests sent for %s, each loop waiting up to 30 s for its reply. "+

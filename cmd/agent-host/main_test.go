@@ -181,13 +181,14 @@ func TestQuickStart(t *testing.T) {
 		t.Errorf("req discovery ping: %v\n%s", err, out)
 	}
 
-	// The sdk-go example is pooled, with no configuration.
+	// The sdk-go example runs as go-plugin plugins, with no configuration.
 	out, err = agentHost("req", "greeter", "hello", "name=world", "--config", conf).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "hello, world") || !strings.Contains(string(out), "Debian") {
 		t.Errorf("req greeter hello: %v\n%s", err, out)
 	}
-	if !strings.Contains(logs.String(), `msg="worker started" component=pool agent=greeter`) {
-		t.Errorf("the greeter was not served by a worker:\n%s", logs.String())
+	if !strings.Contains(logs.String(), `msg="worker started" component=pool agent=greeter`) ||
+		!strings.Contains(logs.String(), `msg="serving the agent with a pool of go-plugin plugins" agent=greeter`) {
+		t.Errorf("the greeter was not served by a go-plugin plugin:\n%s", logs.String())
 	}
 
 	out, err = agentHost("req", "parrot", "echo", "message=a;b", "--config", conf).CombinedOutput()
@@ -374,8 +375,8 @@ func TestAgentsCommand(t *testing.T) {
 		if strings.HasPrefix(line, "inactive ") && !strings.Contains(line, " no") {
 			t.Errorf("inactive agent not reported inactive: %q", line)
 		}
-		if f := strings.Fields(line); len(f) > 4 && (f[0] == "greeter") != (f[4] == "pool") {
-			t.Errorf("only the sdk-go greeter should be pooled: %q", line)
+		if f := strings.Fields(line); len(f) > 4 && (f[0] == "greeter") != (f[4] == "plugin") {
+			t.Errorf("only the sdk-go greeter should run as go-plugin plugins: %q", line)
 		}
 	}
 }

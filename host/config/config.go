@@ -256,13 +256,14 @@ type Config struct {
 	// that half-written files are not read.
 	AgentSettle time.Duration `confkey:"plugin.agent_host.agent_settle" type:"duration" default:"2s"`
 
-	// How each agent runs: auto pools the agents that say they can run as workers of
-	// agent-host's worker protocol (agents written with its SDKs do) and spawns the others per
-	// request as Choria does; exec spawns every agent per request; pool pools every agent,
-	// falling back to exec for those whose workers fail to start. Every
-	// plugin.agent_host.pool.* setting can be given for one agent as
-	// plugin.agent_host.pool.<agent>.<setting>.
-	PoolMode string `confkey:"plugin.agent_host.pool.mode" default:"auto" validate:"enum=auto,pool,exec"`
+	// How each agent runs: auto runs the agents that say they can run as hashicorp/go-plugin
+	// plugins (agents written with sdk-go do) as a pool of plugins, pools those that say they
+	// can run as workers of agent-host's worker protocol (agents written with its SDKs do),
+	// and spawns the others per request as Choria does; exec spawns every agent per request;
+	// pool pools every agent as workers and plugin as go-plugin plugins, both falling back to
+	// exec for those whose workers fail to start. Every plugin.agent_host.pool.* setting can
+	// be given for one agent as plugin.agent_host.pool.<agent>.<setting>, this one included.
+	PoolMode string `confkey:"plugin.agent_host.pool.mode" default:"auto" validate:"enum=auto,pool,plugin,exec"`
 
 	// How many workers a pooled agent keeps running even when idle. 0 starts the first worker
 	// at the first request.

@@ -419,7 +419,7 @@ func TestInvalid(t *testing.T) {
 		{"identity with space", "identity = my node", nil, "identity", 1, `"my node" is not a valid name`},
 		{"identity empty part", "identity = a..b", nil, "identity", 1, `"a..b" is not a valid name`},
 		{"error in plugin.d", "", map[string]string{"agent_host.cfg": "# limits\nmax_in_flight = lots"}, "plugin.agent_host.max_in_flight", 2, `"lots" is not an integer`},
-		{"pool mode", "plugin.agent_host.pool.mode = warm", nil, "plugin.agent_host.pool.mode", 1, `"warm" is not supported, use one of: auto, pool, exec`},
+		{"pool mode", "plugin.agent_host.pool.mode = warm", nil, "plugin.agent_host.pool.mode", 1, `"warm" is not supported, use one of: auto, pool, plugin, exec`},
 		{"one agent's pool setting", "\nplugin.agent_host.pool.parrot.max_workers = 0", nil, "plugin.agent_host.pool.parrot.max_workers", 2, "less than the minimum 1"},
 		{"one agent's pool setting in plugin.d", "", map[string]string{"agent_host.cfg": "pool.parrot.idle_timeout = soon"}, "plugin.agent_host.pool.parrot.idle_timeout", 1, `"soon" is not a duration`},
 	}

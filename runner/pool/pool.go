@@ -10,6 +10,10 @@
 //
 // Every worker is a runner/proc process: a session of its own, stopped as
 // a whole, its stderr logged, and dead with the host.
+//
+// Config.Transport reaches workers some other way than the worker
+// protocol's streams (runner/grpcplugin: go-plugin plugins); the pool
+// supervises them the same way.
 package pool
 
 import (
@@ -56,6 +60,9 @@ type Config struct {
 	Agent string
 	// Executable is the agent's executable, started with no arguments.
 	Executable string
+	// Transport, when set, starts the workers instead of the worker
+	// protocol's streams: go-plugin plugins (runner/grpcplugin), say.
+	Transport Transport
 	// OnCapacity, when set, is called when Capacity grows: a worker
 	// announced that it runs more requests at once than the pool assumed.
 	// It is called without the pool's lock held.

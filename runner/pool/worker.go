@@ -41,7 +41,8 @@ type worker struct {
 	id     int
 	proc   *proc.Process // set once started
 	cancel context.CancelFunc
-	out    *wp.Writer // fd 3; safe for concurrent use
+	out    *wp.Writer // fd 3; safe for concurrent use; nil with a link
+	link   Link       // set for a worker a Transport started
 	files  []*os.File // the host's ends of the pipes, closed when it is gone
 	v      int
 	sdk    string
@@ -79,15 +80,16 @@ type result struct {
 // on its protocol stream before it is stopped.
 const maxGarbage = 10
 
-// handshakeError is a worker that did not start; give says the pool
-// should give up rather than retry.
-type handshakeError struct {
-	msg      string
-	give     bool
-	inactive bool // the agent declined activation
+// HandshakeError is a worker that did not start. GiveUp says the pool
+// should give up rather than retry (the worker and the host share no
+// protocol version, say); Inactive that the agent declined activation.
+type HandshakeError struct {
+	Msg      string
+	GiveUp   bool
+	Inactive bool
 }
 
-func (e *handshakeError) Error() string { return e.msg }
+func (e *HandshakeError) Error() string { return e.Msg }
 
 // start starts worker id and adds it to the pool once it is ready.
 func (p *Pool) start(id int) {
@@ -96,12 +98,12 @@ func (p *Pool) start(id int) {
 	defer p.mu.Unlock()
 	p.starting--
 	defer p.notifyLocked()
-	var he *handshakeError
+	var he *HandshakeError
 	switch {
-	case errors.As(err, &he) && he.inactive:
-		p.giveUpLocked(fmt.Errorf("%w: %s", ErrInactive, he.msg))
-	case errors.As(err, &he) && he.give:
-		p.giveUpLocked(fmt.Errorf("%w: %s", ErrFailed, he.msg))
+	case errors.As(err, &he) && he.Inactive:
+		p.giveUpLocked(fmt.Errorf("%w: %s", ErrInactive, he.Msg))
+	case errors.As(err, &he) && he.GiveUp:
+		p.giveUpLocked(fmt.Errorf("%w: %s", ErrFailed, he.Msg))
 	case err != nil:
 		p.log.Error("a worker did not start", "error", err)
 		p.failedLocked(err.Error())
@@ -135,6 +137,9 @@ func (p *Pool) start(id int) {
 // launch starts the process and does the handshake.
 func (p *Pool) launch(id int) (*worker, error) {
 	cfg := &p.cfg
+	if cfg.Transport != nil {
+		return p.launchLink(id)
+	}
 	toWorkerR, toWorkerW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -227,7 +232,7 @@ func (w *worker) handshake(reader *wp.Reader) error {
 	select {
 	case f = <-got:
 	case <-timer.C:
-		return &handshakeError{msg: fmt.Sprintf("the worker did not complete the handshake within %s; its stderr ended with: %s", cfg.HandshakeTimeout, tailText(w.proc.StderrTail()))}
+		return &HandshakeError{Msg: fmt.Sprintf("the worker did not complete the handshake within %s; its stderr ended with: %s", cfg.HandshakeTimeout, tailText(w.proc.StderrTail()))}
 	}
 	switch doc := f.doc.(type) {
 	case nil:
@@ -235,46 +240,52 @@ func (w *worker) handshake(reader *wp.Reader) error {
 			select {
 			case <-w.proc.Exited():
 			case <-timer.C:
-				return &handshakeError{msg: fmt.Sprintf("the worker closed its protocol stream before the handshake; its stderr ended with: %s", tailText(w.proc.StderrTail()))}
+				return &HandshakeError{Msg: fmt.Sprintf("the worker closed its protocol stream before the handshake; its stderr ended with: %s", tailText(w.proc.StderrTail()))}
 			}
-			return &handshakeError{msg: fmt.Sprintf("the worker exited before the handshake (%s); its stderr ended with: %s", w.how(), tailText(w.proc.StderrTail()))}
+			return &HandshakeError{Msg: fmt.Sprintf("the worker exited before the handshake (%s); its stderr ended with: %s", w.how(), tailText(w.proc.StderrTail()))}
 		}
-		return &handshakeError{msg: fmt.Sprintf("the worker's answer to the handshake is not a protocol document: %v", f.err)}
+		return &HandshakeError{Msg: fmt.Sprintf("the worker's answer to the handshake is not a protocol document: %v", f.err)}
 	case *wp.Refuse:
-		return &handshakeError{give: true, msg: fmt.Sprintf("the worker speaks protocol versions %v, the host %v: %s (the SDK or the host needs upgrading)", doc.Versions, []int{wp.V1}, doc.Reason)}
+		return &HandshakeError{GiveUp: true, Msg: fmt.Sprintf("the worker speaks protocol versions %v, the host %v: %s (the SDK or the host needs upgrading)", doc.Versions, []int{wp.V1}, doc.Reason)}
 	case *wp.Ready:
 		switch {
 		case doc.V != wp.V1:
-			return &handshakeError{give: true, msg: fmt.Sprintf("the worker picked protocol version %d, which the host did not offer (%v)", doc.V, []int{wp.V1})}
+			return &HandshakeError{GiveUp: true, Msg: fmt.Sprintf("the worker picked protocol version %d, which the host did not offer (%v)", doc.V, []int{wp.V1})}
 		case !slices.Contains(doc.Agents, cfg.Agent):
-			return &handshakeError{give: true, msg: fmt.Sprintf("the worker serves %v, not %s", doc.Agents, cfg.Agent)}
+			return &HandshakeError{GiveUp: true, Msg: fmt.Sprintf("the worker serves %v, not %s", doc.Agents, cfg.Agent)}
 		case !doc.Activate:
-			return &handshakeError{inactive: true, msg: fmt.Sprintf("the agent does not activate on this node: %s", doc.ActivateReason)}
+			return &HandshakeError{Inactive: true, Msg: fmt.Sprintf("the agent does not activate on this node: %s", doc.ActivateReason)}
 		}
-		w.v, w.sdk = doc.V, doc.SDK
-		w.capacity = max(doc.Concurrency, 1)
-		if cfg.Concurrency > 0 {
-			w.capacity = min(w.capacity, cfg.Concurrency)
-		}
-		if old := w.p.perWorker.Swap(int64(w.capacity)); old < int64(w.capacity) && cfg.OnCapacity != nil {
-			cfg.OnCapacity()
-		}
-		limit := cfg.MaxDocumentBytes
-		if doc.MaxDocumentBytes > 0 {
-			limit = min(limit, doc.MaxDocumentBytes)
-		}
-		reader.SetMax(limit)
-		w.out.SetMax(limit)
-		w.maxDocument = limit
-		if cfg.MaxRequests > 0 {
-			w.limit = cfg.MaxRequests + rand.N(min(cfg.MaxRequestsJitter, 1<<30)+1)
-		}
-		if cfg.MaxLifetime > 0 {
-			w.lifetime = cfg.MaxLifetime + jitter(cfg.MaxLifetime/10)
-		}
+		w.agree(doc.V, doc.SDK, doc.Concurrency, doc.MaxDocumentBytes)
+		reader.SetMax(w.maxDocument)
+		w.out.SetMax(w.maxDocument)
 		return nil
 	default:
-		return &handshakeError{msg: fmt.Sprintf("the worker answered the handshake with a %T", doc)}
+		return &HandshakeError{Msg: fmt.Sprintf("the worker answered the handshake with a %T", doc)}
+	}
+}
+
+// agree settles what the handshake agreed: the version, the requests the
+// worker runs at once, the document limit, and when it is recycled.
+func (w *worker) agree(v int, sdk string, concurrency, maxDocument int) {
+	cfg := &w.p.cfg
+	w.v, w.sdk = v, sdk
+	w.capacity = max(concurrency, 1)
+	if cfg.Concurrency > 0 {
+		w.capacity = min(w.capacity, cfg.Concurrency)
+	}
+	if old := w.p.perWorker.Swap(int64(w.capacity)); old < int64(w.capacity) && cfg.OnCapacity != nil {
+		cfg.OnCapacity()
+	}
+	w.maxDocument = cfg.MaxDocumentBytes
+	if maxDocument > 0 {
+		w.maxDocument = min(w.maxDocument, maxDocument)
+	}
+	if cfg.MaxRequests > 0 {
+		w.limit = cfg.MaxRequests + rand.N(min(cfg.MaxRequestsJitter, 1<<30)+1)
+	}
+	if cfg.MaxLifetime > 0 {
+		w.lifetime = cfg.MaxLifetime + jitter(cfg.MaxLifetime/10)
 	}
 }
 
@@ -341,13 +352,19 @@ func (w *worker) garbage(log *slog.Logger, msg string, args ...any) bool {
 // deliver hands a reply to the request waiting for it, and says whether
 // one was.
 func (w *worker) deliver(doc *wp.Reply) bool {
+	return w.settle(doc.ID, doc.Reply, nil)
+}
+
+// settle hands request id its reply document, or the failure that stands
+// for it, and says whether the request was waiting.
+func (w *worker) settle(id string, doc []byte, failure error) bool {
 	w.p.mu.Lock()
-	ch := w.calls[doc.ID]
+	ch := w.calls[id]
 	if ch == nil {
 		w.p.mu.Unlock()
 		return false
 	}
-	delete(w.calls, doc.ID)
+	delete(w.calls, id)
 	// The slot is free: a draining worker may now go, a waiting request
 	// may now come.
 	if w.state == draining && len(w.calls) == 0 {
@@ -355,11 +372,15 @@ func (w *worker) deliver(doc *wp.Reply) bool {
 	}
 	w.p.notifyLocked()
 	w.p.mu.Unlock()
-	if size := int64(len(doc.Reply)); size > w.p.cfg.MaxReplyBytes {
+	if failure != nil {
+		ch <- result{err: &runner.Failure{Message: fmt.Sprintf("executing %s failed: %v", w.p.cfg.Agent, failure), Err: failure}}
+		return true
+	}
+	if size := int64(len(doc)); size > w.p.cfg.MaxReplyBytes {
 		ch <- result{err: &runner.ReplyTooLargeError{Size: size, Limit: w.p.cfg.MaxReplyBytes}}
 		return true
 	}
-	reply, err := protocol.DecodeAgentReply(doc.Reply)
+	reply, err := protocol.DecodeAgentReply(doc)
 	if err != nil {
 		err = &runner.Failure{Message: fmt.Sprintf("executing %s failed: its reply could not be read", w.p.cfg.Agent), Err: err}
 	}
@@ -419,6 +440,9 @@ func (w *worker) watch() {
 	w.proc.Wait()
 	w.cancel()
 	w.closeFiles()
+	if w.link != nil {
+		w.link.Close()
+	}
 }
 
 // how says how the worker's process ended.
@@ -456,7 +480,12 @@ func (w *worker) call(ctx context.Context, id string, ch chan result, req *proto
 	if !ok {
 		deadline = time.Now().Add(time.Hour)
 	}
-	err := w.out.Write(wp.Request{Type: wp.TypeRequest, V: w.v, ID: id, DeadlineMS: deadline.UnixMilli(), Request: req, Facts: facts})
+	var err error
+	if w.link != nil {
+		err = w.link.Send(id, deadline, req, facts)
+	} else {
+		err = w.out.Write(wp.Request{Type: wp.TypeRequest, V: w.v, ID: id, DeadlineMS: deadline.UnixMilli(), Request: req, Facts: facts})
+	}
 	switch {
 	case errors.Is(err, wp.ErrTooLarge):
 		// Nothing was written: only this request fails.
@@ -481,7 +510,11 @@ func (w *worker) call(ctx context.Context, id string, ch chan result, req *proto
 	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		reason = wp.ReasonStop
 	}
-	_ = w.out.Write(wp.Cancel{Type: wp.TypeCancel, V: w.v, ID: id, Reason: reason})
+	if w.link != nil {
+		w.link.Cancel(id, reason)
+	} else {
+		_ = w.out.Write(wp.Cancel{Type: wp.TypeCancel, V: w.v, ID: id, Reason: reason})
+	}
 	t := time.NewTimer(w.p.cfg.CancelGrace)
 	defer t.Stop()
 	select {
@@ -528,7 +561,11 @@ func (w *worker) shutdown() {
 		reason := w.retireReason
 		grace := w.p.cfg.ShutdownGrace
 		w.p.wg.Go(func() {
-			_ = w.out.Write(wp.Shutdown{Type: wp.TypeShutdown, V: w.v, Reason: reason, GraceMS: grace.Milliseconds()})
+			if w.link != nil {
+				w.link.Shutdown(reason, grace)
+			} else {
+				_ = w.out.Write(wp.Shutdown{Type: wp.TypeShutdown, V: w.v, Reason: reason, GraceMS: grace.Milliseconds()})
+			}
 			t := time.NewTimer(grace)
 			defer t.Stop()
 			select {
@@ -547,6 +584,11 @@ func (w *worker) ping() {
 	// Requests may have come since the supervisor saw it idle.
 	if w.state != ready || len(w.calls) > 0 {
 		w.p.mu.Unlock()
+		return
+	}
+	if w.link != nil {
+		w.p.mu.Unlock()
+		w.pingLink()
 		return
 	}
 	id := "p" + strconv.Itoa(w.nextID)

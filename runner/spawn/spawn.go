@@ -199,9 +199,10 @@ func (s *Spawner) Run(ctx context.Context, exe string, req *protocol.AgentReques
 // included, returns false with the error; Choria treats a missing
 // executable as "not active" without a warning.
 //
-// The check also asks, in AGENT_HOST_WORKER_PROTOCOLS, whether the agent
-// can run as a pool worker (PROTOCOL.md); the versions it answers with are
-// returned.
+// The check also asks, in AGENT_HOST_WORKER_PROTOCOLS and
+// AGENT_HOST_PLUGIN_PROTOCOLS, whether the agent can run as a pool worker
+// or as a go-plugin plugin (PROTOCOL.md); the versions it answers with
+// are returned.
 func (s *Spawner) Activate(ctx context.Context, exe, agent string) (runner.Activation, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ActivationTimeout)
 	defer cancel()
@@ -209,7 +210,8 @@ func (s *Spawner) Activate(ctx context.Context, exe, agent string) (runner.Activ
 	if err != nil {
 		return runner.Activation{}, fmt.Errorf("could not json encode activation message: %w", err)
 	}
-	b, err := s.execute(ctx, exe, agent, protocol.ActivationRequestProtocol, body, nil, worker.EnvVersions+"="+strconv.Itoa(worker.V1))
+	b, err := s.execute(ctx, exe, agent, protocol.ActivationRequestProtocol, body, nil,
+		worker.EnvVersions+"="+strconv.Itoa(worker.V1), protocol.PluginVersionsEnv+"="+strconv.Itoa(protocol.PluginV1))
 	if err != nil {
 		return runner.Activation{}, err
 	}
@@ -220,6 +222,9 @@ func (s *Spawner) Activate(ctx context.Context, exe, agent string) (runner.Activ
 	act := runner.Activation{Active: rep.Activate}
 	if rep.Worker != nil {
 		act.WorkerVersions = rep.Worker.Versions
+	}
+	if rep.Plugin != nil {
+		act.PluginVersions = rep.Plugin.Versions
 	}
 	return act, nil
 }

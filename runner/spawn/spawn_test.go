@@ -643,7 +643,7 @@ func TestActivateInvocation(t *testing.T) {
 	if inv.Files == nil {
 		t.Fatalf("the agent's report was not logged: %+v", f.logs.Records())
 	}
-	checkInvocation(t, inv, exe, protocol.ActivationRequestProtocol, "/etc/choria/plugin.d/parrot", os.Getenv("PATH"), "AGENT_HOST_WORKER_PROTOCOLS=1")
+	checkInvocation(t, inv, exe, protocol.ActivationRequestProtocol, "/etc/choria/plugin.d/parrot", os.Getenv("PATH"), "AGENT_HOST_WORKER_PROTOCOLS=1", "AGENT_HOST_PLUGIN_PROTOCOLS=1")
 	checkFile(t, inv, "CHORIA_EXTERNAL_REQUEST", f.dir, "request",
 		`{"$schema":"https://choria.io/schemas/mcorpc/external/v1/activation_request.json","protocol":"io.choria.mcorpc.external.v1.activation_request","agent":"parrot"}`)
 	checkFile(t, inv, "CHORIA_EXTERNAL_REPLY", f.dir, "reply", "")

@@ -5,10 +5,12 @@
 //   - Choria's external-agent file protocol, when Choria (or agent-host in
 //     exec mode) runs the agent once per request;
 //   - agent-host's worker protocol (PROTOCOL.md), when agent-host keeps the
-//     agent running and sends it request after request.
+//     agent running and sends it request after request;
+//   - a hashicorp/go-plugin gRPC plugin (protocol/grpcplugin), when
+//     agent-host runs it as one.
 //
-// The same binary works under both, with the same DDL; under agent-host
-// it is pooled without any configuration.
+// The same binary works under all three, with the same DDL; under
+// agent-host it runs as a plugin without any configuration.
 //
 //	func main() {
 //		a := agent.New("clock")
@@ -27,10 +29,12 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/agent-host/agent-host/protocol"
+	gp "github.com/agent-host/agent-host/protocol/grpcplugin"
 	wp "github.com/agent-host/agent-host/protocol/worker"
 )
 
@@ -156,11 +160,14 @@ func (a *Agent) Serve() {
 
 // ErrNotStarted means the process was started neither by Choria nor by
 // agent-host.
-var ErrNotStarted = errors.New("agent: this is a Choria external agent: Choria or agent-host runs it, with CHORIA_EXTERNAL_PROTOCOL or AGENT_HOST_WORKER set")
+var ErrNotStarted = errors.New("agent: this is a Choria external agent: Choria or agent-host runs it, with CHORIA_EXTERNAL_PROTOCOL, AGENT_HOST_WORKER or AGENT_HOST_PLUGIN set")
 
 // ServeContext is Serve without the exit.
 func (a *Agent) ServeContext(ctx context.Context) error {
 	switch {
+	case os.Getenv(gp.MagicCookieKey) != "":
+		// go-plugin checks the cookie's value and refuses a wrong one.
+		return a.servePlugin(ctx)
 	case os.Getenv(wp.EnvWorker) == wp.Name:
 		return a.serveWorker(ctx)
 	case os.Getenv("CHORIA_EXTERNAL_PROTOCOL") != "":
@@ -223,10 +230,14 @@ func requestOf(doc *protocol.AgentRequest, facts json.RawMessage, configFile str
 
 // offered says whether the host offered version v of the worker protocol.
 func offered(v int) bool {
-	for _, s := range strings.Split(os.Getenv(wp.EnvVersions), ",") {
-		if strings.TrimSpace(s) == fmt.Sprint(v) {
-			return true
-		}
+	return slices.Contains(splitVersions(os.Getenv(wp.EnvVersions)), fmt.Sprint(v))
+}
+
+// splitVersions splits a comma-separated list of versions.
+func splitVersions(s string) []string {
+	var out []string
+	for v := range strings.SplitSeq(s, ",") {
+		out = append(out, strings.TrimSpace(v))
 	}
-	return false
+	return out
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/agent-host/agent-host/protocol"
+	gp "github.com/agent-host/agent-host/protocol/grpcplugin"
 	wp "github.com/agent-host/agent-host/protocol/worker"
 )
 
@@ -32,6 +33,10 @@ func (a *Agent) serveExec(ctx context.Context) error {
 		if offered(wp.V1) {
 			// agent-host asks: this agent can run as a pool worker.
 			rep.Worker = &protocol.WorkerAdvert{Versions: []int{wp.V1}}
+		}
+		if pluginOffered(gp.V1) {
+			// And as a go-plugin plugin, which agent-host prefers.
+			rep.Plugin = &protocol.WorkerAdvert{Versions: []int{gp.V1}}
 		}
 		return writeJSON(replyFile, rep)
 	case protocol.AgentRequestProtocol:

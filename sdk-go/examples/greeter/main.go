@@ -1,7 +1,8 @@
 // Command greeter is an example agent written with sdk-go. The same
 // binary runs under Choria and under agent-host in exec mode, one process
-// per request, and under agent-host as a pool of warm workers, with no
-// configuration: its activation check tells agent-host it can.
+// per request, and under agent-host as a pool of warm workers or of
+// go-plugin plugins, with no configuration: its activation check tells
+// agent-host it can.
 //
 // Install it as Choria's multi-arch layout: greeter.json beside a
 // directory greeter/ holding greeter-<os>_<arch>.

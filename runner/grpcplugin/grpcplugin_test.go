@@ -1,0 +1,380 @@
+package grpcplugin_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agent-host/agent-host/protocol"
+	"github.com/agent-host/agent-host/runner"
+	"github.com/agent-host/agent-host/runner/grpcplugin"
+	"github.com/agent-host/agent-host/runner/pool"
+	"github.com/agent-host/agent-host/runner/runnertest"
+)
+
+// patience bounds what should take a fraction of it.
+const patience = 10 * time.Second
+
+// agentExe is the sdk-go pooltest agent (testdata/agents-src/pooltest),
+// which serves go-plugin as it serves the other protocols.
+var agentExe string
+
+func TestMain(m *testing.M) {
+	if os.Getenv("GRPCPLUGIN_ACT_AS_HOST") != "" {
+		os.Exit(actAsHost())
+	}
+	// Not a subreaper: its sweeper would stop the plugin of a killed
+	// host (TestNoPluginLeftWhenHostIsKilled) whatever the plugin does.
+	dir, err := os.MkdirTemp("", "grpcplugintest")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	agentExe = filepath.Join(dir, "pooltest")
+	build := exec.Command("go", "build", "-o", agentExe, "../../testdata/agents-src/pooltest")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the pooltest agent:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// newPool starts a pool of plugins of exe, closed when the test ends.
+func newPool(t testing.TB, cfg pool.Config, tcfg grpcplugin.Config, logs *runnertest.Logs) *pool.Pool {
+	t.Helper()
+	cfg.Agent = "pooltest"
+	if cfg.Executable == "" {
+		cfg.Executable = agentExe
+	}
+	if cfg.RestartBackoff == 0 {
+		cfg.RestartBackoff = 10 * time.Millisecond
+	}
+	cfg.Transport = grpcplugin.New(tcfg)
+	if logs == nil {
+		logs = &runnertest.Logs{}
+	}
+	p := pool.New(cfg, pool.WithLogger(logs.Logger()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
+		defer cancel()
+		_ = p.Close(ctx)
+	})
+	return p
+}
+
+func request(action, data string) *protocol.AgentRequest {
+	return &protocol.AgentRequest{
+		Schema: protocol.AgentRequestSchema, Protocol: protocol.AgentRequestProtocol,
+		Agent: "pooltest", Action: action, RequestID: "req-" + action, SenderID: "test", CallerID: "choria=test",
+		Collective: "mcollective", TTL: 60, MsgTime: time.Now().Unix(), Data: json.RawMessage(data),
+	}
+}
+
+func run(t *testing.T, p *pool.Pool, d time.Duration, action, data string) (*protocol.AgentReply, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	defer cancel()
+	return p.Run(ctx, request(action, data))
+}
+
+func pidOf(t *testing.T, p *pool.Pool, action, data string) int {
+	t.Helper()
+	rep, err := run(t, p, patience, action, data)
+	if err != nil {
+		t.Fatalf("%s: %v", action, err)
+	}
+	if rep.Statuscode != protocol.OK {
+		t.Fatalf("%s: %+v", action, rep)
+	}
+	var d struct{ PID int }
+	if err := json.Unmarshal(rep.Data, &d); err != nil || d.PID == 0 {
+		t.Fatalf("%s: no pid in %s", action, rep.Data)
+	}
+	return d.PID
+}
+
+func logged(logs *runnertest.Logs, message string) *runnertest.Record {
+	for _, r := range logs.Records() {
+		if strings.Contains(r.Message, message) {
+			return &r
+		}
+	}
+	return nil
+}
+
+func TestPluginServesRequests(t *testing.T) {
+	logs := &runnertest.Logs{}
+	p := newPool(t, pool.Config{MaxWorkers: 1}, grpcplugin.Config{}, logs)
+	rep, err := run(t, p, patience, "echo", `{"message":"hi"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Message string
+		PID     int
+	}
+	if err := json.Unmarshal(rep.Data, &d); err != nil || d.Message != "hi" {
+		t.Fatalf("reply %+v (%v)", rep, err)
+	}
+	// Concurrent requests share the one plugin, which announced 4.
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Go(func() {
+			if got := pidOf(t, p, "sleep", `{"ms":20}`); got != d.PID {
+				errs <- fmt.Errorf("pid %d, want the warm plugin's %d", got, d.PID)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if s := p.Stats(); s.Started != 1 {
+		t.Errorf("started %d plugins, want 1", s.Started)
+	}
+	if p.Capacity() != 4 {
+		t.Errorf("capacity %d, want the 4 the plugin announced", p.Capacity())
+	}
+	// The minimal environment of exec mode, and go-plugin's own.
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", d.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range strings.Split(strings.TrimRight(string(env), "\x00"), "\x00") {
+		key, _, _ := strings.Cut(kv, "=")
+		switch {
+		case key == "PATH", key == "CHORIA_EXTERNAL_CONFIG", key == "AGENT_HOST_PLUGIN", strings.HasPrefix(key, "PLUGIN_"):
+		default:
+			t.Errorf("the plugin got %s from the host", key)
+		}
+	}
+	// What the plugin prints after its handshake is logged.
+	if _, err := run(t, p, patience, "noisy", `{}`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the plugin's stdout logged", func() bool { return logged(logs, "hello from stdout") != nil })
+	waitFor(t, "the plugin's stderr logged", func() bool { return logged(logs, "hello from stderr") != nil })
+}
+
+func TestCrashRestartsOthersUnaffected(t *testing.T) {
+	p := newPool(t, pool.Config{MaxWorkers: 2, Concurrency: 1}, grpcplugin.Config{}, nil)
+	slow := make(chan error, 1)
+	go func() {
+		rep, err := run(t, p, patience, "sleep", `{"ms":1500}`)
+		if err == nil && rep.Statuscode != protocol.OK {
+			err = fmt.Errorf("%+v", rep)
+		}
+		slow <- err
+	}()
+	waitFor(t, "the slow request running", func() bool { return p.Stats().Running == 1 })
+	_, err := run(t, p, patience, "crash", `{"message":"dying on purpose"}`)
+	var f *runner.Failure
+	if !errors.As(err, &f) || !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "dying on purpose") {
+		t.Fatalf("crash: %v, want a failure with the exit status and the stderr", err)
+	}
+	if err := <-slow; err != nil {
+		t.Fatalf("the request on the other plugin: %v", err)
+	}
+	pidOf(t, p, "echo", `{}`)
+	if s := p.Stats(); s.Failures != 1 {
+		t.Errorf("stats %+v, want one failure", s)
+	}
+}
+
+func TestHangIsCancelledThenKilled(t *testing.T) {
+	p := newPool(t, pool.Config{MaxWorkers: 1, CancelGrace: 200 * time.Millisecond}, grpcplugin.Config{}, nil)
+	before := pidOf(t, p, "echo", `{}`)
+	start := time.Now()
+	_, err := run(t, p, 300*time.Millisecond, "hang", `{}`)
+	if !errors.Is(err, runner.ErrTimeout) {
+		t.Fatalf("hang: %v, want ErrTimeout", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the hang took %s to fail", d)
+	}
+	runnertest.WaitProcessGone(t, before, patience)
+	if after := pidOf(t, p, "echo", `{}`); after == before {
+		t.Errorf("the hung plugin %d still serves", before)
+	}
+}
+
+func TestCancelledSleepAnswers(t *testing.T) {
+	p := newPool(t, pool.Config{MaxWorkers: 1, CancelGrace: 2 * time.Second}, grpcplugin.Config{}, nil)
+	before := pidOf(t, p, "echo", `{}`)
+	// The plugin's action sees the same deadline, so it may answer
+	// (aborted) just before the host gives up.
+	rep, err := run(t, p, 200*time.Millisecond, "sleep", `{"ms":60000}`)
+	if !errors.Is(err, runner.ErrTimeout) && (err != nil || rep.Statuscode != protocol.Aborted) {
+		t.Fatalf("sleep: %+v, %v, want ErrTimeout or an aborted reply", rep, err)
+	}
+	// The plugin honoured its deadline: it was not killed.
+	if after := pidOf(t, p, "echo", `{}`); after != before {
+		t.Errorf("the plugin was replaced (%d, then %d)", before, after)
+	}
+}
+
+func TestHandshakeFailures(t *testing.T) {
+	cases := []struct {
+		name string
+		cfg  grpcplugin.Config
+		want string
+	}{
+		{"wrong cookie", grpcplugin.Config{MagicCookieValue: "not-the-cookie"}, "not meant to be executed directly"},
+		{"wrong version", grpcplugin.Config{Versions: []int{2}}, "version 1 of the Agent service, which the host did not offer ([2])"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPool(t, pool.Config{RestartIntensity: 2, HandshakeTimeout: 5 * time.Second}, tc.cfg, nil)
+			_, err := run(t, p, patience, "echo", `{}`)
+			if !errors.Is(err, pool.ErrFailed) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want ErrFailed saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestStrayStdoutBeforeHandshake(t *testing.T) {
+	// What a careless init() does: print before Serve.
+	wrapper := filepath.Join(t.TempDir(), "pooltest")
+	script := "#!/bin/sh\necho 'starting up'\necho '1|1|garbage'\nprintf '%s\\n' 'x|y|unix|/nowhere|grpc-not'\nexec " + agentExe + "\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logs := &runnertest.Logs{}
+	p := newPool(t, pool.Config{Executable: wrapper}, grpcplugin.Config{}, logs)
+	pidOf(t, p, "echo", `{}`)
+	var stray []string
+	for _, r := range logs.Records() {
+		if strings.Contains(r.Message, "before its go-plugin handshake") {
+			stray = append(stray, r.Attrs["line"])
+		}
+	}
+	if len(stray) != 3 || stray[0] != "starting up" {
+		t.Errorf("stray lines logged: %q, want the 3 the plugin printed", stray)
+	}
+}
+
+func TestPingKeepsHealthyPlugin(t *testing.T) {
+	p := newPool(t, pool.Config{MaxWorkers: 1, PingInterval: 50 * time.Millisecond, PingTimeout: time.Second}, grpcplugin.Config{}, nil)
+	before := pidOf(t, p, "echo", `{}`)
+	time.Sleep(400 * time.Millisecond)
+	if after := pidOf(t, p, "echo", `{}`); after != before {
+		t.Errorf("a healthy plugin was replaced after pings (%d, then %d)", before, after)
+	}
+}
+
+func TestRecycledAfterRequests(t *testing.T) {
+	p := newPool(t, pool.Config{MaxWorkers: 1, MaxRequests: 2}, grpcplugin.Config{}, nil)
+	first := pidOf(t, p, "echo", `{}`)
+	pidOf(t, p, "echo", `{}`)
+	runnertest.WaitProcessGone(t, first, patience)
+	if next := pidOf(t, p, "echo", `{}`); next == first {
+		t.Errorf("the plugin was not recycled")
+	}
+}
+
+func TestDrainOnClose(t *testing.T) {
+	p := newPool(t, pool.Config{MaxWorkers: 1}, grpcplugin.Config{}, nil)
+	pid := pidOf(t, p, "echo", `{}`)
+	done := make(chan error, 1)
+	go func() {
+		rep, err := run(t, p, patience, "sleep", `{"ms":500}`)
+		if err == nil && rep.Statuscode != protocol.OK {
+			err = fmt.Errorf("%+v", rep)
+		}
+		done <- err
+	}()
+	waitFor(t, "the request running", func() bool { return p.Stats().Running == 1 })
+	ctx, cancel := context.WithTimeout(t.Context(), patience)
+	defer cancel()
+	if err := p.CloseFor(ctx, "reload"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the request in flight during the close: %v", err)
+	}
+	runnertest.WaitProcessGone(t, pid, patience)
+}
+
+func TestNoPluginLeftWhenHostIsKilled(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := exec.Command(self)
+	host.Env = append(os.Environ(), "GRPCPLUGIN_ACT_AS_HOST=1", "POOLTEST_AGENT="+agentExe)
+	stdout, err := host.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host.Stderr = os.Stderr
+	if err := host.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 1)
+	go func() {
+		l, _ := bufio.NewReader(stdout).ReadString('\n')
+		lines <- strings.TrimSpace(l)
+	}()
+	var line string
+	select {
+	case line = <-lines:
+	case <-time.After(patience):
+		_ = host.Process.Kill()
+		t.Fatal("the host did not say its plugin's pid")
+	}
+	pid, err := strconv.Atoi(line)
+	if err != nil {
+		t.Fatalf("the host said %q, not a plugin's pid", line)
+	}
+	if err := host.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = host.Wait()
+	runnertest.WaitProcessGone(t, pid, patience)
+}
+
+// actAsHost runs a pool of plugins of POOLTEST_AGENT, prints its plugin's
+// pid once a request ran, and waits to be killed.
+func actAsHost() int {
+	p := pool.New(pool.Config{Agent: "pooltest", Executable: os.Getenv("POOLTEST_AGENT"), Transport: grpcplugin.New(grpcplugin.Config{})})
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	rep, err := p.Run(ctx, request("echo", `{}`))
+	if err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	var data struct{ PID int }
+	_ = json.Unmarshal(rep.Data, &data)
+	fmt.Println(data.PID)
+	signal.Ignore(syscall.SIGTERM)
+	time.Sleep(time.Hour)
+	return 0
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(patience); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not happen within %s", what, patience)
+		}
+	}
+}
