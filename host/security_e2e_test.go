@@ -148,29 +148,13 @@ func TestInsecureModeIsNamedAndLoud(t *testing.T) {
 	}
 }
 
-// puppetSSLDir lays the node's certificate and key and the CA out as
-// `puppet agent` leaves them, for certname.
-func puppetSSLDir(t *testing.T, pki *hosttest.PKI, certname string) string {
-	t.Helper()
-	dir := t.TempDir()
-	cert, key := pki.Issue(t, certname)
-	for src, dst := range map[string]string{
-		cert:       filepath.Join(dir, "certs", certname+".pem"),
-		key:        filepath.Join(dir, "private_keys", certname+".pem"),
-		pki.CAFile: filepath.Join(dir, "certs", "ca.pem"),
-	} {
-		copyFile(t, src, dst)
-	}
-	return dir
-}
-
 // TestPuppetSecurity: a Choria node's settings, plugin.security.provider =
 // puppet and an SSL directory in Puppet's layout, are enough for the host
 // to connect to a TLS broker with the node's certificate and to verify
 // callers of Puppet's CA.
 func TestPuppetSecurity(t *testing.T) {
 	pki := hosttest.NewPKI(t)
-	ssldir := puppetSSLDir(t, pki, node)
+	ssldir := pki.PuppetSSLDir(t, node)
 	h := start(t, setup{
 		agents:   []string{"shagent"},
 		natsOpts: []hosttest.NATSOption{hosttest.WithTLS(pki)},
@@ -200,7 +184,7 @@ func TestPuppetSecurityMissingCertificate(t *testing.T) {
 	cfg := config.Default()
 	cfg.Identity = "node2.example.net" // no certificate for it in the directory
 	cfg.SecurityProvider = "puppet"
-	cfg.SSLDir = puppetSSLDir(t, pki, node)
+	cfg.SSLDir = pki.PuppetSSLDir(t, node)
 	t.Setenv("MCOLLECTIVE_CERTNAME", "")
 	_, err := host.New(cfg)
 	if !errors.Is(err, security.ErrMissingFile) {

@@ -293,3 +293,29 @@ func writeFile(tb testing.TB, path string, b []byte, mode os.FileMode) {
 		tb.Fatalf("hosttest: %v", err)
 	}
 }
+
+// PuppetSSLDir lays out what `puppet agent` leaves in its SSL directory
+// for certname, issued by p: certs/<certname>.pem,
+// private_keys/<certname>.pem and certs/ca.pem. It returns the directory.
+func (p *PKI) PuppetSSLDir(tb testing.TB, certname string) string {
+	tb.Helper()
+	dir := tb.TempDir()
+	cert, key := p.Issue(tb, certname)
+	for src, dst := range map[string]string{
+		cert:     filepath.Join(dir, "certs", certname+".pem"),
+		key:      filepath.Join(dir, "private_keys", certname+".pem"),
+		p.CAFile: filepath.Join(dir, "certs", "ca.pem"),
+	} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+			tb.Fatal(err)
+		}
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return dir
+}

@@ -12,31 +12,6 @@ import (
 	"github.com/agent-host/agent-host/host/hosttest"
 )
 
-// puppetSSLDir lays out what `puppet agent` leaves in its SSL directory for
-// certname: certs/<certname>.pem, private_keys/<certname>.pem, certs/ca.pem.
-func puppetSSLDir(t *testing.T, pki *hosttest.PKI, certname string) string {
-	t.Helper()
-	dir := t.TempDir()
-	cert, key := pki.Issue(t, certname)
-	for src, dst := range map[string]string{
-		cert:       filepath.Join(dir, "certs", certname+".pem"),
-		key:        filepath.Join(dir, "private_keys", certname+".pem"),
-		pki.CAFile: filepath.Join(dir, "certs", "ca.pem"),
-	} {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(dst, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
 func TestPuppetFiles(t *testing.T) {
 	got := PuppetConfig{SSLDir: "/etc/puppetlabs/puppet/ssl", Certname: "node1.example.net"}.Files()
 	want := Files{
@@ -51,7 +26,7 @@ func TestPuppetFiles(t *testing.T) {
 
 func TestNewPuppetVerifier(t *testing.T) {
 	pki := hosttest.NewPKI(t)
-	dir := puppetSSLDir(t, pki, "node1.example.net")
+	dir := pki.PuppetSSLDir(t, "node1.example.net")
 
 	v, files, err := NewPuppetVerifier(PuppetConfig{SSLDir: dir, Certname: "node1.example.net"}, FileConfig{CAFile: "/ignored"})
 	if err != nil {
@@ -90,7 +65,7 @@ func TestPuppetMissingFiles(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := puppetSSLDir(t, pki, "node1.example.net")
+			dir := pki.PuppetSSLDir(t, "node1.example.net")
 			if tc.remove != "" {
 				if err := os.Remove(filepath.Join(dir, tc.remove)); err != nil {
 					t.Fatal(err)
@@ -117,7 +92,7 @@ func TestPuppetMissingFiles(t *testing.T) {
 }
 
 func TestPuppetBadCA(t *testing.T) {
-	dir := puppetSSLDir(t, hosttest.NewPKI(t), "node1.example.net")
+	dir := hosttest.NewPKI(t).PuppetSSLDir(t, "node1.example.net")
 	if err := os.WriteFile(filepath.Join(dir, "certs", "ca.pem"), []byte("not PEM"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +106,7 @@ func TestPuppetBadCA(t *testing.T) {
 // cannot name files outside Puppet's SSL directory.
 func TestPuppetCertnameStaysInTheSSLDir(t *testing.T) {
 	pki := hosttest.NewPKI(t)
-	dir := puppetSSLDir(t, pki, "node1.example.net")
+	dir := pki.PuppetSSLDir(t, "node1.example.net")
 	for _, name := range []string{"../../../../tmp/evil", "..", ".", "certs/node1.example.net", `a\b`, "a\x00b"} {
 		err := PuppetConfig{SSLDir: dir, Certname: name}.Check()
 		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "MCOLLECTIVE_CERTNAME") {

@@ -77,50 +77,10 @@ func newPool(t testing.TB, cfg pool.Config, tcfg grpcplugin.Config, logs *runner
 	return p
 }
 
-func request(action, data string) *protocol.AgentRequest {
-	return &protocol.AgentRequest{
-		Schema: protocol.AgentRequestSchema, Protocol: protocol.AgentRequestProtocol,
-		Agent: "pooltest", Action: action, RequestID: "req-" + action, SenderID: "test", CallerID: "choria=test",
-		Collective: "mcollective", TTL: 60, MsgTime: time.Now().Unix(), Data: json.RawMessage(data),
-	}
-}
-
-func run(t *testing.T, p *pool.Pool, d time.Duration, action, data string) (*protocol.AgentReply, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), d)
-	defer cancel()
-	return p.Run(ctx, request(action, data))
-}
-
-func pidOf(t *testing.T, p *pool.Pool, action, data string) int {
-	t.Helper()
-	rep, err := run(t, p, patience, action, data)
-	if err != nil {
-		t.Fatalf("%s: %v", action, err)
-	}
-	if rep.Statuscode != protocol.OK {
-		t.Fatalf("%s: %+v", action, rep)
-	}
-	var d struct{ PID int }
-	if err := json.Unmarshal(rep.Data, &d); err != nil || d.PID == 0 {
-		t.Fatalf("%s: no pid in %s", action, rep.Data)
-	}
-	return d.PID
-}
-
-func logged(logs *runnertest.Logs, message string) *runnertest.Record {
-	for _, r := range logs.Records() {
-		if strings.Contains(r.Message, message) {
-			return &r
-		}
-	}
-	return nil
-}
-
 func TestPluginServesRequests(t *testing.T) {
 	logs := &runnertest.Logs{}
 	p := newPool(t, pool.Config{MaxWorkers: 1}, grpcplugin.Config{}, logs)
-	rep, err := run(t, p, patience, "echo", `{"message":"hi"}`)
+	rep, err := runnertest.Run(t, p, patience, "echo", `{"message":"hi"}`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +96,7 @@ func TestPluginServesRequests(t *testing.T) {
 	errs := make(chan error, 16)
 	for range 16 {
 		wg.Go(func() {
-			if got := pidOf(t, p, "sleep", `{"ms":20}`); got != d.PID {
+			if got := runnertest.PIDOf(t, p, patience, "sleep", `{"ms":20}`); got != d.PID {
 				errs <- fmt.Errorf("pid %d, want the warm plugin's %d", got, d.PID)
 			}
 		})
@@ -166,25 +126,25 @@ func TestPluginServesRequests(t *testing.T) {
 		}
 	}
 	// What the plugin prints after its handshake is logged.
-	if _, err := run(t, p, patience, "noisy", `{}`); err != nil {
+	if _, err := runnertest.Run(t, p, patience, "noisy", `{}`); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the plugin's stdout logged", func() bool { return logged(logs, "hello from stdout") != nil })
-	waitFor(t, "the plugin's stderr logged", func() bool { return logged(logs, "hello from stderr") != nil })
+	runnertest.WaitFor(t, "the plugin's stdout logged", patience, func() bool { return logs.Find("hello from stdout") != nil })
+	runnertest.WaitFor(t, "the plugin's stderr logged", patience, func() bool { return logs.Find("hello from stderr") != nil })
 }
 
 func TestCrashRestartsOthersUnaffected(t *testing.T) {
 	p := newPool(t, pool.Config{MaxWorkers: 2, Concurrency: 1}, grpcplugin.Config{}, nil)
 	slow := make(chan error, 1)
 	go func() {
-		rep, err := run(t, p, patience, "sleep", `{"ms":1500}`)
+		rep, err := runnertest.Run(t, p, patience, "sleep", `{"ms":1500}`)
 		if err == nil && rep.Statuscode != protocol.OK {
 			err = fmt.Errorf("%+v", rep)
 		}
 		slow <- err
 	}()
-	waitFor(t, "the slow request running", func() bool { return p.Stats().Running == 1 })
-	_, err := run(t, p, patience, "crash", `{"message":"dying on purpose"}`)
+	runnertest.WaitFor(t, "the slow request running", patience, func() bool { return p.Stats().Running == 1 })
+	_, err := runnertest.Run(t, p, patience, "crash", `{"message":"dying on purpose"}`)
 	var f *runner.Failure
 	if !errors.As(err, &f) || !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "dying on purpose") {
 		t.Fatalf("crash: %v, want a failure with the exit status and the stderr", err)
@@ -192,7 +152,7 @@ func TestCrashRestartsOthersUnaffected(t *testing.T) {
 	if err := <-slow; err != nil {
 		t.Fatalf("the request on the other plugin: %v", err)
 	}
-	pidOf(t, p, "echo", `{}`)
+	runnertest.PIDOf(t, p, patience, "echo", `{}`)
 	if s := p.Stats(); s.Failures != 1 {
 		t.Errorf("stats %+v, want one failure", s)
 	}
@@ -200,9 +160,9 @@ func TestCrashRestartsOthersUnaffected(t *testing.T) {
 
 func TestHangIsCancelledThenKilled(t *testing.T) {
 	p := newPool(t, pool.Config{MaxWorkers: 1, CancelGrace: 200 * time.Millisecond}, grpcplugin.Config{}, nil)
-	before := pidOf(t, p, "echo", `{}`)
+	before := runnertest.PIDOf(t, p, patience, "echo", `{}`)
 	start := time.Now()
-	_, err := run(t, p, 300*time.Millisecond, "hang", `{}`)
+	_, err := runnertest.Run(t, p, 300*time.Millisecond, "hang", `{}`)
 	if !errors.Is(err, runner.ErrTimeout) {
 		t.Fatalf("hang: %v, want ErrTimeout", err)
 	}
@@ -210,22 +170,22 @@ func TestHangIsCancelledThenKilled(t *testing.T) {
 		t.Errorf("the hang took %s to fail", d)
 	}
 	runnertest.WaitProcessGone(t, before, patience)
-	if after := pidOf(t, p, "echo", `{}`); after == before {
+	if after := runnertest.PIDOf(t, p, patience, "echo", `{}`); after == before {
 		t.Errorf("the hung plugin %d still serves", before)
 	}
 }
 
 func TestCancelledSleepAnswers(t *testing.T) {
 	p := newPool(t, pool.Config{MaxWorkers: 1, CancelGrace: 2 * time.Second}, grpcplugin.Config{}, nil)
-	before := pidOf(t, p, "echo", `{}`)
+	before := runnertest.PIDOf(t, p, patience, "echo", `{}`)
 	// The plugin's action sees the same deadline, so it may answer
 	// (aborted) just before the host gives up.
-	rep, err := run(t, p, 200*time.Millisecond, "sleep", `{"ms":60000}`)
+	rep, err := runnertest.Run(t, p, 200*time.Millisecond, "sleep", `{"ms":60000}`)
 	if !errors.Is(err, runner.ErrTimeout) && (err != nil || rep.Statuscode != protocol.Aborted) {
 		t.Fatalf("sleep: %+v, %v, want ErrTimeout or an aborted reply", rep, err)
 	}
 	// The plugin honoured its deadline: it was not killed.
-	if after := pidOf(t, p, "echo", `{}`); after != before {
+	if after := runnertest.PIDOf(t, p, patience, "echo", `{}`); after != before {
 		t.Errorf("the plugin was replaced (%d, then %d)", before, after)
 	}
 }
@@ -242,7 +202,7 @@ func TestHandshakeFailures(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newPool(t, pool.Config{RestartIntensity: 2, HandshakeTimeout: 5 * time.Second}, tc.cfg, nil)
-			_, err := run(t, p, patience, "echo", `{}`)
+			_, err := runnertest.Run(t, p, patience, "echo", `{}`)
 			if !errors.Is(err, pool.ErrFailed) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want ErrFailed saying %q", err, tc.want)
 			}
@@ -259,7 +219,7 @@ func TestStrayStdoutBeforeHandshake(t *testing.T) {
 	}
 	logs := &runnertest.Logs{}
 	p := newPool(t, pool.Config{Executable: wrapper}, grpcplugin.Config{}, logs)
-	pidOf(t, p, "echo", `{}`)
+	runnertest.PIDOf(t, p, patience, "echo", `{}`)
 	var stray []string
 	for _, r := range logs.Records() {
 		if strings.Contains(r.Message, "before its go-plugin handshake") {
@@ -273,35 +233,35 @@ func TestStrayStdoutBeforeHandshake(t *testing.T) {
 
 func TestPingKeepsHealthyPlugin(t *testing.T) {
 	p := newPool(t, pool.Config{MaxWorkers: 1, PingInterval: 50 * time.Millisecond, PingTimeout: time.Second}, grpcplugin.Config{}, nil)
-	before := pidOf(t, p, "echo", `{}`)
+	before := runnertest.PIDOf(t, p, patience, "echo", `{}`)
 	time.Sleep(400 * time.Millisecond)
-	if after := pidOf(t, p, "echo", `{}`); after != before {
+	if after := runnertest.PIDOf(t, p, patience, "echo", `{}`); after != before {
 		t.Errorf("a healthy plugin was replaced after pings (%d, then %d)", before, after)
 	}
 }
 
 func TestRecycledAfterRequests(t *testing.T) {
 	p := newPool(t, pool.Config{MaxWorkers: 1, MaxRequests: 2}, grpcplugin.Config{}, nil)
-	first := pidOf(t, p, "echo", `{}`)
-	pidOf(t, p, "echo", `{}`)
+	first := runnertest.PIDOf(t, p, patience, "echo", `{}`)
+	runnertest.PIDOf(t, p, patience, "echo", `{}`)
 	runnertest.WaitProcessGone(t, first, patience)
-	if next := pidOf(t, p, "echo", `{}`); next == first {
+	if next := runnertest.PIDOf(t, p, patience, "echo", `{}`); next == first {
 		t.Errorf("the plugin was not recycled")
 	}
 }
 
 func TestDrainOnClose(t *testing.T) {
 	p := newPool(t, pool.Config{MaxWorkers: 1}, grpcplugin.Config{}, nil)
-	pid := pidOf(t, p, "echo", `{}`)
+	pid := runnertest.PIDOf(t, p, patience, "echo", `{}`)
 	done := make(chan error, 1)
 	go func() {
-		rep, err := run(t, p, patience, "sleep", `{"ms":500}`)
+		rep, err := runnertest.Run(t, p, patience, "sleep", `{"ms":500}`)
 		if err == nil && rep.Statuscode != protocol.OK {
 			err = fmt.Errorf("%+v", rep)
 		}
 		done <- err
 	}()
-	waitFor(t, "the request running", func() bool { return p.Stats().Running == 1 })
+	runnertest.WaitFor(t, "the request running", patience, func() bool { return p.Stats().Running == 1 })
 	ctx, cancel := context.WithTimeout(t.Context(), patience)
 	defer cancel()
 	if err := p.CloseFor(ctx, "reload"); err != nil {
@@ -357,7 +317,7 @@ func actAsHost() int {
 	p := pool.New(pool.Config{Agent: "pooltest", Executable: os.Getenv("POOLTEST_AGENT"), Transport: grpcplugin.New(grpcplugin.Config{})})
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	rep, err := p.Run(ctx, request("echo", `{}`))
+	rep, err := p.Run(ctx, runnertest.PoolRequest("echo", `{}`))
 	if err != nil {
 		fmt.Println("error", err)
 		return 1
@@ -368,13 +328,4 @@ func actAsHost() int {
 	signal.Ignore(syscall.SIGTERM)
 	time.Sleep(time.Hour)
 	return 0
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(patience); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not happen within %s", what, patience)
-		}
-	}
 }

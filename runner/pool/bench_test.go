@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/agent-host/agent-host/runner/pool"
+	"github.com/agent-host/agent-host/runner/runnertest"
 )
 
 // BenchmarkRoundTrip measures one request through a warm pool: the host
@@ -16,7 +17,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 	for _, impl := range agents {
 		b.Run(impl.name, func(b *testing.B) {
 			p := newPool(b, pool.Config{Executable: impl.exe, MinWorkers: 1, MaxWorkers: 1}, nil)
-			req := request("echo", `{"message": "hello"}`)
+			req := runnertest.PoolRequest("echo", `{"message": "hello"}`)
 			ctx := context.Background()
 			if _, err := p.Run(ctx, req); err != nil { // the worker starts
 				b.Fatal(err)
@@ -31,7 +32,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 		})
 		b.Run(impl.name+"_parallel", func(b *testing.B) {
 			p := newPool(b, pool.Config{Executable: impl.exe, MinWorkers: 2, MaxWorkers: 2}, nil)
-			req := request("echo", `{"message": "hello"}`)
+			req := runnertest.PoolRequest("echo", `{"message": "hello"}`)
 			if _, err := p.Run(context.Background(), req); err != nil {
 				b.Fatal(err)
 			}
@@ -54,7 +55,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 // share of the round trip, and the pipes'.
 func BenchmarkRawRoundTrip(b *testing.B) {
 	p := newPool(b, pool.Config{Executable: rawAgent(b, "nopong"), MinWorkers: 1, MaxWorkers: 1}, nil)
-	req := request("echo", `{"message": "hello"}`)
+	req := runnertest.PoolRequest("echo", `{"message": "hello"}`)
 	ctx := context.Background()
 	if _, err := p.Run(ctx, req); err != nil {
 		b.Fatal(err)

@@ -64,10 +64,10 @@ func TestWorkerEvents(t *testing.T) {
 
 	t.Run("recycled then stopped", func(t *testing.T) {
 		p, events := eventPool(t, pool.Config{Executable: exe, MaxWorkers: 1, MaxRequests: 2})
-		first := pidOf(t, p, "echo", `{}`)
-		pidOf(t, p, "echo", `{}`)
-		waitFor(t, "the first worker to exit", func() bool { return len(events.find(runner.WorkerExited, first)) == 1 })
-		second := pidOf(t, p, "echo", `{}`)
+		first := runnertest.PIDOf(t, p, patience, "echo", `{}`)
+		runnertest.PIDOf(t, p, patience, "echo", `{}`)
+		runnertest.WaitFor(t, "the first worker to exit", patience, func() bool { return len(events.find(runner.WorkerExited, first)) == 1 })
+		second := runnertest.PIDOf(t, p, patience, "echo", `{}`)
 		ctx, cancel := context.WithTimeout(t.Context(), patience)
 		defer cancel()
 		if err := p.CloseFor(ctx, wp.ReasonReload); err != nil {
@@ -99,9 +99,9 @@ func TestWorkerEvents(t *testing.T) {
 
 	t.Run("crashed", func(t *testing.T) {
 		p, events := eventPool(t, pool.Config{Executable: exe, MaxWorkers: 1})
-		pid := pidOf(t, p, "echo", `{}`)
-		_, _ = run(t, p, patience, "crash", `{"message":"bye"}`)
-		waitFor(t, "the crash to be reported", func() bool { return len(events.find(runner.WorkerExited, pid)) == 1 })
+		pid := runnertest.PIDOf(t, p, patience, "echo", `{}`)
+		_, _ = runnertest.Run(t, p, patience, "crash", `{"message":"bye"}`)
+		runnertest.WaitFor(t, "the crash to be reported", patience, func() bool { return len(events.find(runner.WorkerExited, pid)) == 1 })
 		if ev := events.find(runner.WorkerExited, pid)[0]; ev.Reason != runner.ExitCrashed || ev.Detail != "exit status 3" {
 			t.Errorf("crash reported as %+v", ev)
 		}
@@ -109,9 +109,9 @@ func TestWorkerEvents(t *testing.T) {
 
 	t.Run("killed", func(t *testing.T) {
 		p, events := eventPool(t, pool.Config{Executable: exe, MaxWorkers: 1, CancelGrace: 100 * time.Millisecond})
-		pid := pidOf(t, p, "echo", `{}`)
-		_, _ = run(t, p, 200*time.Millisecond, "hang", `{}`)
-		waitFor(t, "the kill to be reported", func() bool { return len(events.find(runner.WorkerExited, pid)) == 1 })
+		pid := runnertest.PIDOf(t, p, patience, "echo", `{}`)
+		_, _ = runnertest.Run(t, p, 200*time.Millisecond, "hang", `{}`)
+		runnertest.WaitFor(t, "the kill to be reported", patience, func() bool { return len(events.find(runner.WorkerExited, pid)) == 1 })
 		ev := events.find(runner.WorkerExited, pid)[0]
 		if ev.Reason != runner.ExitKilled || !strings.Contains(ev.Detail, "did not answer a cancelled request") || !strings.Contains(ev.Detail, "killed by signal") {
 			t.Errorf("kill reported as %+v", ev)
@@ -120,7 +120,7 @@ func TestWorkerEvents(t *testing.T) {
 
 	t.Run("start failed", func(t *testing.T) {
 		p, events := eventPool(t, pool.Config{Executable: rawAgent(t, "refuse")})
-		_, _ = run(t, p, patience, "echo", `{}`)
+		_, _ = runnertest.Run(t, p, patience, "echo", `{}`)
 		failed := events.find(runner.WorkerExited, 0)
 		if len(failed) != 1 || failed[0].Reason != runner.ExitStartFailed || !strings.Contains(failed[0].Detail, "speaks protocol versions [2]") {
 			t.Fatalf("events %+v, want one start_failed with the refusal", events.list())

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agent-host/agent-host/protocol"
 	wp "github.com/agent-host/agent-host/protocol/worker"
 	"github.com/agent-host/agent-host/runner/pool"
 	"github.com/agent-host/agent-host/runner/proc"
@@ -196,7 +195,7 @@ func actAsHost() int {
 	p := pool.New(pool.Config{Agent: "pooltest", Executable: os.Getenv("POOLTEST_AGENT")})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	rep, err := p.Run(ctx, request("echo", `{}`))
+	rep, err := p.Run(ctx, runnertest.PoolRequest("echo", `{}`))
 	if err != nil {
 		fmt.Println("error", err)
 		return 1
@@ -207,14 +206,6 @@ func actAsHost() int {
 	signal.Ignore(syscall.SIGTERM)
 	time.Sleep(time.Hour)
 	return 0
-}
-
-func request(action, data string) *protocol.AgentRequest {
-	return &protocol.AgentRequest{
-		Schema: protocol.AgentRequestSchema, Protocol: protocol.AgentRequestProtocol,
-		Agent: "pooltest", Action: action, RequestID: "req-" + action, SenderID: "test", CallerID: "choria=test",
-		Collective: "mcollective", TTL: 60, MsgTime: time.Now().Unix(), Data: json.RawMessage(data),
-	}
 }
 
 // readLine reads one line of a process's output within d.

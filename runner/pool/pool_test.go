@@ -45,58 +45,19 @@ func newPool(t testing.TB, cfg pool.Config, logs *runnertest.Logs) *pool.Pool {
 }
 
 // run runs one request within d.
-func run(t *testing.T, p *pool.Pool, d time.Duration, action, data string) (*protocol.AgentReply, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), d)
-	defer cancel()
-	return p.Run(ctx, request(action, data))
-}
 
 // pidOf runs an action that answers with its pid and returns it.
-func pidOf(t *testing.T, p *pool.Pool, action, data string) int {
-	t.Helper()
-	rep, err := run(t, p, patience, action, data)
-	if err != nil {
-		t.Fatalf("%s: %v", action, err)
-	}
-	if rep.Statuscode != protocol.OK {
-		t.Fatalf("%s: %+v", action, rep)
-	}
-	var d struct{ PID int }
-	if err := json.Unmarshal(rep.Data, &d); err != nil || d.PID == 0 {
-		t.Fatalf("%s: no pid in %s", action, rep.Data)
-	}
-	return d.PID
-}
-
-func logged(logs *runnertest.Logs, message string) *runnertest.Record {
-	for _, r := range logs.Records() {
-		if strings.Contains(r.Message, message) {
-			return &r
-		}
-	}
-	return nil
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(patience); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not happen within %s", what, patience)
-		}
-	}
-}
 
 func TestWarmWorkerServesManyRequests(t *testing.T) {
 	eachAgent(t, func(t *testing.T, exe string) {
 		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1}, nil)
-		first := pidOf(t, p, "echo", `{"message":"hi"}`)
+		first := runnertest.PIDOf(t, p, patience, "echo", `{"message":"hi"}`)
 		for range 20 {
-			if pid := pidOf(t, p, "echo", `{"message":"hi"}`); pid != first {
+			if pid := runnertest.PIDOf(t, p, patience, "echo", `{"message":"hi"}`); pid != first {
 				t.Fatalf("request served by %d, want the warm worker %d", pid, first)
 			}
 		}
-		rep, err := run(t, p, patience, "echo", `{"message":"hello"}`)
+		rep, err := runnertest.Run(t, p, patience, "echo", `{"message":"hello"}`)
 		if err != nil || !strings.Contains(string(rep.Data), `"message":"hello"`) {
 			t.Fatalf("echo = %+v, %v", rep, err)
 		}
@@ -113,11 +74,11 @@ func TestWarmWorkerServesManyRequests(t *testing.T) {
 func TestConcurrentRequestsShareAWorker(t *testing.T) {
 	eachAgent(t, func(t *testing.T, exe string) {
 		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1}, nil)
-		pidOf(t, p, "echo", `{}`) // started
+		runnertest.PIDOf(t, p, patience, "echo", `{}`) // started
 		start := time.Now()
 		var wg sync.WaitGroup
 		for range 4 {
-			wg.Go(func() { pidOf(t, p, "sleep", `{"ms":500}`) })
+			wg.Go(func() { runnertest.PIDOf(t, p, patience, "sleep", `{"ms":500}`) })
 		}
 		wg.Wait()
 		if took := time.Since(start); took > 1500*time.Millisecond {
@@ -134,11 +95,11 @@ func TestCrashFailsOnlyItsRequests(t *testing.T) {
 		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 2, Concurrency: 1}, logs)
 		slow := make(chan error, 1)
 		go func() {
-			_, err := run(t, p, patience, "sleep", `{"ms":1000}`)
+			_, err := runnertest.Run(t, p, patience, "sleep", `{"ms":1000}`)
 			slow <- err
 		}()
-		waitFor(t, "the sleep to start", func() bool { return p.Stats().Running == 1 })
-		_, err := run(t, p, patience, "crash", `{"message":"segfault in module frobnicate"}`)
+		runnertest.WaitFor(t, "the sleep to start", patience, func() bool { return p.Stats().Running == 1 })
+		_, err := runnertest.Run(t, p, patience, "crash", `{"message":"segfault in module frobnicate"}`)
 		var f *runner.Failure
 		if !errors.As(err, &f) {
 			t.Fatalf("crash: %v, want a runner.Failure", err)
@@ -151,9 +112,9 @@ func TestCrashFailsOnlyItsRequests(t *testing.T) {
 		if err := <-slow; err != nil {
 			t.Errorf("the request on the other worker failed: %v", err)
 		}
-		waitFor(t, "the crash to be logged", func() bool { return logged(logs, "a worker ended unexpectedly") != nil })
+		runnertest.WaitFor(t, "the crash to be logged", patience, func() bool { return logs.Find("a worker ended unexpectedly") != nil })
 		// A new worker takes over.
-		pidOf(t, p, "echo", `{}`)
+		runnertest.PIDOf(t, p, patience, "echo", `{}`)
 	})
 }
 
@@ -164,7 +125,7 @@ func TestHangIsCancelledThenKilled(t *testing.T) {
 	eachAgent(t, func(t *testing.T, exe string) {
 		logs := &runnertest.Logs{}
 		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, CancelGrace: 200 * time.Millisecond}, logs)
-		rep, err := run(t, p, patience, "spawn", `{}`)
+		rep, err := runnertest.Run(t, p, patience, "spawn", `{}`)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -172,7 +133,7 @@ func TestHangIsCancelledThenKilled(t *testing.T) {
 		_ = json.Unmarshal(rep.Data, &d)
 
 		start := time.Now()
-		_, err = run(t, p, 300*time.Millisecond, "hang", `{}`)
+		_, err = runnertest.Run(t, p, 300*time.Millisecond, "hang", `{}`)
 		if !errors.Is(err, runner.ErrTimeout) {
 			t.Fatalf("hang: %v, want ErrTimeout", err)
 		}
@@ -181,8 +142,8 @@ func TestHangIsCancelledThenKilled(t *testing.T) {
 		}
 		runnertest.WaitProcessGone(t, d.PID, patience)
 		runnertest.WaitProcessGone(t, d.Child, patience)
-		waitFor(t, "the kill to be logged", func() bool { return logged(logs, "a worker ended unexpectedly") != nil })
-		if r := logged(logs, "a worker ended unexpectedly"); !strings.Contains(r.Attrs["why"], "did not answer a cancelled request") {
+		runnertest.WaitFor(t, "the kill to be logged", patience, func() bool { return logs.Find("a worker ended unexpectedly") != nil })
+		if r := logs.Find("a worker ended unexpectedly"); !strings.Contains(r.Attrs["why"], "did not answer a cancelled request") {
 			t.Errorf("the kill was not logged with its reason: %+v", r)
 		}
 	})
@@ -193,13 +154,13 @@ func TestHangIsCancelledThenKilled(t *testing.T) {
 func TestCancelledRequestStillAnswers(t *testing.T) {
 	eachAgent(t, func(t *testing.T, exe string) {
 		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1}, nil)
-		pid := pidOf(t, p, "echo", `{}`)
+		pid := runnertest.PIDOf(t, p, patience, "echo", `{}`)
 		// The worker knows the deadline too, and may answer first.
-		rep, err := run(t, p, 200*time.Millisecond, "sleep", `{"ms":60000}`)
+		rep, err := runnertest.Run(t, p, 200*time.Millisecond, "sleep", `{"ms":60000}`)
 		if !errors.Is(err, runner.ErrTimeout) && (err != nil || rep.Statuscode == protocol.OK) {
 			t.Fatalf("sleep: %+v, %v; want ErrTimeout or the action's failure", rep, err)
 		}
-		if got := pidOf(t, p, "echo", `{}`); got != pid {
+		if got := runnertest.PIDOf(t, p, patience, "echo", `{}`); got != pid {
 			t.Errorf("a worker that answered its cancel was replaced (%d, then %d)", pid, got)
 		}
 	})
@@ -211,17 +172,17 @@ func TestStrayOutputIsLogNotProtocol(t *testing.T) {
 	eachAgent(t, func(t *testing.T, exe string) {
 		logs := &runnertest.Logs{}
 		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1}, logs)
-		pid := pidOf(t, p, "noisy", `{}`)
-		if pidOf(t, p, "echo", `{}`) != pid {
+		pid := runnertest.PIDOf(t, p, patience, "noisy", `{}`)
+		if runnertest.PIDOf(t, p, patience, "echo", `{}`) != pid {
 			t.Error("the noisy worker was replaced")
 		}
-		waitFor(t, "the output to be logged", func() bool {
-			return logged(logs, "hello from stdout") != nil && logged(logs, "hello from stderr") != nil
+		runnertest.WaitFor(t, "the output to be logged", patience, func() bool {
+			return logs.Find("hello from stdout") != nil && logs.Find("hello from stderr") != nil
 		})
-		if r := logged(logs, "hello from stdout"); r.Level.String() != "INFO" {
+		if r := logs.Find("hello from stdout"); r.Level.String() != "INFO" {
 			t.Errorf("stdout logged at %s, want INFO", r.Level)
 		}
-		if r := logged(logs, "hello from stderr"); r.Level.String() != "ERROR" {
+		if r := logs.Find("hello from stderr"); r.Level.String() != "ERROR" {
 			t.Errorf("stderr logged at %s, want ERROR", r.Level)
 		}
 	})
@@ -232,11 +193,11 @@ func TestStrayOutputIsLogNotProtocol(t *testing.T) {
 func TestGarbageOnTheProtocolStream(t *testing.T) {
 	logs := &runnertest.Logs{}
 	p := newPool(t, pool.Config{Executable: rawAgent(t, "garbage"), MaxWorkers: 1}, logs)
-	_, err := run(t, p, patience, "echo", `{}`)
+	_, err := runnertest.Run(t, p, patience, "echo", `{}`)
 	if err == nil || !strings.Contains(err.Error(), "lines that are not protocol documents") {
 		t.Fatalf("echo: %v, want the worker stopped for garbage", err)
 	}
-	if logged(logs, "not a protocol document") == nil {
+	if logs.Find("not a protocol document") == nil {
 		t.Error("the garbage was not logged")
 	}
 }
@@ -257,14 +218,14 @@ func TestHandshakeFailures(t *testing.T) {
 		t.Run(tc.mode, func(t *testing.T) {
 			logs := &runnertest.Logs{}
 			p := newPool(t, pool.Config{Executable: rawAgent(t, tc.mode), HandshakeTimeout: 200 * time.Millisecond, RestartIntensity: 3}, logs)
-			_, err := run(t, p, patience, "echo", `{}`)
+			_, err := runnertest.Run(t, p, patience, "echo", `{}`)
 			if !errors.Is(err, pool.ErrFailed) {
 				t.Fatalf("Run: %v, want ErrFailed", err)
 			}
 			if !strings.Contains(err.Error(), tc.log) {
 				t.Errorf("error %q does not say %q", err, tc.log)
 			}
-			if logged(logs, "giving up on the agent's workers") == nil {
+			if logs.Find("giving up on the agent's workers") == nil {
 				t.Error("giving up was not logged")
 			}
 			if s := p.Stats(); tc.giveUp != (s.Failures == 0) {
@@ -278,7 +239,7 @@ func TestHandshakeFailures(t *testing.T) {
 // is not served.
 func TestInactiveWorker(t *testing.T) {
 	p := newPool(t, pool.Config{Executable: rawAgent(t, "inactive")}, nil)
-	_, err := run(t, p, patience, "echo", `{}`)
+	_, err := runnertest.Run(t, p, patience, "echo", `{}`)
 	if !errors.Is(err, pool.ErrInactive) || !strings.Contains(err.Error(), "not on this node") {
 		t.Fatalf("Run: %v, want ErrInactive with the agent's reason", err)
 	}
@@ -289,21 +250,21 @@ func TestInactiveWorker(t *testing.T) {
 func TestDocumentTooLarge(t *testing.T) {
 	eachAgent(t, func(t *testing.T, exe string) {
 		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, MaxDocumentBytes: 128 << 10, MaxReplyBytes: 64 << 10}, nil)
-		pid := pidOf(t, p, "echo", `{}`)
+		pid := runnertest.PIDOf(t, p, patience, "echo", `{}`)
 
-		_, err := run(t, p, patience, "big", `{"bytes":100000}`)
+		_, err := runnertest.Run(t, p, patience, "big", `{"bytes":100000}`)
 		var tooLarge *runner.ReplyTooLargeError
 		if !errors.As(err, &tooLarge) || tooLarge.Limit != 64<<10 {
 			t.Fatalf("a reply over MaxReplyBytes: %v", err)
 		}
-		if got := pidOf(t, p, "echo", `{}`); got != pid {
+		if got := runnertest.PIDOf(t, p, patience, "echo", `{}`); got != pid {
 			t.Errorf("the worker was replaced after a reply that fitted its document (%d, then %d)", pid, got)
 		}
 
 		// A reply that would make a document over the limit: the worker
 		// may refuse to send it, failing only that request (sdk-go does),
 		// or send it and be stopped (see TestOversizedDocumentStopsTheWorker).
-		rep, err := run(t, p, patience, "big", `{"bytes":200000}`)
+		rep, err := runnertest.Run(t, p, patience, "big", `{"bytes":200000}`)
 		switch {
 		case err != nil:
 			if !strings.Contains(err.Error(), "larger than 131072 bytes") {
@@ -313,11 +274,11 @@ func TestDocumentTooLarge(t *testing.T) {
 		case rep.Statuscode == protocol.OK || !strings.Contains(rep.Statusmsg, "too large"):
 			t.Fatalf("a reply over the document limit: %+v", rep)
 		default:
-			if got := pidOf(t, p, "echo", `{}`); got != pid {
+			if got := runnertest.PIDOf(t, p, patience, "echo", `{}`); got != pid {
 				t.Errorf("the worker was replaced after refusing an oversized reply (%d, then %d)", pid, got)
 			}
 		}
-		pidOf(t, p, "echo", `{}`)
+		runnertest.PIDOf(t, p, patience, "echo", `{}`)
 	})
 }
 
@@ -329,7 +290,7 @@ func TestRecycling(t *testing.T) {
 			p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, MaxRequests: 3}, nil)
 			var pids []int
 			for range 7 {
-				pids = append(pids, pidOf(t, p, "echo", `{}`))
+				pids = append(pids, runnertest.PIDOf(t, p, patience, "echo", `{}`))
 			}
 			for i, pid := range pids {
 				if want := pids[i/3*3]; pid != want {
@@ -340,24 +301,24 @@ func TestRecycling(t *testing.T) {
 				t.Fatalf("pids %v: want a new worker every 3 requests", pids)
 			}
 			// The two retired workers count once they are gone.
-			waitFor(t, "the recycled workers to exit", func() bool { return p.Stats().Retired[wp.ReasonRecycle] == 2 })
+			runnertest.WaitFor(t, "the recycled workers to exit", patience, func() bool { return p.Stats().Retired[wp.ReasonRecycle] == 2 })
 			if s := p.Stats(); s.Started != 3 || s.Failures != 0 || len(s.Retired) != 1 {
 				t.Errorf("stats %+v, want 3 started, no failure and 2 recycled", s)
 			}
 		})
 		t.Run("lifetime", func(t *testing.T) {
 			p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, MinWorkers: 1, MaxLifetime: 300 * time.Millisecond}, nil)
-			first := pidOf(t, p, "echo", `{}`)
+			first := runnertest.PIDOf(t, p, patience, "echo", `{}`)
 			runnertest.WaitProcessGone(t, first, patience)
-			if pidOf(t, p, "echo", `{}`) == first {
+			if runnertest.PIDOf(t, p, patience, "echo", `{}`) == first {
 				t.Fatal("the same worker after its lifetime")
 			}
 		})
 		t.Run("rss", func(t *testing.T) {
 			p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, MaxRSS: 64 << 20, PingInterval: 100 * time.Millisecond}, nil)
-			first := pidOf(t, p, "grow", `{"mb":100}`)
+			first := runnertest.PIDOf(t, p, patience, "grow", `{"mb":100}`)
 			runnertest.WaitProcessGone(t, first, patience)
-			if pidOf(t, p, "echo", `{}`) == first {
+			if runnertest.PIDOf(t, p, patience, "echo", `{}`) == first {
 				t.Fatal("the same worker after it grew beyond MaxRSS")
 			}
 		})
@@ -374,13 +335,13 @@ func TestIdleShrink(t *testing.T) {
 		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 3, MinWorkers: 1, Concurrency: 1, IdleTimeout: time.Second}, nil)
 		var wg sync.WaitGroup
 		for range 3 {
-			wg.Go(func() { pidOf(t, p, "sleep", `{"ms":1500}`) })
+			wg.Go(func() { runnertest.PIDOf(t, p, patience, "sleep", `{"ms":1500}`) })
 		}
 		wg.Wait()
 		if s := p.Stats(); s.Workers != 3 {
 			t.Fatalf("%d workers for 3 concurrent requests of concurrency 1, want 3", s.Workers)
 		}
-		waitFor(t, "the pool to shrink to MinWorkers", func() bool { return p.Stats().Workers == 1 })
+		runnertest.WaitFor(t, "the pool to shrink to MinWorkers", patience, func() bool { return p.Stats().Workers == 1 })
 		time.Sleep(1500 * time.Millisecond)
 		if s := p.Stats(); s.Workers != 1 || s.Retired[wp.ReasonIdle] != 2 {
 			t.Errorf("%d workers after idling, %d stopped idle; want MinWorkers 1 and 2", s.Workers, s.Retired[wp.ReasonIdle])
@@ -396,7 +357,7 @@ func TestRestartBackoffAndIntensity(t *testing.T) {
 		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, RestartBackoff: 100 * time.Millisecond, RestartIntensity: 4, RestartPeriod: time.Minute}, logs)
 		var crashes []time.Time
 		for range 4 {
-			_, err := run(t, p, patience, "crash", `{"message":"again"}`)
+			_, err := runnertest.Run(t, p, patience, "crash", `{"message":"again"}`)
 			if errors.Is(err, pool.ErrFailed) {
 				break
 			}
@@ -422,11 +383,11 @@ func TestRestartBackoffAndIntensity(t *testing.T) {
 		if gaps[len(gaps)-1] <= gaps[0] {
 			t.Errorf("the gaps between restarts %v do not grow: no backoff", gaps)
 		}
-		_, err := run(t, p, patience, "echo", `{}`)
+		_, err := runnertest.Run(t, p, patience, "echo", `{}`)
 		if !errors.Is(err, pool.ErrFailed) || !strings.Contains(err.Error(), "4 failures within 1m0s") {
 			t.Fatalf("after 4 failures: %v, want ErrFailed", err)
 		}
-		if p.Failed() == nil || logged(logs, "giving up on the agent's workers") == nil {
+		if p.Failed() == nil || logs.Find("giving up on the agent's workers") == nil {
 			t.Error("the pool did not say it gave up")
 		}
 	})
@@ -437,10 +398,10 @@ func TestRestartBackoffAndIntensity(t *testing.T) {
 func TestNoFreeWorker(t *testing.T) {
 	eachAgent(t, func(t *testing.T, exe string) {
 		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, Concurrency: 1}, nil)
-		pidOf(t, p, "echo", `{}`)
-		go run(t, p, patience, "sleep", `{"ms":2000}`)
-		waitFor(t, "the sleep to start", func() bool { return p.Stats().Running == 1 })
-		_, err := run(t, p, 200*time.Millisecond, "echo", `{}`)
+		runnertest.PIDOf(t, p, patience, "echo", `{}`)
+		go runnertest.Run(t, p, patience, "sleep", `{"ms":2000}`)
+		runnertest.WaitFor(t, "the sleep to start", patience, func() bool { return p.Stats().Running == 1 })
+		_, err := runnertest.Run(t, p, 200*time.Millisecond, "echo", `{}`)
 		if !errors.Is(err, runner.ErrTimeout) || !strings.Contains(err.Error(), "no worker was free") {
 			t.Fatalf("Run: %v, want a timeout saying no worker was free", err)
 		}
@@ -451,10 +412,10 @@ func TestNoFreeWorker(t *testing.T) {
 func TestPingTimeout(t *testing.T) {
 	logs := &runnertest.Logs{}
 	p := newPool(t, pool.Config{Executable: rawAgent(t, "nopong"), MaxWorkers: 1, PingInterval: 100 * time.Millisecond, PingTimeout: 100 * time.Millisecond}, logs)
-	first := pidOf(t, p, "echo", `{}`)
+	first := runnertest.PIDOf(t, p, patience, "echo", `{}`)
 	runnertest.WaitProcessGone(t, first, patience)
-	waitFor(t, "the kill to be logged", func() bool { return logged(logs, "a worker ended unexpectedly") != nil })
-	if r := logged(logs, "a worker ended unexpectedly"); !strings.Contains(r.Attrs["why"], "did not answer a ping") {
+	runnertest.WaitFor(t, "the kill to be logged", patience, func() bool { return logs.Find("a worker ended unexpectedly") != nil })
+	if r := logs.Find("a worker ended unexpectedly"); !strings.Contains(r.Attrs["why"], "did not answer a ping") {
 		t.Errorf("the kill was not logged with its reason: %+v", r)
 	}
 }
@@ -464,13 +425,13 @@ func TestPingTimeout(t *testing.T) {
 func TestCloseDrains(t *testing.T) {
 	eachAgent(t, func(t *testing.T, exe string) {
 		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1}, nil)
-		pid := pidOf(t, p, "echo", `{}`)
+		pid := runnertest.PIDOf(t, p, patience, "echo", `{}`)
 		done := make(chan error, 1)
 		go func() {
-			_, err := run(t, p, patience, "sleep", `{"ms":500}`)
+			_, err := runnertest.Run(t, p, patience, "sleep", `{"ms":500}`)
 			done <- err
 		}()
-		waitFor(t, "the sleep to start", func() bool { return p.Stats().Running == 1 })
+		runnertest.WaitFor(t, "the sleep to start", patience, func() bool { return p.Stats().Running == 1 })
 		ctx, cancel := context.WithTimeout(t.Context(), patience)
 		defer cancel()
 		if err := p.Close(ctx); err != nil {
@@ -480,7 +441,7 @@ func TestCloseDrains(t *testing.T) {
 			t.Errorf("the running request failed when the pool closed: %v", err)
 		}
 		runnertest.WaitProcessGone(t, pid, time.Second)
-		if _, err := run(t, p, patience, "echo", `{}`); !errors.Is(err, pool.ErrClosed) {
+		if _, err := runnertest.Run(t, p, patience, "echo", `{}`); !errors.Is(err, pool.ErrClosed) {
 			t.Errorf("Run after Close: %v, want ErrClosed", err)
 		}
 	})

@@ -21,7 +21,7 @@ func TestDeafWorkerIsStopped(t *testing.T) {
 	p := newPool(t, pool.Config{Executable: rawAgent(t, "closein"), MaxWorkers: 1, RestartIntensity: 100}, nil)
 	done := make(chan error, 1)
 	go func() {
-		_, err := run(t, p, 500*time.Millisecond, "echo", `{}`)
+		_, err := runnertest.Run(t, p, 500*time.Millisecond, "echo", `{}`)
 		done <- err
 	}()
 	select {
@@ -42,7 +42,7 @@ func TestDeafWorkerIsStopped(t *testing.T) {
 func TestMuteWorkerFailsTheHandshake(t *testing.T) {
 	p := newPool(t, pool.Config{Executable: rawAgent(t, "closeout"), MaxWorkers: 1, HandshakeTimeout: 200 * time.Millisecond, RestartIntensity: 2}, nil)
 	for range 3 {
-		_, _ = run(t, p, 700*time.Millisecond, "echo", `{}`)
+		_, _ = runnertest.Run(t, p, 700*time.Millisecond, "echo", `{}`)
 	}
 	if !errors.Is(p.Failed(), pool.ErrFailed) {
 		t.Errorf("two handshakes that cannot complete did not give the pool up: %v, %+v", p.Failed(), p.Stats())
@@ -54,7 +54,7 @@ func TestMuteWorkerFailsTheHandshake(t *testing.T) {
 func TestRepliesNobodyAskedFor(t *testing.T) {
 	logs := &runnertest.Logs{}
 	p := newPool(t, pool.Config{Executable: rawAgent(t, "spamreply"), MaxWorkers: 1, RestartIntensity: 100}, logs)
-	if _, err := run(t, p, patience, "echo", `{}`); err == nil || !strings.Contains(err.Error(), "answer nothing asked") {
+	if _, err := runnertest.Run(t, p, patience, "echo", `{}`); err == nil || !strings.Contains(err.Error(), "answer nothing asked") {
 		t.Errorf("the request of a worker flooding replies: %v, want it stopped", err)
 	}
 	n := 0
@@ -73,7 +73,7 @@ func TestRepliesNobodyAskedFor(t *testing.T) {
 func TestWorkerDyingAfterReady(t *testing.T) {
 	p := newPool(t, pool.Config{Executable: rawAgent(t, "readyexit"), MaxWorkers: 2, RestartIntensity: 1000, RestartBackoff: time.Millisecond}, nil)
 	for range 5 {
-		if _, err := run(t, p, 2*time.Second, "echo", `{}`); err == nil {
+		if _, err := runnertest.Run(t, p, 2*time.Second, "echo", `{}`); err == nil {
 			t.Fatal("a worker that exited after its handshake answered")
 		}
 	}
@@ -84,7 +84,7 @@ func TestWorkerDyingAfterReady(t *testing.T) {
 // would speak on them.
 func TestWorkerStreamsStayWithTheWorker(t *testing.T) {
 	p := newPool(t, pool.Config{Executable: agents[0].exe, MaxWorkers: 1}, nil)
-	rep, err := run(t, p, patience, "spawn", `{}`)
+	rep, err := runnertest.Run(t, p, patience, "spawn", `{}`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,14 +113,14 @@ func TestWorkerStreamsStayWithTheWorker(t *testing.T) {
 func TestRequestTooLargeFailsAlone(t *testing.T) {
 	eachAgent(t, func(t *testing.T, exe string) {
 		p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, MaxDocumentBytes: 64 << 10, RestartIntensity: 2}, nil)
-		pid := pidOf(t, p, "echo", `{}`)
+		pid := runnertest.PIDOf(t, p, patience, "echo", `{}`)
 		var wg sync.WaitGroup
 		var sleepErr error
-		wg.Go(func() { _, sleepErr = run(t, p, patience, "sleep", `{"ms":500}`) })
-		waitFor(t, "the sleep to run", func() bool { return p.Stats().Running == 1 })
+		wg.Go(func() { _, sleepErr = runnertest.Run(t, p, patience, "sleep", `{"ms":500}`) })
+		runnertest.WaitFor(t, "the sleep to run", patience, func() bool { return p.Stats().Running == 1 })
 		big := `{"message":"` + strings.Repeat("x", 70<<10) + `"}`
 		for range 3 {
-			if _, err := run(t, p, patience, "echo", big); err == nil || !strings.Contains(err.Error(), "larger than the 65536 bytes its worker accepts") {
+			if _, err := runnertest.Run(t, p, patience, "echo", big); err == nil || !strings.Contains(err.Error(), "larger than the 65536 bytes its worker accepts") {
 				t.Errorf("an oversized request: %v", err)
 			}
 		}
@@ -128,7 +128,7 @@ func TestRequestTooLargeFailsAlone(t *testing.T) {
 		if sleepErr != nil {
 			t.Errorf("a request running beside the oversized ones failed: %v", sleepErr)
 		}
-		if got := pidOf(t, p, "echo", `{}`); got != pid || p.Failed() != nil {
+		if got := runnertest.PIDOf(t, p, patience, "echo", `{}`); got != pid || p.Failed() != nil {
 			t.Errorf("the worker was replaced (%d, then %d) or the pool gave up (%v)", pid, got, p.Failed())
 		}
 	})
@@ -140,12 +140,12 @@ func TestBackoffResetsAfterAQuietPeriod(t *testing.T) {
 	p := newPool(t, pool.Config{Executable: agents[0].exe, MaxWorkers: 1, RestartBackoff: 20 * time.Millisecond, RestartBackoffMax: 5 * time.Second,
 		RestartPeriod: 100 * time.Millisecond, RestartIntensity: 3}, nil)
 	for range 8 {
-		pidOf(t, p, "echo", `{}`)
-		_, _ = run(t, p, patience, "crash", `{"message":"x"}`)
+		runnertest.PIDOf(t, p, patience, "echo", `{}`)
+		_, _ = runnertest.Run(t, p, patience, "crash", `{"message":"x"}`)
 		time.Sleep(150 * time.Millisecond) // beyond the restart period
 	}
 	start := time.Now()
-	pidOf(t, p, "echo", `{}`)
+	runnertest.PIDOf(t, p, patience, "echo", `{}`)
 	// Doubling eight times from 20 ms would be 5 s.
 	if took := time.Since(start); took > 2*time.Second {
 		t.Errorf("after crashes a period apart the next request waited %s", took)
@@ -156,9 +156,9 @@ func TestBackoffResetsAfterAQuietPeriod(t *testing.T) {
 // be read past it, and fails its requests with a reply naming the limit.
 func TestOversizedDocumentStopsTheWorker(t *testing.T) {
 	p := newPool(t, pool.Config{Executable: rawAgent(t, "bigreply"), MaxWorkers: 1, MaxDocumentBytes: 128 << 10, RestartIntensity: 100}, nil)
-	_, err := run(t, p, patience, "echo", `{}`)
+	_, err := runnertest.Run(t, p, patience, "echo", `{}`)
 	if err == nil || !strings.Contains(err.Error(), "larger than 131072 bytes, the limit agreed") {
 		t.Fatalf("a document over the limit: %v", err)
 	}
-	waitFor(t, "the worker to go", func() bool { return p.Stats().Workers == 0 })
+	runnertest.WaitFor(t, "the worker to go", patience, func() bool { return p.Stats().Workers == 0 })
 }

@@ -1,0 +1,68 @@
+package runnertest
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agent-host/agent-host/protocol"
+	"github.com/agent-host/agent-host/runner"
+)
+
+// PoolRequest is a request for an action of the pooltest agent
+// (testdata/pool/pooltest.json), whose implementations the pool tests run.
+func PoolRequest(action, data string) *protocol.AgentRequest {
+	return &protocol.AgentRequest{
+		Schema: protocol.AgentRequestSchema, Protocol: protocol.AgentRequestProtocol,
+		Agent: "pooltest", Action: action, RequestID: "req-" + action, SenderID: "test", CallerID: "choria=test",
+		Collective: "mcollective", TTL: 60, MsgTime: time.Now().Unix(), Data: json.RawMessage(data),
+	}
+}
+
+// Run runs one pooltest action on r within d.
+func Run(t *testing.T, r runner.Runner, d time.Duration, action, data string) (*protocol.AgentReply, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	defer cancel()
+	return r.Run(ctx, PoolRequest(action, data))
+}
+
+// PIDOf runs, within d, a pooltest action that answers with the pid of the
+// process that ran it, and returns that pid.
+func PIDOf(t *testing.T, r runner.Runner, d time.Duration, action, data string) int {
+	t.Helper()
+	rep, err := Run(t, r, d, action, data)
+	if err != nil {
+		t.Fatalf("%s: %v", action, err)
+	}
+	if rep.Statuscode != protocol.OK {
+		t.Fatalf("%s: %+v", action, rep)
+	}
+	var got struct{ PID int }
+	if err := json.Unmarshal(rep.Data, &got); err != nil || got.PID == 0 {
+		t.Fatalf("%s: no pid in %s", action, rep.Data)
+	}
+	return got.PID
+}
+
+// Find returns the first record whose message contains message, or nil.
+func (l *Logs) Find(message string) *Record {
+	for _, r := range l.Records() {
+		if strings.Contains(r.Message, message) {
+			return &r
+		}
+	}
+	return nil
+}
+
+// WaitFor fails the test unless cond holds within d, looking every 10 ms.
+func WaitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not happen within %s", what, d)
+		}
+	}
+}
