@@ -12,12 +12,14 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/agent-host/agent-host/cmd/internal/loadreport"
+	gp "github.com/agent-host/agent-host/protocol/grpcplugin"
 )
 
 // The node every server is, and the caller the load comes from.
@@ -493,6 +495,16 @@ func runBench(ctx context.Context, o options) error {
 			}
 		}
 		if k.Key == "plugin" {
+			// The rows say go-plugin only if the host did serve them so:
+			// its plugins are still running, started with go-plugin's cookie.
+			if !hasPluginChild(p.pid()) {
+				for i := range res.Rows {
+					if res.Rows[i].Server == k.Key {
+						res.Rows[i].Error = "the host did not run the agent as go-plugin plugins"
+					}
+				}
+				res.Notes = append(res.Notes, k.Label+": no child of the host was started as a go-plugin plugin; its rows are marked failed")
+			}
 			// Its slow row would measure the pool's queueing again.
 			if err := p.stop(20 * time.Second); err != nil {
 				res.Notes = append(res.Notes, err.Error())
@@ -706,4 +718,26 @@ func writeSection(path, name, body string) error {
 		doc = strings.TrimRight(doc, "\n") + "\n\n" + section + "\n"
 	}
 	return os.WriteFile(path, []byte(doc), 0o644)
+}
+
+// hasPluginChild reports whether a child of pid was started with
+// go-plugin's magic cookie in its environment: a go-plugin plugin.
+func hasPluginChild(pid int) bool {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, stat := range stats {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(fields) < 2 || fields[1] != strconv.Itoa(pid) {
+			continue
+		}
+		env, _ := os.ReadFile(filepath.Join(filepath.Dir(stat), "environ"))
+		if bytes.Contains(env, []byte(gp.MagicCookieKey+"=")) {
+			return true
+		}
+	}
+	return false
 }

@@ -3,11 +3,13 @@ package main
 import (
 	"image/png"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/agent-host/agent-host/cmd/internal/loadreport"
+	gp "github.com/agent-host/agent-host/protocol/grpcplugin"
 )
 
 func TestGlyphsAreFiveBySeven(t *testing.T) {
@@ -121,5 +123,22 @@ func TestStartupTarget(t *testing.T) {
 	startupTarget(&b, &Startup{Error: "no python3"})
 	if !strings.Contains(b.String(), "not measured — **not met**") {
 		t.Errorf("a failed measurement: %s", b.String())
+	}
+}
+
+// TestHasPluginChild: a child started with go-plugin's cookie is found,
+// and a process without such children is not taken for one.
+func TestHasPluginChild(t *testing.T) {
+	child := exec.Command("sleep", "30")
+	child.Env = []string{gp.MagicCookieKey + "=x"}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
+	if !hasPluginChild(os.Getpid()) {
+		t.Error("the child started with the cookie was not found")
+	}
+	if hasPluginChild(child.Process.Pid) {
+		t.Error("a process without children has a plugin child")
 	}
 }
