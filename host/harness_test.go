@@ -37,8 +37,8 @@ var (
 )
 
 // poolAgent is one implementation of the pooltest agent; mode, when set,
-// is the plugin.agent_host.pool.mode its tests run with (before their
-// own configure).
+// is the plugin.agent_host.pool.pooltest.mode its tests run with, unless
+// they choose a mode for every agent.
 type poolAgent struct{ name, exe, mode string }
 
 func TestMain(m *testing.M) {
@@ -166,13 +166,17 @@ func start(t testing.TB, s setup) *harness {
 	if s.longTimeout {
 		cfg.ShutdownGrace = 200 * time.Millisecond
 	}
-	for _, a := range poolAgents {
-		if a.exe == s.pooltest && a.mode != "" {
-			cfg.PoolMode = a.mode
-		}
-	}
 	if s.configure != nil {
 		s.configure(cfg)
+	}
+	for _, a := range poolAgents {
+		// The pooltest agent's own mode, unless the test chose one for
+		// every agent; other agents keep theirs.
+		if a.exe == s.pooltest && a.mode != "" && cfg.PoolMode == "auto" {
+			if err := cfg.SetOption("plugin.agent_host.pool.pooltest.mode", a.mode); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 
 	logs := &hosttest.Buffer{}

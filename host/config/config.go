@@ -485,6 +485,18 @@ func poolOverride(key string) (*field, bool) {
 	return f, ok
 }
 
+// SetOption sets key to value as a line of a configuration file would,
+// for programs and tests that build a Config in code: a declared key or a
+// per-agent pool setting is checked and applied, and any key can then be
+// read with Option. Derived values (main_collective from collectives, for
+// one) are not worked out again.
+func (c *Config) SetOption(key, value string) error {
+	if c.options == nil {
+		c.options = map[string]string{}
+	}
+	return newLoader(c, slog.New(slog.DiscardHandler)).set(key, value, position{file: "SetOption"})
+}
+
 // PluginConfigDir is the plugin.d directory next to the configuration file,
 // or "" when no file was loaded. External agents are given
 // <PluginConfigDir>/<agent> as CHORIA_EXTERNAL_CONFIG.

@@ -533,3 +533,27 @@ func TestLookup(t *testing.T) {
 		})
 	}
 }
+
+// TestSetOption: a Config built in code takes a file line's settings,
+// checked as Load checks them, per-agent pool settings included.
+func TestSetOption(t *testing.T) {
+	c := Default()
+	if err := c.SetOption("plugin.agent_host.pool.pooltest.mode", "pool"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetOption("ttl", "30"); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.ForAgent("pooltest").PoolMode; got != "pool" {
+		t.Errorf("pooltest's mode %q, want pool", got)
+	}
+	if got := c.ForAgent("other").PoolMode; got == "pool" || c.TTL != 30 {
+		t.Errorf("another agent's mode %q and ttl %d: want the default mode and 30", got, c.TTL)
+	}
+	if err := c.SetOption("ttl", "soon"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a bad value: %v, want ErrInvalid", err)
+	}
+	if err := c.SetOption("plugin.agent_host.pool.x.mode", "sideways"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a bad per-agent value: %v, want ErrInvalid", err)
+	}
+}
