@@ -94,8 +94,8 @@ func (t *Transport) Launch(ctx context.Context, spec pool.LaunchSpec) (*pool.Lau
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  plugin.HandshakeConfig{ProtocolVersion: uint(t.cfg.Versions[0]), MagicCookieKey: gp.MagicCookieKey, MagicCookieValue: t.cfg.MagicCookieValue},
 		VersionedPlugins: sets,
-		RunnerFunc: func(_ hclog.Logger, cmd *exec.Cmd, _ string) (gprunner.Runner, error) {
-			pr.env = cmd.Env
+		RunnerFunc: func(_ hclog.Logger, cmd *exec.Cmd, socketDir string) (gprunner.Runner, error) {
+			pr.env, pr.socketDir = cmd.Env, socketDir
 			return pr, nil
 		},
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
@@ -124,7 +124,7 @@ func (t *Transport) Launch(ctx context.Context, spec pool.LaunchSpec) (*pool.Lau
 
 func (t *Transport) handshake(ctx context.Context, client *plugin.Client, pr *procRunner, spec pool.LaunchSpec) (*pool.Launched, error) {
 	deadline := time.Now().Add(spec.HandshakeTimeout)
-	cp, err := client.Client()
+	cp, err := startClient(client)
 	if err != nil {
 		return nil, pr.startError(err, t.cfg.Versions)
 	}
@@ -151,6 +151,18 @@ func (t *Transport) handshake(ctx context.Context, client *plugin.Client, pr *pr
 		Concurrency: int(rep.Concurrency), MaxDocumentBytes: int(rep.MaxDocumentBytes),
 		Active: rep.Activate, ActivateReason: rep.ActivateReason,
 	}, nil
+}
+
+// startClient is client.Client(), with a panic in go-plugin's start (which
+// it re-raises after killing the plugin) made a failed start rather than
+// the end of the host.
+func startClient(client *plugin.Client) (cp plugin.ClientProtocol, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("go-plugin panicked starting the plugin: %v", r)
+		}
+	}()
+	return client.Client()
 }
 
 // link is a started plugin, for the pool.
@@ -244,17 +256,50 @@ func (agentPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.C
 	return gp.NewAgentClient(c), nil
 }
 
-// handshakeLine is go-plugin's: CORE|APP|NETWORK|ADDR|PROTOCOL[|...].
-var handshakeLine = regexp.MustCompile(`^[0-9]+\|([0-9]+)\|(unix|tcp)\|[^|]+\|[a-z]+`)
+// handshakeLine is what is taken for go-plugin's handshake line:
+// CORE|APP|NETWORK|ADDR|PROTOCOL[|...]. Other lines before it are stray
+// output; parseHandshake then checks it.
+var handshakeLine = regexp.MustCompile(`^[0-9]+\|[0-9]+\|(unix|tcp)\|[^|]+\|[a-z]+`)
+
+// parseHandshake checks a handshake line and returns the app version and
+// the socket's address. go-plugin is only ever given the line rebuilt
+// from them: its optional fields (a server certificate for AutoMTLS,
+// which the host does not use, would make go-plugin v1.8.0 panic) and
+// other networks never reach it.
+func parseHandshake(line string) (version int, addr string, err error) {
+	f := strings.Split(line, "|")
+	// go-plugin's Serve writes a sixth field, empty without AutoMTLS.
+	if len(f) == 6 && f[5] == "" {
+		f = f[:5]
+	}
+	if len(f) != 5 {
+		return 0, "", fmt.Errorf("the plugin's go-plugin handshake line has %d fields, want the 5 of CORE|APP|unix|ADDR|grpc (and no certificate: the host does not use AutoMTLS)", len(f))
+	}
+	if f[0] != strconv.Itoa(plugin.CoreProtocolVersion) {
+		return 0, "", fmt.Errorf("the plugin's go-plugin handshake line has core version %q, want %d", f[0], plugin.CoreProtocolVersion)
+	}
+	version, err = strconv.Atoi(f[1])
+	if err != nil {
+		return 0, "", fmt.Errorf("the plugin's go-plugin handshake line has version %q, not a number", f[1])
+	}
+	if f[2] != "unix" {
+		return 0, "", fmt.Errorf("the plugin's go-plugin handshake line names network %q, want unix", f[2])
+	}
+	if f[4] != string(plugin.ProtocolGRPC) {
+		return 0, "", fmt.Errorf("unsupported plugin protocol %q: the host speaks only grpc", f[4])
+	}
+	return version, f[3], nil
+}
 
 // procRunner runs the plugin for go-plugin's client as a runner/proc
 // process. Its stdout is go-plugin's only up to the handshake line.
 type procRunner struct {
-	ctx      context.Context
-	spec     pool.LaunchSpec
-	log      *slog.Logger
-	versions []int
-	env      []string // go-plugin's: the cookie, the versions, the socket directory
+	ctx       context.Context
+	spec      pool.LaunchSpec
+	log       *slog.Logger
+	versions  []int
+	env       []string // go-plugin's: the cookie, the versions, the socket directory
+	socketDir string   // go-plugin's, made for this plugin
 
 	stdoutR *io.PipeReader
 	stdoutW *io.PipeWriter
@@ -262,7 +307,8 @@ type procRunner struct {
 	mu         sync.Mutex
 	p          *proc.Process
 	handshook  bool
-	picked     int // the version in the handshake line
+	picked     int   // the version in the handshake line
+	refused    error // why the handshake line was not given to go-plugin
 	stray      int
 	stdinW     *os.File
 	closeStdin sync.Once
@@ -312,14 +358,18 @@ func (r *procRunner) stdout(line []byte, truncated bool) {
 	done := r.handshook
 	if !done && !truncated && handshakeLine.Match(line) {
 		r.handshook = true
-		r.picked, _ = strconv.Atoi(string(handshakeLine.FindSubmatch(line)[1]))
+		v, addr, err := parseHandshake(string(line))
+		r.picked, r.refused = v, err
 		stray := r.stray
 		r.mu.Unlock()
 		if stray > maxStrayLogged {
 			r.log.Warn("the plugin wrote more lines to stdout before its handshake", "lines", stray-maxStrayLogged)
 		}
-		_, _ = r.stdoutW.Write(append(slices.Clone(line), '\n'))
-		// go-plugin reads nothing more that matters from stdout.
+		if err == nil {
+			_, _ = fmt.Fprintf(r.stdoutW, "%d|%d|unix|%s|%s\n", plugin.CoreProtocolVersion, v, addr, plugin.ProtocolGRPC)
+		}
+		// go-plugin reads nothing more that matters from stdout; without
+		// a line its start fails at once.
 		r.stdoutW.Close()
 		return
 	}
@@ -339,10 +389,12 @@ func (r *procRunner) stdout(line []byte, truncated bool) {
 // startError explains why go-plugin's start failed.
 func (r *procRunner) startError(err error, versions []int) error {
 	r.mu.Lock()
-	handshook, picked, stray := r.handshook, r.picked, r.stray
+	handshook, picked, stray, refused := r.handshook, r.picked, r.stray, r.refused
 	p := r.p
 	r.mu.Unlock()
 	switch {
+	case refused != nil:
+		return &pool.HandshakeError{Msg: refused.Error()}
 	case handshook && !slices.Contains(versions, picked):
 		return &pool.HandshakeError{GiveUp: true, Msg: fmt.Sprintf("the plugin picked version %d of the Agent service, which the host did not offer (%v): the plugin or the host needs upgrading", picked, versions)}
 	case p == nil:

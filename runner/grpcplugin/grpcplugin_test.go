@@ -3,9 +3,15 @@ package grpcplugin_test
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -328,4 +334,53 @@ func actAsHost() int {
 	signal.Ignore(syscall.SIGTERM)
 	time.Sleep(time.Hour)
 	return 0
+}
+
+// script writes an executable shell script of body, the plugin of a test.
+func script(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "pooltest")
+	if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// selfSigned returns a certificate in DER, as go-plugin's AutoMTLS sends.
+func selfSigned(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func TestHandshakeLineWithCertificateFailsTheStart(t *testing.T) {
+	if os.Getenv("GRPCPLUGIN_CERT_CHILD") == "" {
+		// In a child: a host that panics takes the test binary with it.
+		self, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(self, "-test.run", "^"+t.Name()+"$", "-test.v")
+		cmd.Env = append(os.Environ(), "GRPCPLUGIN_CERT_CHILD=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || strings.Contains(string(out), "panic:") {
+			t.Fatalf("the host with a plugin sending a certificate in its handshake line: %v\n%s", err, out)
+		}
+		return
+	}
+	cert := base64.RawStdEncoding.EncodeToString(selfSigned(t))
+	exe := script(t, "echo \"1|1|unix|$PLUGIN_UNIX_SOCKET_DIR/x.sock|grpc|"+cert+"\"\nexec sleep 30\n")
+	p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, HandshakeTimeout: 2 * time.Second, RestartIntensity: 1}, grpcplugin.Config{}, nil)
+	_, err := runnertest.Run(t, p, patience, "echo", `{}`)
+	if !errors.Is(err, pool.ErrFailed) || !strings.Contains(err.Error(), "handshake line has 6 fields") {
+		t.Fatalf("got %v, want the start failed for the handshake line's 6 fields", err)
+	}
 }
