@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -265,8 +266,8 @@ var handshakeLine = regexp.MustCompile(`^[0-9]+\|[0-9]+\|(unix|tcp)\|[^|]+\|[a-z
 // the socket's address. go-plugin is only ever given the line rebuilt
 // from them: its optional fields (a server certificate for AutoMTLS,
 // which the host does not use, would make go-plugin v1.8.0 panic) and
-// other networks never reach it.
-func parseHandshake(line string) (version int, addr string, err error) {
+// other networks and sockets elsewhere never reach it.
+func parseHandshake(line, socketDir string) (version int, addr string, err error) {
 	f := strings.Split(line, "|")
 	// go-plugin's Serve writes a sixth field, empty without AutoMTLS.
 	if len(f) == 6 && f[5] == "" {
@@ -284,6 +285,11 @@ func parseHandshake(line string) (version int, addr string, err error) {
 	}
 	if f[2] != "unix" {
 		return 0, "", fmt.Errorf("the plugin's go-plugin handshake line names network %q, want unix", f[2])
+	}
+	// The socket must be one the plugin made where go-plugin told it to:
+	// the host dials nothing else on the plugin's word.
+	if socketDir == "" || !filepath.IsAbs(f[3]) || filepath.Dir(filepath.Clean(f[3])) != filepath.Clean(socketDir) {
+		return 0, "", fmt.Errorf("the plugin's go-plugin handshake line names socket %q, not one in the directory the host made for it (%s)", f[3], socketDir)
 	}
 	if f[4] != string(plugin.ProtocolGRPC) {
 		return 0, "", fmt.Errorf("unsupported plugin protocol %q: the host speaks only grpc", f[4])
@@ -358,7 +364,7 @@ func (r *procRunner) stdout(line []byte, truncated bool) {
 	done := r.handshook
 	if !done && !truncated && handshakeLine.Match(line) {
 		r.handshook = true
-		v, addr, err := parseHandshake(string(line))
+		v, addr, err := parseHandshake(string(line), r.socketDir)
 		r.picked, r.refused = v, err
 		stray := r.stray
 		r.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -382,5 +383,53 @@ func TestHandshakeLineWithCertificateFailsTheStart(t *testing.T) {
 	_, err := runnertest.Run(t, p, patience, "echo", `{}`)
 	if !errors.Is(err, pool.ErrFailed) || !strings.Contains(err.Error(), "handshake line has 6 fields") {
 		t.Fatalf("got %v, want the start failed for the handshake line's 6 fields", err)
+	}
+}
+
+func TestHandshakeAddressOutsideTheSocketDirectoryIsRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dialed := make(chan struct{}, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			dialed <- struct{}{}
+			c.Close()
+		}
+	}()
+	other := filepath.Join(t.TempDir(), "other.sock")
+	uln, err := net.Listen("unix", other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uln.Close()
+	go func() {
+		if c, err := uln.Accept(); err == nil {
+			dialed <- struct{}{}
+			c.Close()
+		}
+	}()
+	cases := []struct{ name, line, want string }{
+		{"tcp", "1|1|tcp|" + ln.Addr().String() + "|grpc", `names network "tcp", want unix`},
+		{"unix elsewhere", "1|1|unix|" + other + "|grpc", "not one in the directory the host made for it"},
+		{"unix relative", "1|1|unix|x.sock|grpc", "not one in the directory the host made for it"},
+		{"unix climbing out", "1|1|unix|$PLUGIN_UNIX_SOCKET_DIR/../x.sock|grpc", "not one in the directory the host made for it"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			exe := script(t, "echo \""+tc.line+"\"\nexec sleep 30\n")
+			p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, HandshakeTimeout: 2 * time.Second, RestartIntensity: 1}, grpcplugin.Config{}, nil)
+			_, err := runnertest.Run(t, p, patience, "echo", `{}`)
+			if !errors.Is(err, pool.ErrFailed) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want the start failed saying %q", err, tc.want)
+			}
+			select {
+			case <-dialed:
+				t.Fatal("the host dialed the address the plugin's handshake line named")
+			default:
+			}
+		})
 	}
 }
