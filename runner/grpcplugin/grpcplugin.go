@@ -113,11 +113,14 @@ func (t *Transport) Launch(ctx context.Context, spec pool.LaunchSpec) (*pool.Lau
 	})
 	l, err := t.handshake(ctx, client, pr, spec)
 	if err != nil {
-		client.Kill()
+		// The process group first: go-plugin's Kill asks the plugin's
+		// controller to shut down with no deadline but the plugin's exit,
+		// which a wedged plugin would never give it.
 		if p := pr.process(); p != nil {
 			p.Kill()
 			p.Wait()
 		}
+		client.Kill()
 		return nil, err
 	}
 	return l, nil

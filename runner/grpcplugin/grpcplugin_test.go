@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/agent-host/agent-host/protocol"
 	"github.com/agent-host/agent-host/runner"
 	"github.com/agent-host/agent-host/runner/grpcplugin"
@@ -41,6 +43,9 @@ var agentExe string
 func TestMain(m *testing.M) {
 	if os.Getenv("GRPCPLUGIN_ACT_AS_HOST") != "" {
 		os.Exit(actAsHost())
+	}
+	if mode := os.Getenv("GRPCPLUGIN_ACT_AS_PLUGIN"); mode != "" {
+		os.Exit(actAsPlugin(mode))
 	}
 	// Not a subreaper: its sweeper would stop the plugin of a killed
 	// host (TestNoPluginLeftWhenHostIsKilled) whatever the plugin does.
@@ -431,5 +436,53 @@ func TestHandshakeAddressOutsideTheSocketDirectoryIsRefused(t *testing.T) {
 			default:
 			}
 		})
+	}
+}
+
+// misbehaving returns a plugin that is this test binary acting out mode
+// (actAsPlugin).
+func misbehaving(t *testing.T, mode string) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return script(t, "GRPCPLUGIN_ACT_AS_PLUGIN="+mode+" exec "+self+"\n")
+}
+
+// actAsPlugin is a plugin that misbehaves as mode says.
+func actAsPlugin(mode string) int {
+	switch mode {
+	case "wedged":
+		// A gRPC server that takes connections but never answers (a
+		// server stuck in Activate, say).
+		path := filepath.Join(os.Getenv("PLUGIN_UNIX_SOCKET_DIR"), "wedged.sock")
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 7
+		}
+		srv := grpc.NewServer(grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error { select {} }))
+		fmt.Printf("1|1|unix|%s|grpc\n", path)
+		_ = srv.Serve(ln)
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, "no such mode:", mode)
+	return 2
+}
+
+func TestWedgedPluginStartIsBoundedAndRetried(t *testing.T) {
+	logs := &runnertest.Logs{}
+	p := newPool(t, pool.Config{Executable: misbehaving(t, "wedged"), MaxWorkers: 1, HandshakeTimeout: 500 * time.Millisecond, RestartIntensity: 2}, grpcplugin.Config{}, logs)
+	start := time.Now()
+	_, err := runnertest.Run(t, p, patience, "echo", `{}`)
+	if !errors.Is(err, pool.ErrFailed) || !strings.Contains(err.Error(), "2 failures") || !strings.Contains(err.Error(), "activation failed") {
+		t.Fatalf("got %v after %s, want the pool failed after 2 failed activations", err, time.Since(start))
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("two starts bounded by a handshake timeout of 500ms took %s", d)
+	}
+	if s := p.Stats(); s.Failures != 2 {
+		t.Errorf("stats %+v, want 2 failures", s)
 	}
 }
