@@ -148,7 +148,7 @@ func (t *Transport) handshake(ctx context.Context, client *plugin.Client, pr *pr
 		return nil, &pool.HandshakeError{Msg: fmt.Sprintf("the plugin's activation failed: %v; its stderr ended with: %s", err, tail(pr.process()))}
 	}
 	lctx, lcancel := context.WithCancel(context.Background())
-	l := &link{client: client, agent: agent, conn: gc.Conn, proc: pr.process(), deliver: spec.Deliver,
+	l := &link{client: client, gc: gc, agent: agent, conn: gc.Conn, proc: pr.process(), deliver: spec.Deliver,
 		maxDocument: spec.MaxDocumentBytes, ctx: lctx, cancel: lcancel}
 	return &pool.Launched{
 		Proc: pr.process(), Link: l, Version: client.NegotiatedVersion(), SDK: rep.Sdk, Agents: rep.Agents,
@@ -172,6 +172,7 @@ func startClient(client *plugin.Client) (cp plugin.ClientProtocol, err error) {
 // link is a started plugin, for the pool.
 type link struct {
 	client      *plugin.Client
+	gc          *plugin.GRPCClient
 	agent       gp.AgentClient
 	conn        *grpc.ClientConn
 	proc        *proc.Process
@@ -235,10 +236,14 @@ func (l *link) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Shutdown is go-plugin's: its controller's Shutdown, then a kill after
-// 2 s. That cuts calls in flight, which is why the pool drains first.
+// Shutdown asks the plugin to exit: go-plugin's controller Shutdown,
+// which stops its gRPC server, and the connection closed. Not go-plugin's
+// Kill, which stops the plugin 2 s later: as for a worker, the pool stops
+// the process group once the grace (pool.shutdown_grace) is over. Calls
+// in flight are cut, which is why the pool drains first.
 func (l *link) Shutdown(string, time.Duration) {
-	l.wg.Go(l.client.Kill)
+	// Close returns once the plugin answered or exited.
+	l.wg.Go(func() { _ = l.gc.Close() })
 }
 
 func (l *link) Close() {

@@ -24,9 +24,11 @@ import (
 	"testing"
 	"time"
 
+	plugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
 	"github.com/agent-host/agent-host/protocol"
+	gp "github.com/agent-host/agent-host/protocol/grpcplugin"
 	"github.com/agent-host/agent-host/runner"
 	"github.com/agent-host/agent-host/runner/grpcplugin"
 	"github.com/agent-host/agent-host/runner/pool"
@@ -467,8 +469,78 @@ func actAsPlugin(mode string) int {
 		_ = srv.Serve(ln)
 		return 0
 	}
-	fmt.Fprintln(os.Stderr, "no such mode:", mode)
-	return 2
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig:  plugin.HandshakeConfig{ProtocolVersion: gp.V1, MagicCookieKey: gp.MagicCookieKey, MagicCookieValue: gp.MagicCookieValue},
+		VersionedPlugins: map[int]plugin.PluginSet{gp.V1: {gp.Name: &testPlugin{mode: mode}}},
+		GRPCServer:       plugin.DefaultGRPCServer,
+	})
+	if mode == "slowexit" {
+		// Cleanup longer than go-plugin's 2 s before its kill.
+		time.Sleep(2500 * time.Millisecond)
+		_ = os.WriteFile("exited-cleanly", nil, 0o644)
+	}
+	return 0
+}
+
+// testPlugin serves a testServer.
+type testPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	mode string
+}
+
+func (p *testPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	gp.RegisterAgentServer(s, &testServer{mode: p.mode})
+	return nil
+}
+
+func (p *testPlugin) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.ClientConn) (any, error) {
+	return nil, errors.New("the plugin's side only")
+}
+
+// testServer is an Agent service whose Run misbehaves as its mode says.
+type testServer struct {
+	gp.UnimplementedAgentServer
+	mode string
+}
+
+func (s *testServer) Activate(context.Context, *gp.ActivateRequest) (*gp.ActivateReply, error) {
+	return &gp.ActivateReply{Activate: true, Agents: []string{"pooltest"}, Concurrency: 1, Sdk: "test/" + s.mode}, nil
+}
+
+func (s *testServer) Run(context.Context, *gp.RunRequest) (*gp.RunReply, error) {
+	return &gp.RunReply{Reply: []byte(`{"statuscode":0,"statusmsg":"OK","data":{}}`)}, nil
+}
+
+func TestShutdownGraceIsHonoured(t *testing.T) {
+	dir := t.TempDir()
+	p := newPool(t, pool.Config{Executable: misbehaving(t, "slowexit"), MaxWorkers: 1, TempDir: dir, ShutdownGrace: 10 * time.Second}, grpcplugin.Config{}, nil)
+	if _, err := runnertest.Run(t, p, patience, "echo", `{}`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), patience)
+	defer cancel()
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "exited-cleanly")); err != nil {
+		t.Fatal("the plugin was stopped during its cleanup of 2.5 s, within a shutdown grace of 10 s")
+	}
+}
+
+func TestShutdownGraceOverStopsThePlugin(t *testing.T) {
+	p := newPool(t, pool.Config{Executable: misbehaving(t, "slowexit"), MaxWorkers: 1, ShutdownGrace: 300 * time.Millisecond, KillGrace: 200 * time.Millisecond}, grpcplugin.Config{}, nil)
+	if _, err := runnertest.Run(t, p, patience, "echo", `{}`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), patience)
+	defer cancel()
+	start := time.Now()
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("a plugin with a shutdown grace of 300ms took %s to stop", d)
+	}
 }
 
 func TestWedgedPluginStartIsBoundedAndRetried(t *testing.T) {
