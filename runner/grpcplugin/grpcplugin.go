@@ -14,6 +14,7 @@
 package grpcplugin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -85,7 +86,7 @@ func (t *Transport) Launch(ctx context.Context, spec pool.LaunchSpec) (*pool.Lau
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	pr := &procRunner{ctx: ctx, spec: spec, log: log, versions: t.cfg.Versions}
+	pr := &procRunner{ctx: ctx, spec: spec, log: log, versions: t.cfg.Versions, started: make(chan struct{})}
 	pr.stdoutR, pr.stdoutW = io.Pipe()
 	sets := map[int]plugin.PluginSet{}
 	for _, v := range t.cfg.Versions {
@@ -105,9 +106,13 @@ func (t *Transport) Launch(ctx context.Context, spec pool.LaunchSpec) (*pool.Lau
 		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: spec.Dir},
 		// After its handshake a Go plugin's os.Stdout and os.Stderr reach
 		// the host over go-plugin's stdio stream.
-		SyncStdout: &lineLog{log: log, level: slog.LevelInfo, stream: "stdout"},
-		SyncStderr: &lineLog{log: log, level: slog.LevelError, stream: "stderr"},
-		Logger:     hclog.New(&hclog.LoggerOptions{Name: "go-plugin", Level: hclog.Debug, Output: &lineLog{log: log, level: slog.LevelDebug, stream: "go-plugin"}, DisableTime: true}),
+		// They are logged as the process's output, within its log budget.
+		SyncStdout: &lineLog{emit: pr.logLine(slog.LevelInfo, "stdout")},
+		SyncStderr: &lineLog{emit: pr.logLine(slog.LevelError, "stderr")},
+		// go-plugin's own messages, the host's.
+		Logger: hclog.New(&hclog.LoggerOptions{Name: "go-plugin", Level: hclog.Debug, DisableTime: true, Output: &lineLog{emit: func(line []byte, _ bool) {
+			log.Debug(string(line), "stream", "go-plugin")
+		}}}),
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg))},
 	})
@@ -326,6 +331,8 @@ type procRunner struct {
 	stray      int
 	stdinW     *os.File
 	closeStdin sync.Once
+	started    chan struct{} // closed once Start is over
+	startOnce  sync.Once
 }
 
 func (r *procRunner) process() *proc.Process {
@@ -338,6 +345,7 @@ func (r *procRunner) process() *proc.Process {
 // bounds the start.
 func (r *procRunner) Start(context.Context) error {
 	// stdin is a pipe only the host holds: it ends when the host does.
+	defer r.startOnce.Do(func() { close(r.started) })
 	stdinR, stdinW, err := os.Pipe()
 	if err != nil {
 		return err
@@ -397,7 +405,18 @@ func (r *procRunner) stdout(line []byte, truncated bool) {
 		return
 	}
 	r.mu.Unlock()
-	r.log.Info(string(line), "stream", "stdout", "truncated", truncated)
+	r.logLine(slog.LevelInfo, "stdout")(line, truncated)
+}
+
+// logLine logs lines of the plugin's output within its process's log
+// budget. Lines can come before Start has the process: they wait for it.
+func (r *procRunner) logLine(level slog.Level, stream string) proc.LineFunc {
+	return func(line []byte, truncated bool) {
+		<-r.started
+		if p := r.process(); p != nil {
+			p.LogLine(level, stream)(line, truncated)
+		}
+	}
 }
 
 // startError explains why go-plugin's start failed.
@@ -478,15 +497,14 @@ func (r *procRunner) HostToPlugin(network, addr string) (string, string, error) 
 	return network, addr, nil
 }
 
-// lineLog logs what is written to it line by line, at most maxLine bytes
-// a line, the rest of a longer line dropped.
+// lineLog hands what is written to it to emit line by line, at most
+// maxLine bytes a line, the rest of a longer line dropped.
 type lineLog struct {
-	log    *slog.Logger
-	level  slog.Level
-	stream string
+	emit proc.LineFunc
 
-	mu  sync.Mutex
-	buf []byte
+	mu   sync.Mutex
+	buf  []byte
+	long bool // buf holds the start of a longer line
 }
 
 const maxLine = 64 << 10
@@ -497,15 +515,18 @@ func (w *lineLog) Write(b []byte) (int, error) {
 	n := len(b)
 	for len(b) > 0 {
 		i := slices.Index(b, '\n')
-		if i < 0 {
-			room := max(maxLine-len(w.buf), 0)
-			w.buf = append(w.buf, b[:min(room, len(b))]...)
-			break
+		seg := b
+		if i >= 0 {
+			seg = b[:i]
 		}
 		room := max(maxLine-len(w.buf), 0)
-		w.buf = append(w.buf, b[:min(room, i)]...)
-		w.log.Log(context.Background(), w.level, strings.TrimRight(string(w.buf), "\r"), "stream", w.stream)
-		w.buf = w.buf[:0]
+		w.long = w.long || len(seg) > room
+		w.buf = append(w.buf, seg[:min(room, len(seg))]...)
+		if i < 0 {
+			break
+		}
+		w.emit(bytes.TrimRight(w.buf, "\r"), w.long)
+		w.buf, w.long = w.buf[:0], false
 		b = b[i+1:]
 	}
 	return n, nil

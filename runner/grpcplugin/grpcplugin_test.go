@@ -508,6 +508,17 @@ func (s *testServer) Activate(context.Context, *gp.ActivateRequest) (*gp.Activat
 }
 
 func (s *testServer) Run(context.Context, *gp.RunRequest) (*gp.RunReply, error) {
+	if s.mode == "flood" {
+		// To fd 1 itself (what a child or a plugin in another language
+		// writes) and to os.Stdout, which go-plugin forwards over its
+		// stdio stream.
+		fd1 := os.NewFile(1, "stdout")
+		line := strings.Repeat("x", 1000) + "\n"
+		for range 2000 {
+			_, _ = fd1.WriteString("fd1 " + line)
+			_, _ = os.Stdout.WriteString("stdio " + line)
+		}
+	}
 	return &gp.RunReply{Reply: []byte(`{"statuscode":0,"statusmsg":"OK","data":{}}`)}, nil
 }
 
@@ -556,5 +567,33 @@ func TestWedgedPluginStartIsBoundedAndRetried(t *testing.T) {
 	}
 	if s := p.Stats(); s.Failures != 2 {
 		t.Errorf("stats %+v, want 2 failures", s)
+	}
+}
+
+func TestPluginOutputIsWithinTheLogBudget(t *testing.T) {
+	logs := &runnertest.Logs{}
+	p := newPool(t, pool.Config{Executable: misbehaving(t, "flood"), MaxWorkers: 1, MaxLogBytes: 16 << 10}, grpcplugin.Config{}, logs)
+	start := time.Now()
+	if _, err := runnertest.Run(t, p, patience, "echo", `{}`); err != nil {
+		t.Fatal(err)
+	}
+	// go-plugin's stdio stream may still be delivering.
+	time.Sleep(500 * time.Millisecond)
+	var fd1, stdio int
+	for _, r := range logs.Records() {
+		switch {
+		case strings.HasPrefix(r.Message, "fd1 "):
+			fd1 += len(r.Message)
+		case strings.HasPrefix(r.Message, "stdio "):
+			stdio += len(r.Message)
+		}
+	}
+	// 16 KiB at once and 64 KiB a second after, both together.
+	budget := 16<<10 + int(time.Since(start).Seconds()*float64(64<<10)) + 2000
+	if fd1+stdio > budget {
+		t.Fatalf("logged %d bytes from fd 1 and %d from go-plugin's stdio stream, of 4 MB written, want at most %d", fd1, stdio, budget)
+	}
+	if logs.Find("output beyond the log limit was not logged") == nil {
+		t.Error("what was not logged was not counted")
 	}
 }
