@@ -126,6 +126,11 @@ func (t *Transport) Launch(ctx context.Context, spec pool.LaunchSpec) (*pool.Lau
 			p.Wait()
 		}
 		client.Kill()
+		// go-plugin made it before the start, and removes it only when
+		// the plugin started.
+		if pr.socketDir != "" {
+			_ = os.RemoveAll(pr.socketDir)
+		}
 		return nil, err
 	}
 	return l, nil

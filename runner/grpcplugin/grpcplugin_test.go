@@ -597,3 +597,34 @@ func TestPluginOutputIsWithinTheLogBudget(t *testing.T) {
 		t.Error("what was not logged was not counted")
 	}
 }
+
+func TestNoSocketDirectoryLeftWhenTheStartFails(t *testing.T) {
+	cases := []struct{ name, body string }{
+		{"exec fails", ""},
+		{"handshake refused", "echo '1|1|tcp|127.0.0.1:1|grpc'\nexec sleep 30\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			exe := script(t, tc.body)
+			if tc.body == "" {
+				if err := os.WriteFile(exe, []byte("#!/nonexistent/interpreter\n"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, TempDir: dir, RestartIntensity: 3}, grpcplugin.Config{}, nil)
+			if _, err := runnertest.Run(t, p, patience, "echo", `{}`); !errors.Is(err, pool.ErrFailed) {
+				t.Fatalf("got %v, want the pool failed", err)
+			}
+			entries, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range entries {
+				if strings.HasPrefix(e.Name(), "plugin-dir") {
+					t.Errorf("socket directory %s left in the pool's TempDir", e.Name())
+				}
+			}
+		})
+	}
+}
