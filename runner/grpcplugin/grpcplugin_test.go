@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -626,5 +627,18 @@ func TestNoSocketDirectoryLeftWhenTheStartFails(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestGoPluginLogKeepsItsLevels(t *testing.T) {
+	logs := &runnertest.Logs{}
+	// go-plugin's Serve without a logger writes hclog's JSON on stderr.
+	p := newPool(t, pool.Config{Executable: misbehaving(t, "plain"), MaxWorkers: 1}, grpcplugin.Config{}, logs)
+	if _, err := runnertest.Run(t, p, patience, "echo", `{}`); err != nil {
+		t.Fatal(err)
+	}
+	runnertest.WaitFor(t, "go-plugin's line logged", patience, func() bool { return logs.Find("plugin address") != nil })
+	if r := logs.Find("plugin address"); r.Message != "plugin address" || r.Level != slog.LevelDebug || r.Attrs["network"] != "unix" {
+		t.Errorf("go-plugin's debug line logged as %+v, want its message at debug with its fields", r)
 	}
 }
