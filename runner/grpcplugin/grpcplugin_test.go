@@ -642,3 +642,25 @@ func TestGoPluginLogKeepsItsLevels(t *testing.T) {
 		t.Errorf("go-plugin's debug line logged as %+v, want its message at debug with its fields", r)
 	}
 }
+
+func TestActionsChildrenGetNoGoPluginVariables(t *testing.T) {
+	p := newPool(t, pool.Config{MaxWorkers: 1}, grpcplugin.Config{}, nil)
+	rep, err := runnertest.Run(t, p, patience, "spawn", `{}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct{ Child int }
+	if err := json.Unmarshal(rep.Data, &d); err != nil || d.Child == 0 {
+		t.Fatalf("reply %+v (%v)", rep, err)
+	}
+	defer syscall.Kill(d.Child, syscall.SIGKILL)
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", d.Child))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range strings.Split(string(env), "\x00") {
+		if strings.HasPrefix(kv, "AGENT_HOST_PLUGIN=") || strings.HasPrefix(kv, "PLUGIN_") {
+			t.Errorf("the action's child inherited %s", kv)
+		}
+	}
+}

@@ -69,6 +69,9 @@ func (g *grpcAgent) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.Client
 	return nil, errors.New("agent: the SDK serves the plugin; the host is its client")
 }
 
+// pluginEnv is what go-plugin's client sets for its plugin.
+var pluginEnv = []string{gp.MagicCookieKey, "PLUGIN_PROTOCOL_VERSIONS", "PLUGIN_UNIX_SOCKET_DIR", "PLUGIN_UNIX_SOCKET_GROUP", "PLUGIN_MIN_PORT", "PLUGIN_MAX_PORT"}
+
 // pluginServer runs the requests the host sends over gRPC.
 type pluginServer struct {
 	gp.UnimplementedAgentServer
@@ -91,7 +94,15 @@ func (s *pluginServer) Activate(ctx context.Context, req *gp.ActivateRequest) (*
 	// Output goes where it goes in the other modes: the host reads the
 	// process's stderr with levels and keeps its last lines for failure
 	// replies. go-plugin swapped the two before serving, so this is after.
-	s.restore.Do(func() { os.Stdout, os.Stderr = s.stdout, s.stderr })
+	s.restore.Do(func() {
+		os.Stdout, os.Stderr = s.stdout, s.stderr
+		// go-plugin read its variables in Serve, before the handshake:
+		// what the actions start must not find them, as it finds no
+		// worker's.
+		for _, key := range pluginEnv {
+			os.Unsetenv(key)
+		}
+	})
 	rep := &gp.ActivateReply{Activate: true, Agents: []string{s.agent.name}, Concurrency: int32(s.agent.concurrency), Sdk: "agent-host-go/" + Version}
 	if req.MaxDocumentBytes > 0 {
 		s.mu.Lock()
