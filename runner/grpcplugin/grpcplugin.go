@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -158,8 +159,13 @@ func (t *Transport) handshake(ctx context.Context, client *plugin.Client, pr *pr
 		return nil, &pool.HandshakeError{Msg: fmt.Sprintf("the plugin's activation failed: %v; its stderr ended with: %s", err, tail(pr.process()))}
 	}
 	lctx, lcancel := context.WithCancel(context.Background())
+	// The lower of the two limits, as the pool agrees it for the worker.
+	maxDocument := spec.MaxDocumentBytes
+	if rep.MaxDocumentBytes > 0 {
+		maxDocument = min(maxDocument, int(min(rep.MaxDocumentBytes, math.MaxInt32)))
+	}
 	l := &link{client: client, gc: gc, agent: agent, conn: gc.Conn, proc: pr.process(), deliver: spec.Deliver,
-		maxDocument: spec.MaxDocumentBytes, ctx: lctx, cancel: lcancel}
+		maxDocument: maxDocument, ctx: lctx, cancel: lcancel}
 	return &pool.Launched{
 		Proc: pr.process(), Link: l, Version: client.NegotiatedVersion(), SDK: rep.Sdk, Agents: rep.Agents,
 		Concurrency: int(rep.Concurrency), MaxDocumentBytes: int(rep.MaxDocumentBytes),
@@ -285,32 +291,35 @@ var handshakeLine = regexp.MustCompile(`^[0-9]+\|[0-9]+\|(unix|tcp)\|[^|]+\|[a-z
 // from them: its optional fields (a server certificate for AutoMTLS,
 // which the host does not use, would make go-plugin v1.8.0 panic) and
 // other networks and sockets elsewhere never reach it.
-func parseHandshake(line, socketDir string) (version int, addr string, err error) {
+func parseHandshake(line, socketDir string) (version int, addr string, refused *pool.HandshakeError) {
+	refuse := func(giveUp bool, format string, args ...any) (int, string, *pool.HandshakeError) {
+		return 0, "", &pool.HandshakeError{GiveUp: giveUp, Msg: fmt.Sprintf(format, args...)}
+	}
 	f := strings.Split(line, "|")
 	// go-plugin's Serve writes a sixth field, empty without AutoMTLS.
 	if len(f) == 6 && f[5] == "" {
 		f = f[:5]
 	}
 	if len(f) != 5 {
-		return 0, "", fmt.Errorf("the plugin's go-plugin handshake line has %d fields, want the 5 of CORE|APP|unix|ADDR|grpc (and no certificate: the host does not use AutoMTLS)", len(f))
+		return refuse(false, "the plugin's go-plugin handshake line has %d fields, want the 5 of CORE|APP|unix|ADDR|grpc (and no certificate: the host does not use AutoMTLS)", len(f))
 	}
 	if f[0] != strconv.Itoa(plugin.CoreProtocolVersion) {
-		return 0, "", fmt.Errorf("the plugin's go-plugin handshake line has core version %q, want %d", f[0], plugin.CoreProtocolVersion)
+		return refuse(true, "the plugin's go-plugin handshake line has core version %q, want %d: the plugin or the host needs upgrading", f[0], plugin.CoreProtocolVersion)
 	}
-	version, err = strconv.Atoi(f[1])
+	version, err := strconv.Atoi(f[1])
 	if err != nil {
-		return 0, "", fmt.Errorf("the plugin's go-plugin handshake line has version %q, not a number", f[1])
+		return refuse(false, "the plugin's go-plugin handshake line has version %q, not a number", f[1])
 	}
 	if f[2] != "unix" {
-		return 0, "", fmt.Errorf("the plugin's go-plugin handshake line names network %q, want unix", f[2])
+		return refuse(false, "the plugin's go-plugin handshake line names network %q, want unix", f[2])
 	}
 	// The socket must be one the plugin made where go-plugin told it to:
 	// the host dials nothing else on the plugin's word.
 	if socketDir == "" || !filepath.IsAbs(f[3]) || filepath.Dir(filepath.Clean(f[3])) != filepath.Clean(socketDir) {
-		return 0, "", fmt.Errorf("the plugin's go-plugin handshake line names socket %q, not one in the directory the host made for it (%s)", f[3], socketDir)
+		return refuse(false, "the plugin's go-plugin handshake line names socket %q, not one in the directory the host made for it (%s)", f[3], socketDir)
 	}
 	if f[4] != string(plugin.ProtocolGRPC) {
-		return 0, "", fmt.Errorf("unsupported plugin protocol %q: the host speaks only grpc", f[4])
+		return refuse(true, "unsupported plugin protocol %q: agent-host speaks only go-plugin's grpc", f[4])
 	}
 	return version, f[3], nil
 }
@@ -331,8 +340,8 @@ type procRunner struct {
 	mu         sync.Mutex
 	p          *proc.Process
 	handshook  bool
-	picked     int   // the version in the handshake line
-	refused    error // why the handshake line was not given to go-plugin
+	picked     int                  // the version in the handshake line
+	refused    *pool.HandshakeError // why the handshake line was not given to go-plugin
 	stray      int
 	stdinW     *os.File
 	closeStdin sync.Once
@@ -385,14 +394,14 @@ func (r *procRunner) stdout(line []byte, truncated bool) {
 	done := r.handshook
 	if !done && !truncated && handshakeLine.Match(line) {
 		r.handshook = true
-		v, addr, err := parseHandshake(string(line), r.socketDir)
-		r.picked, r.refused = v, err
+		v, addr, refused := parseHandshake(string(line), r.socketDir)
+		r.picked, r.refused = v, refused
 		stray := r.stray
 		r.mu.Unlock()
 		if stray > maxStrayLogged {
 			r.log.Warn("the plugin wrote more lines to stdout before its handshake", "lines", stray-maxStrayLogged)
 		}
-		if err == nil {
+		if refused == nil {
 			_, _ = fmt.Fprintf(r.stdoutW, "%d|%d|unix|%s|%s\n", plugin.CoreProtocolVersion, v, addr, plugin.ProtocolGRPC)
 		}
 		// go-plugin reads nothing more that matters from stdout; without
@@ -432,7 +441,7 @@ func (r *procRunner) startError(err error, versions []int) error {
 	r.mu.Unlock()
 	switch {
 	case refused != nil:
-		return &pool.HandshakeError{Msg: refused.Error()}
+		return refused
 	case handshook && !slices.Contains(versions, picked):
 		return &pool.HandshakeError{GiveUp: true, Msg: fmt.Sprintf("the plugin picked version %d of the Agent service, which the host did not offer (%v): the plugin or the host needs upgrading", picked, versions)}
 	case p == nil:
@@ -446,7 +455,10 @@ func (r *procRunner) startError(err error, versions []int) error {
 			how = "killed by signal " + res.Signal.String()
 		}
 		p.Wait()
-		return &pool.HandshakeError{Msg: fmt.Sprintf("the plugin exited before its go-plugin handshake (%s; %d other lines on stdout); its stderr ended with: %s", how, stray, tail(p))}
+		if handshook {
+			return &pool.HandshakeError{Msg: fmt.Sprintf("the plugin's go-plugin handshake failed: %v (it exited: %s); its stderr ended with: %s", err, how, tail(p))}
+		}
+		return &pool.HandshakeError{Msg: fmt.Sprintf("the plugin exited before its go-plugin handshake (%s; %d other lines on stdout): %v; its stderr ended with: %s", how, stray, err, tail(p))}
 	default:
 	}
 	return &pool.HandshakeError{Msg: fmt.Sprintf("the plugin's go-plugin handshake failed: %v; its stderr ended with: %s", err, tail(p))}

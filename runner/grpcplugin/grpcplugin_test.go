@@ -27,6 +27,8 @@ import (
 
 	plugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/agent-host/agent-host/protocol"
 	gp "github.com/agent-host/agent-host/protocol/grpcplugin"
@@ -505,10 +507,17 @@ type testServer struct {
 }
 
 func (s *testServer) Activate(context.Context, *gp.ActivateRequest) (*gp.ActivateReply, error) {
-	return &gp.ActivateReply{Activate: true, Agents: []string{"pooltest"}, Concurrency: 1, Sdk: "test/" + s.mode}, nil
+	rep := &gp.ActivateReply{Activate: true, Agents: []string{"pooltest"}, Concurrency: 1, Sdk: "test/" + s.mode}
+	if s.mode == "smalldoc" {
+		rep.MaxDocumentBytes = 2048
+	}
+	return rep, nil
 }
 
 func (s *testServer) Run(context.Context, *gp.RunRequest) (*gp.RunReply, error) {
+	if s.mode == "runerror" {
+		return nil, status.Error(codes.Internal, "the action broke")
+	}
 	if s.mode == "flood" {
 		// To fd 1 itself (what a child or a plugin in another language
 		// writes) and to os.Stdout, which go-plugin forwards over its
@@ -662,5 +671,41 @@ func TestActionsChildrenGetNoGoPluginVariables(t *testing.T) {
 		if strings.HasPrefix(kv, "AGENT_HOST_PLUGIN=") || strings.HasPrefix(kv, "PLUGIN_") {
 			t.Errorf("the action's child inherited %s", kv)
 		}
+	}
+}
+
+func TestPluginsLowerDocumentLimitApplies(t *testing.T) {
+	p := newPool(t, pool.Config{Executable: misbehaving(t, "smalldoc"), MaxWorkers: 1}, grpcplugin.Config{}, nil)
+	if _, err := runnertest.Run(t, p, patience, "echo", `{}`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := runnertest.Run(t, p, patience, "echo", `{"message":"`+strings.Repeat("x", 4096)+`"}`)
+	var f *runner.Failure
+	if !errors.As(err, &f) || !strings.Contains(f.Message, "larger than the 2048 bytes its worker accepts") {
+		t.Fatalf("a request over the plugin's limit of 2048 bytes: %v, want it refused saying so", err)
+	}
+	if s := p.Stats(); s.Started != 1 || s.Failures != 0 {
+		t.Errorf("stats %+v, want the one plugin still serving", s)
+	}
+}
+
+func TestNetRPCPluginIsGivenUp(t *testing.T) {
+	exe := script(t, "echo \"1|1|unix|$PLUGIN_UNIX_SOCKET_DIR/x.sock|netrpc\"\n")
+	p := newPool(t, pool.Config{Executable: exe, MaxWorkers: 1, RestartIntensity: 5}, grpcplugin.Config{}, nil)
+	_, err := runnertest.Run(t, p, patience, "echo", `{}`)
+	if !errors.Is(err, pool.ErrFailed) || !strings.Contains(err.Error(), `unsupported plugin protocol "netrpc"`) {
+		t.Fatalf("got %v, want the pool given up on the unsupported protocol", err)
+	}
+	if s := p.Stats(); s.Failures > 1 {
+		t.Errorf("stats %+v: the plugin was retried", s)
+	}
+}
+
+func TestRunFailureIsSaidOnce(t *testing.T) {
+	p := newPool(t, pool.Config{Executable: misbehaving(t, "runerror"), MaxWorkers: 1}, grpcplugin.Config{}, nil)
+	_, err := runnertest.Run(t, p, patience, "echo", `{}`)
+	var f *runner.Failure
+	if !errors.As(err, &f) || strings.Count(err.Error(), "the action broke") != 1 || strings.Contains(f.Message, "rpc error") {
+		t.Fatalf("got %v, want the plugin's error once, for the node's log only", err)
 	}
 }
