@@ -14,14 +14,17 @@
 package grpcplugin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -84,7 +87,7 @@ func (t *Transport) Launch(ctx context.Context, spec pool.LaunchSpec) (*pool.Lau
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	pr := &procRunner{ctx: ctx, spec: spec, log: log, versions: t.cfg.Versions}
+	pr := &procRunner{ctx: ctx, spec: spec, log: log, versions: t.cfg.Versions, started: make(chan struct{})}
 	pr.stdoutR, pr.stdoutW = io.Pipe()
 	sets := map[int]plugin.PluginSet{}
 	for _, v := range t.cfg.Versions {
@@ -94,8 +97,8 @@ func (t *Transport) Launch(ctx context.Context, spec pool.LaunchSpec) (*pool.Lau
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  plugin.HandshakeConfig{ProtocolVersion: uint(t.cfg.Versions[0]), MagicCookieKey: gp.MagicCookieKey, MagicCookieValue: t.cfg.MagicCookieValue},
 		VersionedPlugins: sets,
-		RunnerFunc: func(_ hclog.Logger, cmd *exec.Cmd, _ string) (gprunner.Runner, error) {
-			pr.env = cmd.Env
+		RunnerFunc: func(_ hclog.Logger, cmd *exec.Cmd, socketDir string) (gprunner.Runner, error) {
+			pr.env, pr.socketDir = cmd.Env, socketDir
 			return pr, nil
 		},
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
@@ -104,18 +107,30 @@ func (t *Transport) Launch(ctx context.Context, spec pool.LaunchSpec) (*pool.Lau
 		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: spec.Dir},
 		// After its handshake a Go plugin's os.Stdout and os.Stderr reach
 		// the host over go-plugin's stdio stream.
-		SyncStdout: &lineLog{log: log, level: slog.LevelInfo, stream: "stdout"},
-		SyncStderr: &lineLog{log: log, level: slog.LevelError, stream: "stderr"},
-		Logger:     hclog.New(&hclog.LoggerOptions{Name: "go-plugin", Level: hclog.Debug, Output: &lineLog{log: log, level: slog.LevelDebug, stream: "go-plugin"}, DisableTime: true}),
+		// They are logged as the process's output, within its log budget.
+		SyncStdout: &lineLog{emit: pr.logLine(slog.LevelInfo, "stdout")},
+		SyncStderr: &lineLog{emit: pr.logLine(slog.LevelError, "stderr")},
+		// go-plugin's own messages, the host's.
+		Logger: hclog.New(&hclog.LoggerOptions{Name: "go-plugin", Level: hclog.Debug, DisableTime: true, Output: &lineLog{emit: func(line []byte, _ bool) {
+			log.Debug(string(line), "stream", "go-plugin")
+		}}}),
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg))},
 	})
 	l, err := t.handshake(ctx, client, pr, spec)
 	if err != nil {
-		client.Kill()
+		// The process group first: go-plugin's Kill asks the plugin's
+		// controller to shut down with no deadline but the plugin's exit,
+		// which a wedged plugin would never give it.
 		if p := pr.process(); p != nil {
 			p.Kill()
 			p.Wait()
+		}
+		client.Kill()
+		// go-plugin made it before the start, and removes it only when
+		// the plugin started.
+		if pr.socketDir != "" {
+			_ = os.RemoveAll(pr.socketDir)
 		}
 		return nil, err
 	}
@@ -124,7 +139,7 @@ func (t *Transport) Launch(ctx context.Context, spec pool.LaunchSpec) (*pool.Lau
 
 func (t *Transport) handshake(ctx context.Context, client *plugin.Client, pr *procRunner, spec pool.LaunchSpec) (*pool.Launched, error) {
 	deadline := time.Now().Add(spec.HandshakeTimeout)
-	cp, err := client.Client()
+	cp, err := startClient(client)
 	if err != nil {
 		return nil, pr.startError(err, t.cfg.Versions)
 	}
@@ -144,8 +159,13 @@ func (t *Transport) handshake(ctx context.Context, client *plugin.Client, pr *pr
 		return nil, &pool.HandshakeError{Msg: fmt.Sprintf("the plugin's activation failed: %v; its stderr ended with: %s", err, tail(pr.process()))}
 	}
 	lctx, lcancel := context.WithCancel(context.Background())
-	l := &link{client: client, agent: agent, conn: gc.Conn, proc: pr.process(), deliver: spec.Deliver,
-		maxDocument: spec.MaxDocumentBytes, ctx: lctx, cancel: lcancel}
+	// The lower of the two limits, as the pool agrees it for the worker.
+	maxDocument := spec.MaxDocumentBytes
+	if rep.MaxDocumentBytes > 0 {
+		maxDocument = min(maxDocument, int(min(rep.MaxDocumentBytes, math.MaxInt32)))
+	}
+	l := &link{client: client, gc: gc, agent: agent, conn: gc.Conn, proc: pr.process(), deliver: spec.Deliver,
+		maxDocument: maxDocument, ctx: lctx, cancel: lcancel}
 	return &pool.Launched{
 		Proc: pr.process(), Link: l, Version: client.NegotiatedVersion(), SDK: rep.Sdk, Agents: rep.Agents,
 		Concurrency: int(rep.Concurrency), MaxDocumentBytes: int(rep.MaxDocumentBytes),
@@ -153,9 +173,22 @@ func (t *Transport) handshake(ctx context.Context, client *plugin.Client, pr *pr
 	}, nil
 }
 
+// startClient is client.Client(), with a panic in go-plugin's start (which
+// it re-raises after killing the plugin) made a failed start rather than
+// the end of the host.
+func startClient(client *plugin.Client) (cp plugin.ClientProtocol, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("go-plugin panicked starting the plugin: %v", r)
+		}
+	}()
+	return client.Client()
+}
+
 // link is a started plugin, for the pool.
 type link struct {
 	client      *plugin.Client
+	gc          *plugin.GRPCClient
 	agent       gp.AgentClient
 	conn        *grpc.ClientConn
 	proc        *proc.Process
@@ -219,10 +252,14 @@ func (l *link) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Shutdown is go-plugin's: its controller's Shutdown, then a kill after
-// 2 s. That cuts calls in flight, which is why the pool drains first.
+// Shutdown asks the plugin to exit: go-plugin's controller Shutdown,
+// which stops its gRPC server, and the connection closed. Not go-plugin's
+// Kill, which stops the plugin 2 s later: as for a worker, the pool stops
+// the process group once the grace (pool.shutdown_grace) is over. Calls
+// in flight are cut, which is why the pool drains first.
 func (l *link) Shutdown(string, time.Duration) {
-	l.wg.Go(l.client.Kill)
+	// Close returns once the plugin answered or exited.
+	l.wg.Go(func() { _ = l.gc.Close() })
 }
 
 func (l *link) Close() {
@@ -244,17 +281,58 @@ func (agentPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.C
 	return gp.NewAgentClient(c), nil
 }
 
-// handshakeLine is go-plugin's: CORE|APP|NETWORK|ADDR|PROTOCOL[|...].
-var handshakeLine = regexp.MustCompile(`^[0-9]+\|([0-9]+)\|(unix|tcp)\|[^|]+\|[a-z]+`)
+// handshakeLine is what is taken for go-plugin's handshake line:
+// CORE|APP|NETWORK|ADDR|PROTOCOL[|...]. Other lines before it are stray
+// output; parseHandshake then checks it.
+var handshakeLine = regexp.MustCompile(`^[0-9]+\|[0-9]+\|(unix|tcp)\|[^|]+\|[a-z]+`)
+
+// parseHandshake checks a handshake line and returns the app version and
+// the socket's address. go-plugin is only ever given the line rebuilt
+// from them: its optional fields (a server certificate for AutoMTLS,
+// which the host does not use, would make go-plugin v1.8.0 panic) and
+// other networks and sockets elsewhere never reach it.
+func parseHandshake(line, socketDir string) (version int, addr string, refused *pool.HandshakeError) {
+	refuse := func(giveUp bool, format string, args ...any) (int, string, *pool.HandshakeError) {
+		return 0, "", &pool.HandshakeError{GiveUp: giveUp, Msg: fmt.Sprintf(format, args...)}
+	}
+	f := strings.Split(line, "|")
+	// go-plugin's Serve writes a sixth field, empty without AutoMTLS.
+	if len(f) == 6 && f[5] == "" {
+		f = f[:5]
+	}
+	if len(f) != 5 {
+		return refuse(false, "the plugin's go-plugin handshake line has %d fields, want the 5 of CORE|APP|unix|ADDR|grpc (and no certificate: the host does not use AutoMTLS)", len(f))
+	}
+	if f[0] != strconv.Itoa(plugin.CoreProtocolVersion) {
+		return refuse(true, "the plugin's go-plugin handshake line has core version %q, want %d: the plugin or the host needs upgrading", f[0], plugin.CoreProtocolVersion)
+	}
+	version, err := strconv.Atoi(f[1])
+	if err != nil {
+		return refuse(false, "the plugin's go-plugin handshake line has version %q, not a number", f[1])
+	}
+	if f[2] != "unix" {
+		return refuse(false, "the plugin's go-plugin handshake line names network %q, want unix", f[2])
+	}
+	// The socket must be one the plugin made where go-plugin told it to:
+	// the host dials nothing else on the plugin's word.
+	if socketDir == "" || !filepath.IsAbs(f[3]) || filepath.Dir(filepath.Clean(f[3])) != filepath.Clean(socketDir) {
+		return refuse(false, "the plugin's go-plugin handshake line names socket %q, not one in the directory the host made for it (%s)", f[3], socketDir)
+	}
+	if f[4] != string(plugin.ProtocolGRPC) {
+		return refuse(true, "unsupported plugin protocol %q: agent-host speaks only go-plugin's grpc", f[4])
+	}
+	return version, f[3], nil
+}
 
 // procRunner runs the plugin for go-plugin's client as a runner/proc
 // process. Its stdout is go-plugin's only up to the handshake line.
 type procRunner struct {
-	ctx      context.Context
-	spec     pool.LaunchSpec
-	log      *slog.Logger
-	versions []int
-	env      []string // go-plugin's: the cookie, the versions, the socket directory
+	ctx       context.Context
+	spec      pool.LaunchSpec
+	log       *slog.Logger
+	versions  []int
+	env       []string // go-plugin's: the cookie, the versions, the socket directory
+	socketDir string   // go-plugin's, made for this plugin
 
 	stdoutR *io.PipeReader
 	stdoutW *io.PipeWriter
@@ -262,10 +340,13 @@ type procRunner struct {
 	mu         sync.Mutex
 	p          *proc.Process
 	handshook  bool
-	picked     int // the version in the handshake line
+	picked     int                  // the version in the handshake line
+	refused    *pool.HandshakeError // why the handshake line was not given to go-plugin
 	stray      int
 	stdinW     *os.File
 	closeStdin sync.Once
+	started    chan struct{} // closed once Start is over
+	startOnce  sync.Once
 }
 
 func (r *procRunner) process() *proc.Process {
@@ -278,6 +359,7 @@ func (r *procRunner) process() *proc.Process {
 // bounds the start.
 func (r *procRunner) Start(context.Context) error {
 	// stdin is a pipe only the host holds: it ends when the host does.
+	defer r.startOnce.Do(func() { close(r.started) })
 	stdinR, stdinW, err := os.Pipe()
 	if err != nil {
 		return err
@@ -312,14 +394,18 @@ func (r *procRunner) stdout(line []byte, truncated bool) {
 	done := r.handshook
 	if !done && !truncated && handshakeLine.Match(line) {
 		r.handshook = true
-		r.picked, _ = strconv.Atoi(string(handshakeLine.FindSubmatch(line)[1]))
+		v, addr, refused := parseHandshake(string(line), r.socketDir)
+		r.picked, r.refused = v, refused
 		stray := r.stray
 		r.mu.Unlock()
 		if stray > maxStrayLogged {
 			r.log.Warn("the plugin wrote more lines to stdout before its handshake", "lines", stray-maxStrayLogged)
 		}
-		_, _ = r.stdoutW.Write(append(slices.Clone(line), '\n'))
-		// go-plugin reads nothing more that matters from stdout.
+		if refused == nil {
+			_, _ = fmt.Fprintf(r.stdoutW, "%d|%d|unix|%s|%s\n", plugin.CoreProtocolVersion, v, addr, plugin.ProtocolGRPC)
+		}
+		// go-plugin reads nothing more that matters from stdout; without
+		// a line its start fails at once.
 		r.stdoutW.Close()
 		return
 	}
@@ -333,16 +419,29 @@ func (r *procRunner) stdout(line []byte, truncated bool) {
 		return
 	}
 	r.mu.Unlock()
-	r.log.Info(string(line), "stream", "stdout", "truncated", truncated)
+	r.logLine(slog.LevelInfo, "stdout")(line, truncated)
+}
+
+// logLine logs lines of the plugin's output within its process's log
+// budget. Lines can come before Start has the process: they wait for it.
+func (r *procRunner) logLine(level slog.Level, stream string) proc.LineFunc {
+	return func(line []byte, truncated bool) {
+		<-r.started
+		if p := r.process(); p != nil {
+			p.LogLine(level, stream)(line, truncated)
+		}
+	}
 }
 
 // startError explains why go-plugin's start failed.
 func (r *procRunner) startError(err error, versions []int) error {
 	r.mu.Lock()
-	handshook, picked, stray := r.handshook, r.picked, r.stray
+	handshook, picked, stray, refused := r.handshook, r.picked, r.stray, r.refused
 	p := r.p
 	r.mu.Unlock()
 	switch {
+	case refused != nil:
+		return refused
 	case handshook && !slices.Contains(versions, picked):
 		return &pool.HandshakeError{GiveUp: true, Msg: fmt.Sprintf("the plugin picked version %d of the Agent service, which the host did not offer (%v): the plugin or the host needs upgrading", picked, versions)}
 	case p == nil:
@@ -356,7 +455,10 @@ func (r *procRunner) startError(err error, versions []int) error {
 			how = "killed by signal " + res.Signal.String()
 		}
 		p.Wait()
-		return &pool.HandshakeError{Msg: fmt.Sprintf("the plugin exited before its go-plugin handshake (%s; %d other lines on stdout); its stderr ended with: %s", how, stray, tail(p))}
+		if handshook {
+			return &pool.HandshakeError{Msg: fmt.Sprintf("the plugin's go-plugin handshake failed: %v (it exited: %s); its stderr ended with: %s", err, how, tail(p))}
+		}
+		return &pool.HandshakeError{Msg: fmt.Sprintf("the plugin exited before its go-plugin handshake (%s; %d other lines on stdout): %v; its stderr ended with: %s", how, stray, err, tail(p))}
 	default:
 	}
 	return &pool.HandshakeError{Msg: fmt.Sprintf("the plugin's go-plugin handshake failed: %v; its stderr ended with: %s", err, tail(p))}
@@ -412,15 +514,14 @@ func (r *procRunner) HostToPlugin(network, addr string) (string, string, error) 
 	return network, addr, nil
 }
 
-// lineLog logs what is written to it line by line, at most maxLine bytes
-// a line, the rest of a longer line dropped.
+// lineLog hands what is written to it to emit line by line, at most
+// maxLine bytes a line, the rest of a longer line dropped.
 type lineLog struct {
-	log    *slog.Logger
-	level  slog.Level
-	stream string
+	emit proc.LineFunc
 
-	mu  sync.Mutex
-	buf []byte
+	mu   sync.Mutex
+	buf  []byte
+	long bool // buf holds the start of a longer line
 }
 
 const maxLine = 64 << 10
@@ -431,15 +532,18 @@ func (w *lineLog) Write(b []byte) (int, error) {
 	n := len(b)
 	for len(b) > 0 {
 		i := slices.Index(b, '\n')
-		if i < 0 {
-			room := max(maxLine-len(w.buf), 0)
-			w.buf = append(w.buf, b[:min(room, len(b))]...)
-			break
+		seg := b
+		if i >= 0 {
+			seg = b[:i]
 		}
 		room := max(maxLine-len(w.buf), 0)
-		w.buf = append(w.buf, b[:min(room, i)]...)
-		w.log.Log(context.Background(), w.level, strings.TrimRight(string(w.buf), "\r"), "stream", w.stream)
-		w.buf = w.buf[:0]
+		w.long = w.long || len(seg) > room
+		w.buf = append(w.buf, seg[:min(room, len(seg))]...)
+		if i < 0 {
+			break
+		}
+		w.emit(bytes.TrimRight(w.buf, "\r"), w.long)
+		w.buf, w.long = w.buf[:0], false
 		b = b[i+1:]
 	}
 	return n, nil

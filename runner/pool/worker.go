@@ -373,7 +373,8 @@ func (w *worker) settle(id string, doc []byte, failure error) bool {
 	w.p.notifyLocked()
 	w.p.mu.Unlock()
 	if failure != nil {
-		ch <- result{err: &runner.Failure{Message: fmt.Sprintf("executing %s failed: %v", w.p.cfg.Agent, failure), Err: failure}}
+		// The transport's text is for the node's log: it may name files.
+		ch <- result{err: &runner.Failure{Message: fmt.Sprintf("executing %s failed: its worker's call failed", w.p.cfg.Agent), Err: failure}}
 		return true
 	}
 	if size := int64(len(doc)); size > w.p.cfg.MaxReplyBytes {

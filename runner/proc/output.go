@@ -185,8 +185,10 @@ func (o *outputLog) report(lines, bytes int64) {
 const maxLineFields = 32
 
 // structuredLine reads a JSON object line such as
-// {"level":"warn","msg":"disk low","free":12} into a level, a message and
-// fields, so agents that log structured lines keep them structured. Plain
+// {"level":"warn","msg":"disk low","free":12}, or hclog's
+// {"@level":"warn","@message":"disk low",...} that go-plugin plugins write,
+// into a level, a message and fields, so agents that log structured lines
+// keep them structured. Plain
 // lines (ok false) keep the stream's level, as Choria logs them.
 func structuredLine(line []byte) (level slog.Level, msg string, attrs []slog.Attr, ok bool) {
 	if len(line) < 2 || line[0] != '{' {
@@ -196,15 +198,21 @@ func structuredLine(line []byte) (level slog.Level, msg string, attrs []slog.Att
 	if json.Unmarshal(line, &fields) != nil {
 		return 0, "", nil, false
 	}
-	for _, k := range []string{"msg", "message"} {
+	for _, k := range []string{"msg", "message", "@message"} {
 		if m, isString := fields[k].(string); isString {
 			msg = m
 			delete(fields, k)
 			break
 		}
 	}
-	lv, isString := fields["level"].(string)
-	if msg == "" || !isString {
+	var lv string
+	for _, k := range []string{"level", "@level"} {
+		if l, isString := fields[k].(string); isString {
+			lv = l
+			break
+		}
+	}
+	if msg == "" || lv == "" {
 		return 0, "", nil, false
 	}
 	switch strings.ToLower(lv) {
@@ -219,8 +227,9 @@ func structuredLine(line []byte) (level slog.Level, msg string, attrs []slog.Att
 	default:
 		return 0, "", nil, false
 	}
-	delete(fields, "level")
-	delete(fields, "time")
+	for _, k := range []string{"level", "@level", "time", "@timestamp"} {
+		delete(fields, k)
+	}
 	keys := make([]string, 0, len(fields))
 	for k := range fields {
 		keys = append(keys, k)

@@ -73,7 +73,8 @@ type Spec struct {
 	// together. Lines beyond it are read and counted but not logged, so a
 	// flood cannot fill the logs; the budget refills at LogBytesPerSecond,
 	// so a long-lived process keeps logging at that rate. It does not apply
-	// to WithStdout and WithStderr callbacks. Zero means
+	// to WithStdout and WithStderr callbacks, which can log within it with
+	// Process.LogLine. Zero means
 	// DefaultMaxLogBytes; negative means no limit.
 	MaxLogBytes int64
 	// LogBytesPerSecond is how fast the log budget refills. Zero means
@@ -312,6 +313,15 @@ func Start(ctx context.Context, spec Spec, opts ...Option) (*Process, error) {
 	go func() { readLines(errR, maxLine, stderrFn); readers <- struct{}{} }()
 	go p.supervise(ctx, readers)
 	return p, nil
+}
+
+// LogLine returns a LineFunc that logs lines as the process's own output
+// is logged (at level, or the level of a structured line, with
+// stream=stream), within the same log budget (MaxLogBytes,
+// LogBytesPerSecond): for output of the process that reaches its owner
+// another way, or that a WithStdout or WithStderr callback passes on.
+func (p *Process) LogLine(level slog.Level, stream string) LineFunc {
+	return p.out.lineFunc(level, stream)
 }
 
 // Pid is the process id, which is also the id of its process group.

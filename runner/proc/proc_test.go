@@ -239,8 +239,9 @@ func TestOutputIsLogged(t *testing.T) {
 	logs.Check(t, want)
 }
 
-// TestStructuredOutput: JSON object lines with a level and a message keep
-// them, with their fields; anything else keeps the stream's level.
+// TestStructuredOutput: JSON object lines with a level and a message (or
+// hclog's @level and @message) keep them, with their fields; anything else
+// keeps the stream's level.
 func TestStructuredOutput(t *testing.T) {
 	t.Parallel()
 	var logs runnertest.Logs
@@ -248,7 +249,9 @@ func TestStructuredOutput(t *testing.T) {
 echo '{"level":"debug","message":"detail","time":"x"}' >&2
 echo '{"msg":"no level"}'
 echo '{"level":"loud","msg":"unknown level"}' >&2
-echo '[1,2]'`
+echo '[1,2]'
+echo '{"@level":"trace","@message":"plugin address","@module":"pooltest","@timestamp":"2026-01-02T03:04:05.000000Z","network":"unix"}' >&2
+echo '{"@level":"warn","@message":"hclog warning"}' >&2`
 	p := start(t, t.Context(), proc.Spec{Path: tool(t, "sh"), Args: []string{"sh", "-c", script}},
 		proc.WithLogger(logs.Logger()))
 	wait(t, p)
@@ -258,6 +261,9 @@ echo '[1,2]'`
 		`{"msg":"no level"}`:                     {Level: slog.LevelInfo, Attrs: map[string]string{"stream": "stdout"}},
 		`{"level":"loud","msg":"unknown level"}`: {Level: slog.LevelError, Attrs: map[string]string{"stream": "stderr"}},
 		"[1,2]":                                  {Level: slog.LevelInfo, Attrs: map[string]string{"stream": "stdout"}},
+		// hclog's JSON, which go-plugin plugins write.
+		"plugin address": {Level: slog.LevelDebug, Attrs: map[string]string{"@module": "pooltest", "network": "unix", "stream": "stderr"}},
+		"hclog warning":  {Level: slog.LevelWarn, Attrs: map[string]string{"stream": "stderr"}},
 	})
 }
 

@@ -69,6 +69,9 @@ func (g *grpcAgent) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.Client
 	return nil, errors.New("agent: the SDK serves the plugin; the host is its client")
 }
 
+// pluginEnv is what go-plugin's client sets for its plugin.
+var pluginEnv = []string{gp.MagicCookieKey, "PLUGIN_PROTOCOL_VERSIONS", "PLUGIN_UNIX_SOCKET_DIR", "PLUGIN_UNIX_SOCKET_GROUP", "PLUGIN_MIN_PORT", "PLUGIN_MAX_PORT"}
+
 // pluginServer runs the requests the host sends over gRPC.
 type pluginServer struct {
 	gp.UnimplementedAgentServer
@@ -83,6 +86,7 @@ type pluginServer struct {
 
 	mu          sync.Mutex
 	running     map[string]context.CancelFunc
+	cancelled   map[string]time.Time // Cancels that came before their Run
 	maxDocument int
 }
 
@@ -90,7 +94,15 @@ func (s *pluginServer) Activate(ctx context.Context, req *gp.ActivateRequest) (*
 	// Output goes where it goes in the other modes: the host reads the
 	// process's stderr with levels and keeps its last lines for failure
 	// replies. go-plugin swapped the two before serving, so this is after.
-	s.restore.Do(func() { os.Stdout, os.Stderr = s.stdout, s.stderr })
+	s.restore.Do(func() {
+		os.Stdout, os.Stderr = s.stdout, s.stderr
+		// go-plugin read its variables in Serve, before the handshake:
+		// what the actions start must not find them, as it finds no
+		// worker's.
+		for _, key := range pluginEnv {
+			os.Unsetenv(key)
+		}
+	})
 	rep := &gp.ActivateReply{Activate: true, Agents: []string{s.agent.name}, Concurrency: int32(s.agent.concurrency), Sdk: "agent-host-go/" + Version}
 	if req.MaxDocumentBytes > 0 {
 		s.mu.Lock()
@@ -107,16 +119,71 @@ func (s *pluginServer) Activate(ctx context.Context, req *gp.ActivateRequest) (*
 	return rep, nil
 }
 
+// Bounds on the cancellations remembered for requests not running yet.
+const (
+	maxEarlyCancels = 1024
+	earlyCancelTTL  = 10 * time.Second
+)
+
 func (s *pluginServer) Cancel(_ context.Context, req *gp.CancelRequest) (*gp.CancelReply, error) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if cancel := s.running[req.Id]; cancel != nil {
 		cancel()
+		return &gp.CancelReply{}, nil
 	}
-	s.mu.Unlock()
+	// Run and Cancel are separate calls, which nothing orders: a Cancel
+	// may come before its Run, which then honours it.
+	s.rememberCancel(req.Id, time.Now())
 	return &gp.CancelReply{}, nil
 }
 
+// rememberCancel keeps id as cancelled, within the bounds; s.mu is held.
+func (s *pluginServer) rememberCancel(id string, now time.Time) {
+	if s.cancelled == nil {
+		s.cancelled = map[string]time.Time{}
+	}
+	oldest, oldestAt := "", now
+	for k, at := range s.cancelled {
+		switch {
+		case now.Sub(at) > earlyCancelTTL:
+			delete(s.cancelled, k)
+		case !at.After(oldestAt):
+			oldest, oldestAt = k, at
+		}
+	}
+	if len(s.cancelled) >= maxEarlyCancels {
+		delete(s.cancelled, oldest)
+	}
+	s.cancelled[id] = now
+}
+
+// register makes request id cancellable, and says whether a Cancel for
+// it came first; s.mu is held.
+func (s *pluginServer) register(id string, cancel context.CancelFunc) (cancelledEarly bool) {
+	s.running[id] = cancel
+	at, ok := s.cancelled[id]
+	delete(s.cancelled, id)
+	return ok && time.Since(at) <= earlyCancelTTL
+}
+
 func (s *pluginServer) Run(ctx context.Context, req *gp.RunRequest) (*gp.RunReply, error) {
+	// The action's context ends at the deadline, at a Cancel, and when the
+	// host gives up on the call. The request is cancellable from the
+	// start, before it is read and while it waits for a slot.
+	actx, cancel := context.WithDeadline(ctx, time.UnixMilli(req.DeadlineMs))
+	defer cancel()
+	s.mu.Lock()
+	if s.register(req.Id, cancel) {
+		cancel()
+	}
+	limit := s.maxDocument
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.running, req.Id)
+		s.mu.Unlock()
+	}()
 	// The same checks as a worker's request document: bounded nesting,
 	// then the document itself.
 	var doc protocol.AgentRequest
@@ -134,33 +201,32 @@ func (s *pluginServer) Run(ctx context.Context, req *gp.RunRequest) (*gp.RunRepl
 	// no more than the concurrency announced.
 	select {
 	case s.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, status.FromContextError(ctx.Err()).Err()
+	case <-actx.Done():
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		return s.reply(aborted(actx), limit), nil
 	}
 	defer func() { <-s.sem }()
-	// The action's context ends at the deadline, at a Cancel, and when the
-	// host gives up on the call.
-	actx, cancel := context.WithDeadline(ctx, time.UnixMilli(req.DeadlineMs))
-	defer cancel()
-	s.mu.Lock()
-	s.running[req.Id] = cancel
-	limit := s.maxDocument
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.running, req.Id)
-		s.mu.Unlock()
-	}()
 	rep := s.agent.run(actx, requestOf(&doc, facts, s.config))
 	if actx.Err() != nil && rep.Statuscode == protocol.OK {
-		rep = protocol.AgentReply{Statuscode: protocol.Aborted, Statusmsg: "Cancelled: " + actx.Err().Error(), Data: json.RawMessage("{}")}
+		rep = aborted(actx)
 	}
+	return s.reply(rep, limit), nil
+}
+
+func aborted(ctx context.Context) protocol.AgentReply {
+	return protocol.AgentReply{Statuscode: protocol.Aborted, Statusmsg: "Cancelled: " + ctx.Err().Error(), Data: json.RawMessage("{}")}
+}
+
+// reply encodes rep within the host's document limit.
+func (s *pluginServer) reply(rep protocol.AgentReply, limit int) *gp.RunReply {
 	b, _ := json.Marshal(rep)
 	if limit > 0 && len(b) > limit {
 		// A reply the host would refuse fails this request alone.
 		b, _ = json.Marshal(protocol.AgentReply{Statuscode: protocol.UnknownError, Statusmsg: fmt.Sprintf("the reply is too large for the host: %d bytes, over its %d (plugin.agent_host.pool.max_document_bytes)", len(b), limit), Data: json.RawMessage("{}")})
 	}
-	return &gp.RunReply{Reply: b}, nil
+	return &gp.RunReply{Reply: b}
 }
 
 // pluginOffered says whether the host offered version v of the plugin
