@@ -16,7 +16,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -74,24 +73,11 @@ func TestMain(m *testing.M) {
 // newPool starts a pool of plugins of exe, closed when the test ends.
 func newPool(t testing.TB, cfg pool.Config, tcfg grpcplugin.Config, logs *runnertest.Logs) *pool.Pool {
 	t.Helper()
-	cfg.Agent = "pooltest"
 	if cfg.Executable == "" {
 		cfg.Executable = agentExe
 	}
-	if cfg.RestartBackoff == 0 {
-		cfg.RestartBackoff = 10 * time.Millisecond
-	}
 	cfg.Transport = grpcplugin.New(tcfg)
-	if logs == nil {
-		logs = &runnertest.Logs{}
-	}
-	p := pool.New(cfg, pool.WithLogger(logs.Logger()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), patience)
-		defer cancel()
-		_ = p.Close(ctx)
-	})
-	return p
+	return runnertest.NewPool(t, cfg, logs, patience)
 }
 
 func TestPluginServesRequests(t *testing.T) {
@@ -331,20 +317,7 @@ func TestNoPluginLeftWhenHostIsKilled(t *testing.T) {
 // actAsHost runs a pool of plugins of POOLTEST_AGENT, prints its plugin's
 // pid once a request ran, and waits to be killed.
 func actAsHost() int {
-	p := pool.New(pool.Config{Agent: "pooltest", Executable: os.Getenv("POOLTEST_AGENT"), Transport: grpcplugin.New(grpcplugin.Config{})})
-	ctx, cancel := context.WithTimeout(context.Background(), patience)
-	defer cancel()
-	rep, err := p.Run(ctx, runnertest.PoolRequest("echo", `{}`))
-	if err != nil {
-		fmt.Println("error", err)
-		return 1
-	}
-	var data struct{ PID int }
-	_ = json.Unmarshal(rep.Data, &data)
-	fmt.Println(data.PID)
-	signal.Ignore(syscall.SIGTERM)
-	time.Sleep(time.Hour)
-	return 0
+	return runnertest.HoldPool(pool.Config{Executable: os.Getenv("POOLTEST_AGENT"), Transport: grpcplugin.New(grpcplugin.Config{})}, patience)
 }
 
 // script writes an executable shell script of body, the plugin of a test.

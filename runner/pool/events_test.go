@@ -45,16 +45,8 @@ func (e *workerEvents) find(kind string, pid int) []runner.WorkerEvent {
 
 func eventPool(t *testing.T, cfg pool.Config) (*pool.Pool, *workerEvents) {
 	t.Helper()
-	cfg.Agent = "pooltest"
-	cfg.RestartBackoff = 10 * time.Millisecond
 	events := &workerEvents{}
-	p := pool.New(cfg, pool.WithLogger((&runnertest.Logs{}).Logger()), pool.WithWorkerEvents(events.add))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), patience)
-		defer cancel()
-		_ = p.Close(ctx)
-	})
-	return p, events
+	return runnertest.NewPool(t, cfg, nil, patience, pool.WithWorkerEvents(events.add)), events
 }
 
 // TestWorkerEvents: each worker's start, recycling and exit is reported

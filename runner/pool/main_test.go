@@ -2,16 +2,13 @@ package pool_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -192,20 +189,7 @@ func rawWorker(mode string) int {
 // actAsHost runs a pool of the sdk-go agent named by POOLTEST_AGENT,
 // prints its worker's pid once a request ran, and waits to be killed.
 func actAsHost() int {
-	p := pool.New(pool.Config{Agent: "pooltest", Executable: os.Getenv("POOLTEST_AGENT")})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	rep, err := p.Run(ctx, runnertest.PoolRequest("echo", `{}`))
-	if err != nil {
-		fmt.Println("error", err)
-		return 1
-	}
-	var data struct{ PID int }
-	_ = json.Unmarshal(rep.Data, &data)
-	fmt.Println(data.PID)
-	signal.Ignore(syscall.SIGTERM)
-	time.Sleep(time.Hour)
-	return 0
+	return runnertest.HoldPool(pool.Config{Executable: os.Getenv("POOLTEST_AGENT")}, 10*time.Second)
 }
 
 // readLine reads one line of a process's output within d.

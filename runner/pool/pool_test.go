@@ -28,25 +28,8 @@ const patience = 10 * time.Second
 // closes it when the test ends.
 func newPool(t testing.TB, cfg pool.Config, logs *runnertest.Logs) *pool.Pool {
 	t.Helper()
-	cfg.Agent = "pooltest"
-	if cfg.RestartBackoff == 0 {
-		cfg.RestartBackoff = 10 * time.Millisecond
-	}
-	if logs == nil {
-		logs = &runnertest.Logs{}
-	}
-	p := pool.New(cfg, pool.WithLogger(logs.Logger()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), patience)
-		defer cancel()
-		_ = p.Close(ctx)
-	})
-	return p
+	return runnertest.NewPool(t, cfg, logs, patience)
 }
-
-// run runs one request within d.
-
-// pidOf runs an action that answers with its pid and returns it.
 
 func TestWarmWorkerServesManyRequests(t *testing.T) {
 	eachAgent(t, func(t *testing.T, exe string) {

@@ -3,13 +3,59 @@ package runnertest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"os/signal"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/agent-host/agent-host/protocol"
 	"github.com/agent-host/agent-host/runner"
+	"github.com/agent-host/agent-host/runner/pool"
 )
+
+// NewPool starts a pool of the pooltest agent as cfg describes (with a
+// short restart backoff unless it sets one), logging into logs when not
+// nil, with opts, and closes it, within d, when the test ends.
+func NewPool(tb testing.TB, cfg pool.Config, logs *Logs, d time.Duration, opts ...pool.Option) *pool.Pool {
+	tb.Helper()
+	cfg.Agent = "pooltest"
+	if cfg.RestartBackoff == 0 {
+		cfg.RestartBackoff = 10 * time.Millisecond
+	}
+	if logs == nil {
+		logs = &Logs{}
+	}
+	p := pool.New(cfg, append([]pool.Option{pool.WithLogger(logs.Logger())}, opts...)...)
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		_ = p.Close(ctx)
+	})
+	return p
+}
+
+// HoldPool is the body of a host that is to be killed: it runs one
+// pooltest echo on a pool of cfg within d, prints the pid that served it
+// and waits, ignoring SIGTERM, for its end. It returns the exit status.
+func HoldPool(cfg pool.Config, d time.Duration) int {
+	cfg.Agent = "pooltest"
+	p := pool.New(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	rep, err := p.Run(ctx, PoolRequest("echo", `{}`))
+	if err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	var data struct{ PID int }
+	_ = json.Unmarshal(rep.Data, &data)
+	fmt.Println(data.PID)
+	signal.Ignore(syscall.SIGTERM)
+	time.Sleep(time.Hour)
+	return 0
+}
 
 // PoolRequest is a request for an action of the pooltest agent
 // (testdata/pool/pooltest.json), whose implementations the pool tests run.
