@@ -1,7 +1,6 @@
 package grpcplugin_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -17,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -283,35 +281,7 @@ func TestNoPluginLeftWhenHostIsKilled(t *testing.T) {
 	}
 	host := exec.Command(self)
 	host.Env = append(os.Environ(), "GRPCPLUGIN_ACT_AS_HOST=1", "POOLTEST_AGENT="+agentExe)
-	stdout, err := host.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	host.Stderr = os.Stderr
-	if err := host.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := make(chan string, 1)
-	go func() {
-		l, _ := bufio.NewReader(stdout).ReadString('\n')
-		lines <- strings.TrimSpace(l)
-	}()
-	var line string
-	select {
-	case line = <-lines:
-	case <-time.After(patience):
-		_ = host.Process.Kill()
-		t.Fatal("the host did not say its plugin's pid")
-	}
-	pid, err := strconv.Atoi(line)
-	if err != nil {
-		t.Fatalf("the host said %q, not a plugin's pid", line)
-	}
-	if err := host.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = host.Wait()
-	runnertest.WaitProcessGone(t, pid, patience)
+	runnertest.KillHost(t, host, patience)
 }
 
 // actAsHost runs a pool of plugins of POOLTEST_AGENT, prints its plugin's

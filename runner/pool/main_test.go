@@ -1,7 +1,6 @@
 package pool_test
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -190,21 +189,4 @@ func rawWorker(mode string) int {
 // prints its worker's pid once a request ran, and waits to be killed.
 func actAsHost() int {
 	return runnertest.HoldPool(pool.Config{Executable: os.Getenv("POOLTEST_AGENT")}, 10*time.Second)
-}
-
-// readLine reads one line of a process's output within d.
-func readLine(t *testing.T, r *bufio.Reader, d time.Duration) string {
-	t.Helper()
-	got := make(chan string, 1)
-	go func() {
-		line, _ := r.ReadString('\n')
-		got <- strings.TrimSpace(line)
-	}()
-	select {
-	case line := <-got:
-		return line
-	case <-time.After(d):
-		t.Fatalf("no line within %s", d)
-		return ""
-	}
 }

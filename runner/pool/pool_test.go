@@ -1,16 +1,13 @@
 package pool_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -435,23 +432,6 @@ func TestWorkersDieWithTheHost(t *testing.T) {
 	eachAgent(t, func(t *testing.T, exe string) {
 		host := exec.Command(rawAgent(t, "host"))
 		host.Env = append(os.Environ(), "POOLTEST_AGENT="+exe)
-		stdout, err := host.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		host.Stderr = os.Stderr
-		if err := host.Start(); err != nil {
-			t.Fatal(err)
-		}
-		line := readLine(t, bufio.NewReader(stdout), patience)
-		pid, err := strconv.Atoi(line)
-		if err != nil {
-			t.Fatalf("the host said %q, not a worker's pid", line)
-		}
-		if err := host.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		_ = host.Wait()
-		runnertest.WaitProcessGone(t, pid, patience)
+		runnertest.KillHost(t, host, patience)
 	})
 }

@@ -1,10 +1,14 @@
 package runnertest
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -34,6 +38,46 @@ func NewPool(tb testing.TB, cfg pool.Config, logs *Logs, d time.Duration, opts .
 		_ = p.Close(ctx)
 	})
 	return p
+}
+
+// KillHost starts host, a process running HoldPool, reads the pid it
+// prints within d, kills the host with SIGKILL and fails the test unless
+// the process of that pid is gone within d too: a host killed at once must
+// leave no agent process behind.
+func KillHost(t *testing.T, host *exec.Cmd, d time.Duration) {
+	t.Helper()
+	stdout, err := host.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host.Stderr = os.Stderr
+	if err := host.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 1)
+	go func() {
+		l, _ := bufio.NewReader(stdout).ReadString('\n')
+		lines <- strings.TrimSpace(l)
+	}()
+	var line string
+	select {
+	case line = <-lines:
+	case <-time.After(d):
+		_ = host.Process.Kill()
+		_ = host.Wait()
+		t.Fatal("the host did not say the pid of its agent process")
+	}
+	pid, err := strconv.Atoi(line)
+	if err != nil {
+		_ = host.Process.Kill()
+		_ = host.Wait()
+		t.Fatalf("the host said %q, not its agent process's pid", line)
+	}
+	if err := host.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = host.Wait()
+	WaitProcessGone(t, pid, d)
 }
 
 // HoldPool is the body of a host that is to be killed: it runs one
