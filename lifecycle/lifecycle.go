@@ -297,35 +297,20 @@ func (e *Events) enqueue(kind, subject, source string, b Basic, data any) {
 	}
 	m := message{kind: kind, subject: subject, data: j}
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	switch {
 	case e.closed:
-		e.mu.Unlock()
 		e.drop(kind, errors.New("lifecycle events are stopped"))
 	case !e.started && len(e.early) < e.cfg.Queue-1:
 		e.early = append(e.early, m)
-		e.mu.Unlock()
 	case !e.started:
-		e.mu.Unlock()
 		e.drop(kind, errors.New("the queue is full"))
 	default:
-		e.mu.Unlock()
-		e.send(m)
-	}
-}
-
-// send queues m without waiting; once Shutdown has closed the queue it
-// drops it.
-func (e *Events) send(m message) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		e.drop(m.kind, errors.New("lifecycle events are stopped"))
-		return
-	}
-	select {
-	case e.queue <- m:
-	default:
-		e.drop(m.kind, errors.New("the queue is full"))
+		select {
+		case e.queue <- m:
+		default:
+			e.drop(kind, errors.New("the queue is full"))
+		}
 	}
 }
 
